@@ -1,0 +1,307 @@
+//! The one trait every algorithm implements, and the pick handle callers hold.
+
+use alloc::sync::Arc;
+
+use crate::endpoint::Endpoint;
+use crate::outcome::Report;
+use crate::set::{EndpointSet, Member};
+
+/// What a caller knows about one request when it asks for an endpoint.
+///
+/// Small and borrowed, so building one costs nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickContext<'a> {
+    key: Option<&'a [u8]>,
+    exclude: &'a [usize],
+}
+
+impl<'a> PickContext<'a> {
+    /// A context with no hash key and no exclusions.
+    pub const fn new() -> Self {
+        PickContext { key: None, exclude: &[] }
+    }
+
+    /// Sets the affinity key (a user id, a cookie, a client IP) that hash
+    /// balancers map to an endpoint. Other balancers ignore it.
+    pub const fn with_key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Sets the indices (into the balancer's [`EndpointSet`]) that must not be
+    /// picked, such as the endpoints a retry already tried.
+    pub const fn excluding(mut self, indices: &'a [usize]) -> Self {
+        self.exclude = indices;
+        self
+    }
+
+    /// The affinity key, if any.
+    #[inline]
+    pub const fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    /// The excluded indices.
+    #[inline]
+    pub const fn exclude(&self) -> &'a [usize] {
+        self.exclude
+    }
+
+    /// Whether `index` is excluded.
+    #[inline]
+    pub fn is_excluded(&self, index: usize) -> bool {
+        self.exclude.contains(&index)
+    }
+}
+
+impl EndpointSet {
+    /// Whether the endpoint at `index` may be picked for this request: it
+    /// exists, is healthy or degraded, and is not excluded. Lock-free.
+    #[inline]
+    pub fn is_eligible(&self, index: usize, ctx: &PickContext<'_>) -> bool {
+        match self.get(index) {
+            Some(m) => m.state().is_eligible() && !ctx.is_excluded(index),
+            None => false,
+        }
+    }
+}
+
+/// A selection algorithm over one immutable [`EndpointSet`].
+///
+/// A balancer is built for a snapshot and replaced, not mutated, when the
+/// snapshot changes. Health is read live from each member's
+/// [`EndpointState`](crate::EndpointState), so ejecting an endpoint never
+/// needs a rebuild.
+///
+/// Rules every implementation keeps:
+/// - [`select`](Balancer::select) takes no lock, allocates nothing and makes no syscall;
+/// - it returns only an index of an eligible endpoint (see
+///   [`EndpointSet::is_eligible`]), and `None` when there is none; it never panics;
+/// - an excluded endpoint is never returned. A caller that would rather reuse
+///   an endpoint than fail asks again without exclusions.
+pub trait Balancer: Send + Sync {
+    /// The snapshot this balancer picks from; indices refer to it.
+    fn endpoints(&self) -> &EndpointSet;
+
+    /// Chooses the index of an endpoint for one request. The hot path.
+    fn select(&self, ctx: &PickContext<'_>) -> Option<usize>;
+
+    /// Learns from a finished request. Load-aware balancers update their
+    /// estimates here; the default does nothing.
+    fn observe(&self, index: usize, report: &Report) {
+        let _ = (index, report);
+    }
+}
+
+impl<B: Balancer + ?Sized> Balancer for Arc<B> {
+    fn endpoints(&self) -> &EndpointSet {
+        (**self).endpoints()
+    }
+    fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        (**self).select(ctx)
+    }
+    fn observe(&self, index: usize, report: &Report) {
+        (**self).observe(index, report)
+    }
+}
+
+/// Builds a balancer for a snapshot; how consumers rebuild after a change.
+pub trait Build: Send + Sync {
+    /// The balancer this builds.
+    type Output: Balancer + 'static;
+
+    /// Builds a balancer over `endpoints`. May be slow (Maglev tables); runs off the hot path.
+    fn build(&self, endpoints: EndpointSet) -> Self::Output;
+}
+
+/// Picking with feedback, for every [`Balancer`].
+pub trait BalancerExt: Balancer {
+    /// Picks an endpoint and counts the request as in flight until the
+    /// returned [`Pick`] is completed or dropped.
+    fn pick(&self, ctx: &PickContext<'_>) -> Option<Pick<'_, Self>> {
+        let index = self.select(ctx)?;
+        let member = self.endpoints().get(index)?;
+        member.state().begin_request();
+        Some(Pick { balancer: self, member, index, finished: false })
+    }
+}
+
+impl<B: Balancer + ?Sized> BalancerExt for B {}
+
+/// A picked endpoint and the handle to report how its request went.
+///
+/// Borrowed from the balancer, so it costs no reference count. Dropping it
+/// without [`complete`](Pick::complete) (a cancelled request) ends the
+/// in-flight count and teaches the balancer nothing.
+#[must_use = "report how the request went with Pick::complete"]
+#[derive(Debug)]
+pub struct Pick<'a, B: Balancer + ?Sized> {
+    balancer: &'a B,
+    member: &'a Member,
+    index: usize,
+    finished: bool,
+}
+
+impl<B: Balancer + ?Sized> Pick<'_, B> {
+    /// The endpoint's index in the balancer's snapshot; exclude it on a retry.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The endpoint to send the request to.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.member.endpoint()
+    }
+
+    /// The endpoint with its live state.
+    pub fn member(&self) -> &Member {
+        self.member
+    }
+
+    /// Ends the request and reports its outcome and latency to the balancer.
+    pub fn complete(mut self, report: Report) {
+        self.finished = true;
+        self.member.state().end_request();
+        self.balancer.observe(self.index, &report);
+    }
+}
+
+impl<B: Balancer + ?Sized> Drop for Pick<'_, B> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.member.state().end_request();
+        }
+    }
+}
+
+/// A [`Pick`] that owns a reference to its balancer, for futures that must be
+/// `'static` (a tower `Service::call`, a spawned task).
+#[must_use = "report how the request went with OwnedPick::complete"]
+pub struct OwnedPick<B: Balancer + ?Sized = dyn Balancer> {
+    balancer: Arc<B>,
+    index: usize,
+    finished: bool,
+}
+
+impl<B: Balancer + ?Sized> core::fmt::Debug for OwnedPick<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OwnedPick").field("index", &self.index).field("endpoint", self.endpoint()).finish()
+    }
+}
+
+impl<B: Balancer + ?Sized> OwnedPick<B> {
+    /// Picks from `balancer` like [`BalancerExt::pick`], keeping the balancer alive.
+    pub fn pick(balancer: &Arc<B>, ctx: &PickContext<'_>) -> Option<Self> {
+        let index = balancer.select(ctx)?;
+        balancer.endpoints().get(index)?.state().begin_request();
+        Some(OwnedPick { balancer: Arc::clone(balancer), index, finished: false })
+    }
+
+    fn member(&self) -> &Member {
+        // The index was checked against this very snapshot when picked.
+        &self.balancer.endpoints().members()[self.index]
+    }
+
+    /// The endpoint's index in the balancer's snapshot.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The endpoint to send the request to.
+    pub fn endpoint(&self) -> &Endpoint {
+        self.member().endpoint()
+    }
+
+    /// The balancer this pick came from.
+    pub fn balancer(&self) -> &Arc<B> {
+        &self.balancer
+    }
+
+    /// Ends the request and reports its outcome and latency to the balancer.
+    pub fn complete(mut self, report: Report) {
+        self.finished = true;
+        self.member().state().end_request();
+        self.balancer.observe(self.index, &report);
+    }
+}
+
+impl<B: Balancer + ?Sized> Drop for OwnedPick<B> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.member().state().end_request();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::health::HealthFlag;
+    use crate::outcome::Outcome;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use core::time::Duration;
+
+    /// First eligible endpoint; counts what it observes.
+    struct First {
+        set: EndpointSet,
+        observed: AtomicUsize,
+    }
+
+    impl Balancer for First {
+        fn endpoints(&self) -> &EndpointSet {
+            &self.set
+        }
+        fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
+            (0..self.set.len()).find(|&i| self.set.is_eligible(i, ctx))
+        }
+        fn observe(&self, _: usize, _: &Report) {
+            self.observed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn first(n: u16) -> First {
+        let eps = (1..=n).map(|p| Endpoint::new(core::net::SocketAddr::from(([127, 0, 0, 1], p))));
+        First { set: EndpointSet::new(eps, Timestamp::ZERO), observed: AtomicUsize::new(0) }
+    }
+
+    fn report() -> Report {
+        Report { outcome: Outcome::Success, latency: Duration::from_millis(1), at: Timestamp::ZERO }
+    }
+
+    #[test]
+    fn pick_counts_in_flight_until_complete_or_drop() {
+        let b = first(2);
+        let p = b.pick(&PickContext::new()).unwrap();
+        assert_eq!(b.set.get(0).unwrap().state().in_flight(), 1);
+        p.complete(report());
+        assert_eq!(b.set.get(0).unwrap().state().in_flight(), 0);
+        assert_eq!(b.observed.load(Ordering::Relaxed), 1);
+        drop(b.pick(&PickContext::new()).unwrap());
+        assert_eq!(b.set.get(0).unwrap().state().in_flight(), 0);
+        assert_eq!(b.observed.load(Ordering::Relaxed), 1, "a dropped pick teaches nothing");
+    }
+
+    #[test]
+    fn exclusion_and_health_are_honoured() {
+        let b = first(3);
+        assert_eq!(b.pick(&PickContext::new().excluding(&[0])).unwrap().index(), 1);
+        b.set.get(1).unwrap().state().set_flag(HealthFlag::Ejected, true);
+        assert_eq!(b.pick(&PickContext::new().excluding(&[0])).unwrap().index(), 2);
+        assert!(b.pick(&PickContext::new().excluding(&[0, 2])).is_none());
+        assert!(first(0).pick(&PickContext::new()).is_none());
+        assert!(!b.set.is_eligible(99, &PickContext::new()));
+    }
+
+    #[test]
+    fn owned_pick_works_through_dyn() {
+        let b: Arc<dyn Balancer> = Arc::new(first(1));
+        let p = OwnedPick::pick(&b, &PickContext::new().with_key(b"user-1")).unwrap();
+        assert_eq!(b.endpoints().get(0).unwrap().state().in_flight(), 1);
+        assert_eq!(p.endpoint().address().port(), 1);
+        p.complete(report());
+        assert_eq!(b.endpoints().get(0).unwrap().state().in_flight(), 0);
+        let borrowed = b.pick(&PickContext::new()).unwrap();
+        assert_eq!(borrowed.index(), 0);
+    }
+}

@@ -1,0 +1,46 @@
+//! The Debian packages the test suites need, installed when missing.
+//!
+//! Add a line to [`PACKAGES`] when a suite starts a real server.
+
+use crate::cmd;
+
+/// A Debian package a test suite needs.
+struct Package {
+    /// The Debian package name.
+    name: &'static str,
+    /// Which suite needs it, printed when it is installed.
+    needed_by: &'static str,
+}
+
+/// Every package any test suite needs.
+const PACKAGES: &[Package] = &[];
+
+fn is_installed(name: &str) -> bool {
+    let status = std::process::Command::new("dpkg-query").args(["-W", "-f=${Status}", name]).output();
+    matches!(status, Ok(out) if String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+}
+
+/// Installs the packages in [`PACKAGES`] that are missing: `apt-get update`
+/// once, then one `apt-get install -y`.
+pub(crate) fn install_missing() -> Result<(), String> {
+    cmd::step("Debian packages for the test suites");
+    let missing: Vec<&Package> = PACKAGES.iter().filter(|p| !is_installed(p.name)).collect();
+    for p in PACKAGES.iter().filter(|p| !missing.iter().any(|m| m.name == p.name)) {
+        println!("present: {} ({})", p.name, p.needed_by);
+    }
+    if missing.is_empty() {
+        println!("nothing to install ({} package(s) listed)", PACKAGES.len());
+        return Ok(());
+    }
+    for p in &missing {
+        println!("installing: {} (for {})", p.name, p.needed_by);
+    }
+    if !cmd::succeeds("apt-get", &["--version"]) {
+        return Err("apt-get is not available; install these by hand: ".to_string()
+            + &missing.iter().map(|p| p.name).collect::<Vec<_>>().join(" "));
+    }
+    cmd::run("apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(missing.iter().map(|p| p.name));
+    cmd::run("apt-get", &args)
+}

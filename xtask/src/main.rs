@@ -1,0 +1,45 @@
+//! Developer automation for the lb workspace, run as `cargo xtask <command>`.
+//!
+//! Everything a developer or CI does beyond a plain `cargo build` lives here,
+//! so the README's commands are the whole story.
+
+mod apt;
+mod bench;
+mod cmd;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer automation for lb")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the Debian packages the tests need, then run fmt, clippy, tests and doctests.
+    Test(test::Args),
+    /// Run criterion benchmarks side by side with the peer crates and servers.
+    Bench(bench::Args),
+    /// Install the Debian packages the tests need (what `test` does first).
+    Deps,
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Deps => apt::install_missing(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
