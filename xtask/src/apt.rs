@@ -13,7 +13,10 @@ struct Package {
 }
 
 /// Every package any test suite needs.
-const PACKAGES: &[Package] = &[];
+const PACKAGES: &[Package] = &[
+    Package { name: "dnsmasq", needed_by: "lb-discovery DNS tests (a real resolver on 127.0.0.1)" },
+    Package { name: "protobuf-compiler", needed_by: "lb-client gRPC tests (protoc for tonic code generation)" },
+];
 
 fn is_installed(name: &str) -> bool {
     let status = std::process::Command::new("dpkg-query").args(["-W", "-f=${Status}", name]).output();
