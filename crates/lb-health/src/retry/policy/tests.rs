@@ -1,0 +1,126 @@
+use super::*;
+use crate::retry::budget::RetryBudget;
+use crate::rng::SplitMix64;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn policy() -> RetryPolicy {
+    RetryPolicy { backoff: Backoff::Constant(10 * MS), ..RetryPolicy::default() }
+}
+
+#[test]
+fn retries_prefer_other_endpoints_until_attempts_run_out() {
+    let p = policy();
+    let mut rng = SplitMix64::new(1);
+    let now = Timestamp::ZERO;
+    let mut a = p.start(Method::Get, now);
+    a.tried(4);
+    let r = a.next(Outcome::Http5xx(503), now, &(), &mut rng).unwrap();
+    assert_eq!((r.after, r.exclude, r.attempt), (10 * MS, &[4][..], 2));
+    a.tried(1);
+    a.tried(1);
+    assert_eq!(a.next(Outcome::Reset, now, &(), &mut rng).unwrap().exclude, [4, 1]);
+    assert_eq!(a.next(Outcome::Reset, now, &(), &mut rng), Err(GiveUp::AttemptsExhausted));
+    assert_eq!(a.attempt(), 3);
+}
+
+#[test]
+fn only_chosen_failures_are_retried() {
+    let p = policy();
+    let mut rng = SplitMix64::new(1);
+    let now = Timestamp::ZERO;
+    let mut a = p.start(Method::Get, now);
+    assert_eq!(a.next(Outcome::Http5xx(500), now, &(), &mut rng), Err(GiveUp::NotRetryable));
+    assert_eq!(a.next(Outcome::Success, now, &(), &mut rng), Err(GiveUp::NotRetryable));
+    assert_eq!(a.next_after_status(429, now, &(), &mut rng), Err(GiveUp::NotRetryable));
+    let p = RetryPolicy {
+        retry_on: RetryOn { any_5xx: true, statuses: alloc::vec![429], ..RetryOn::nothing() },
+        ..policy()
+    };
+    let mut a = p.start(Method::Get, now);
+    assert!(a.next(Outcome::Http5xx(500), now, &(), &mut rng).is_ok());
+    assert!(a.next_after_status(429, now, &(), &mut rng).is_ok());
+    assert_eq!(a.next(Outcome::Timeout, now, &(), &mut rng), Err(GiveUp::NotRetryable));
+}
+
+#[test]
+fn non_idempotent_methods_retry_only_unsent_requests_unless_allowed() {
+    let p = policy();
+    let mut rng = SplitMix64::new(1);
+    let now = Timestamp::ZERO;
+    assert_eq!(Method::parse("POST"), Method::Post);
+    assert_eq!(Method::from("post"), Method::Other, "methods are case-sensitive");
+    let mut a = p.start(Method::Post, now);
+    assert_eq!(a.next(Outcome::Http5xx(503), now, &(), &mut rng), Err(GiveUp::NotIdempotent));
+    assert!(a.next(Outcome::ConnectError, now, &(), &mut rng).is_ok(), "never sent, safe to resend");
+    let p = RetryPolicy { retry_non_idempotent: true, ..policy() };
+    assert!(p.start(Method::Patch, now).next(Outcome::Timeout, now, &(), &mut rng).is_ok());
+}
+
+#[test]
+fn committed_responses_are_never_retried() {
+    let p = policy();
+    let mut rng = SplitMix64::new(1);
+    let mut a = p.start(Method::Get, Timestamp::ZERO);
+    a.commit();
+    assert!(a.is_committed());
+    assert_eq!(a.next(Outcome::Reset, Timestamp::ZERO, &(), &mut rng), Err(GiveUp::Committed));
+}
+
+#[test]
+fn the_deadline_bounds_every_attempt() {
+    let p =
+        RetryPolicy { per_try_timeout: Some(30 * MS), deadline: Some(50 * MS), max_attempts: 99, ..policy() };
+    let mut rng = SplitMix64::new(1);
+    let t0 = Timestamp::ZERO;
+    let mut a = p.start(Method::Get, t0);
+    assert_eq!(a.deadline(), Some(t0 + 50 * MS));
+    assert_eq!(a.try_timeout(t0), Some(30 * MS));
+    assert_eq!(a.try_timeout(t0 + 35 * MS), Some(15 * MS), "cut short by the deadline");
+    assert!(a.next(Outcome::Timeout, t0 + 30 * MS, &(), &mut rng).is_ok());
+    assert_eq!(a.next(Outcome::Timeout, t0 + 40 * MS, &(), &mut rng), Err(GiveUp::DeadlineExceeded));
+    assert_eq!(RetryPolicy::default().start(Method::Get, t0).try_timeout(t0), None);
+}
+
+#[test]
+fn gates_can_veto() {
+    let p = RetryPolicy { max_attempts: 5, ..policy() };
+    let mut rng = SplitMix64::new(1);
+    let now = Timestamp::ZERO;
+    let budget = RetryBudget::new(Duration::from_secs(1), 1, 0.0).unwrap();
+    let mut a = p.start(Method::Get, now);
+    assert!(a.next(Outcome::Reset, now, &budget, &mut rng).is_ok(), "the reserve allows one");
+    assert_eq!(a.next(Outcome::Reset, now, &budget, &mut rng), Err(GiveUp::BudgetExhausted));
+    let throttle = crate::RetryThrottle::new(2, 1.0).unwrap();
+    throttle.on_failure();
+    assert_eq!(a.next(Outcome::Reset, now, &(&throttle, &budget), &mut rng), Err(GiveUp::BudgetExhausted));
+    assert_eq!(a.attempt(), 2, "refused retries do not count as attempts");
+}
+
+#[test]
+fn server_pushback_replaces_the_backoff_or_stops_retries() {
+    let p = RetryPolicy {
+        max_attempts: 5,
+        backoff: Backoff::Exponential {
+            base: 10 * MS,
+            cap: Duration::from_secs(1),
+            jitter: crate::Jitter::None,
+        },
+        ..RetryPolicy::default()
+    };
+    let mut rng = SplitMix64::new(1);
+    let now = Timestamp::ZERO;
+    let mut a = p.start(Method::Get, now);
+    assert_eq!(a.next(Outcome::Http5xx(503), now, &(), &mut rng).unwrap().after, 10 * MS);
+    assert_eq!(a.next(Outcome::Http5xx(503), now, &(), &mut rng).unwrap().after, 20 * MS);
+    let pushed = a.next_after_pushback(Outcome::Http5xx(503), Some(700 * MS), now, &()).unwrap();
+    assert_eq!((pushed.after, pushed.attempt), (700 * MS, 4));
+    assert_eq!(
+        a.next(Outcome::Http5xx(503), now, &(), &mut rng).unwrap().after,
+        10 * MS,
+        "backoff restarted"
+    );
+    let mut b = p.start(Method::Get, now);
+    assert_eq!(b.next_after_pushback(Outcome::Http5xx(503), None, now, &()), Err(GiveUp::PushedBack));
+    assert_eq!(b.attempt(), 1);
+}

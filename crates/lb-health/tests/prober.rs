@@ -1,0 +1,163 @@
+//! The HTTP prober against real hyper servers on loopback.
+#![cfg(feature = "tokio")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use lb_core::{Address, Endpoint, EndpointSet, HealthFlag, HealthStatus, Timestamp};
+use lb_health::prober::Prober;
+use lb_health::{ActiveCheckConfig, CheckResult, Classification, InitialState, RiseFall, Transition};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// A server answering every request with the status in `status` and a body naming it.
+async fn flipping_server(status: Arc<AtomicU16>) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let status = Arc::clone(&status);
+            tokio::spawn(async move {
+                let service = service_fn(move |_request| {
+                    let code = status.load(Ordering::SeqCst);
+                    let body = if code == 200 { "status: up" } else { "status: down" };
+                    let response = Response::builder()
+                        .status(StatusCode::from_u16(code).unwrap())
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .unwrap();
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, handle)
+}
+
+fn config() -> ActiveCheckConfig {
+    ActiveCheckConfig {
+        interval: Duration::from_millis(20),
+        jitter: Duration::from_millis(5),
+        timeout: Duration::from_secs(2),
+        path: "/healthz".into(),
+        ..ActiveCheckConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn rise_and_fall_follow_a_flipping_server_step_by_step() {
+    let status = Arc::new(AtomicU16::new(200));
+    let (addr, server) = flipping_server(Arc::clone(&status)).await;
+    let prober = Prober::new(config()).unwrap();
+    let state = lb_core::EndpointState::new(Timestamp::ZERO);
+    let mut rf = RiseFall::new(prober.config());
+    let address = Address::from(addr);
+
+    assert_eq!(prober.check(&address).await, CheckResult::Passing);
+    status.store(503, Ordering::SeqCst);
+    let mut transitions = Vec::new();
+    for _ in 0..3 {
+        transitions.push(rf.record(prober.check(&address).await, &state));
+    }
+    assert_eq!(transitions, [None, None, Some(Transition::Down)], "fall 3");
+    assert_eq!(state.status(), HealthStatus::Unhealthy);
+    status.store(200, Ordering::SeqCst);
+    let mut transitions = Vec::new();
+    for _ in 0..2 {
+        transitions.push(rf.record(prober.check(&address).await, &state));
+    }
+    assert_eq!(transitions, [None, Some(Transition::Up)], "rise 2");
+    assert!(state.is_eligible());
+    server.abort();
+}
+
+#[tokio::test]
+async fn body_text_consul_warnings_timeouts_and_refusals() {
+    let status = Arc::new(AtomicU16::new(200));
+    let (addr, server) = flipping_server(Arc::clone(&status)).await;
+    let address = Address::from(addr);
+    let wants_up = Prober::new(ActiveCheckConfig { expected_body: Some("up".into()), ..config() }).unwrap();
+    assert_eq!(wants_up.check(&address).await, CheckResult::Passing);
+    let wants_green =
+        Prober::new(ActiveCheckConfig { expected_body: Some("green".into()), ..config() }).unwrap();
+    assert_eq!(wants_green.check(&address).await, CheckResult::Critical);
+
+    let consul =
+        Prober::new(ActiveCheckConfig { classification: Classification::Consul, ..config() }).unwrap();
+    status.store(429, Ordering::SeqCst);
+    assert_eq!(consul.check(&address).await, CheckResult::Warning);
+    server.abort();
+
+    // A listener that accepts and never answers: the timeout decides.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = Address::from(silent.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let impatient =
+        Prober::new(ActiveCheckConfig { timeout: Duration::from_millis(100), ..config() }).unwrap();
+    assert_eq!(impatient.check(&silent_addr).await, CheckResult::Critical);
+    hold.abort();
+
+    // A port nobody listens on any more.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    assert_eq!(impatient.check(&Address::from(closed)).await, CheckResult::Critical);
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused() {
+    let bad = ActiveCheckConfig { method: "GE T".into(), ..config() };
+    assert!(Prober::new(bad).unwrap_err().to_string().contains("not an HTTP method"));
+    assert!(Prober::new(ActiveCheckConfig { rise: 0, ..config() }).is_err());
+}
+
+/// Polls `done` every 10 ms for at most 5 s.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn spawned_probes_drive_the_flags_and_follow_the_set() {
+    let status = Arc::new(AtomicU16::new(200));
+    let (addr, server) = flipping_server(Arc::clone(&status)).await;
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let set = EndpointSet::new([Endpoint::new(addr), Endpoint::new(dead)], Timestamp::ZERO);
+    let prober = Prober::new(ActiveCheckConfig { initial: InitialState::Unhealthy, ..config() }).unwrap();
+    let mut probes = prober.watch(&set);
+    assert_eq!(probes.len(), 2);
+    let live = set.get(set.index_of(Endpoint::new(addr).id()).unwrap()).unwrap().state().clone();
+    let gone = set.get(set.index_of(Endpoint::new(dead).id()).unwrap()).unwrap().state().clone();
+
+    assert!(!live.is_eligible() && !gone.is_eligible(), "both start down");
+    assert!(eventually(|| live.is_eligible()).await, "rose after 2 passes");
+    assert!(gone.has_flag(HealthFlag::ActiveCheckFailed), "never rose");
+    status.store(500, Ordering::SeqCst);
+    assert!(eventually(|| !live.is_eligible()).await, "fell after 3 failures");
+    status.store(200, Ordering::SeqCst);
+    assert!(eventually(|| live.is_eligible()).await, "rose again");
+
+    let only_live = set.replaced([Endpoint::new(addr)], Timestamp::ZERO);
+    probes.update(&only_live);
+    assert_eq!(probes.len(), 1);
+    drop(probes);
+    server.abort();
+}
