@@ -18,6 +18,13 @@ const PACKAGES: &[Package] = &[
     Package { name: "protobuf-compiler", needed_by: "lb-client gRPC tests (protoc for tonic code generation)" },
 ];
 
+/// The packages `cargo xtask bench proxy` compares lb-proxy with, and drives it with.
+const BENCH_PACKAGES: &[Package] = &[
+    Package { name: "nginx", needed_by: "the proxy benchmark (peer: nginx, one worker)" },
+    Package { name: "haproxy", needed_by: "the proxy benchmark (peer: HAProxy, one thread)" },
+    Package { name: "wrk", needed_by: "the proxy benchmark (load generator)" },
+];
+
 fn is_installed(name: &str) -> bool {
     let status = std::process::Command::new("dpkg-query").args(["-W", "-f=${Status}", name]).output();
     matches!(status, Ok(out) if String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
@@ -26,13 +33,22 @@ fn is_installed(name: &str) -> bool {
 /// Installs the packages in [`PACKAGES`] that are missing: `apt-get update`
 /// once, then one `apt-get install -y`.
 pub(crate) fn install_missing() -> Result<(), String> {
-    cmd::step("Debian packages for the test suites");
-    let missing: Vec<&Package> = PACKAGES.iter().filter(|p| !is_installed(p.name)).collect();
-    for p in PACKAGES.iter().filter(|p| !missing.iter().any(|m| m.name == p.name)) {
+    install(PACKAGES, "Debian packages for the test suites")
+}
+
+/// Installs the packages in [`BENCH_PACKAGES`] that are missing, the same way.
+pub(crate) fn install_bench_packages() -> Result<(), String> {
+    install(BENCH_PACKAGES, "Debian packages for the proxy benchmark")
+}
+
+fn install(packages: &[Package], step: &str) -> Result<(), String> {
+    cmd::step(step);
+    let missing: Vec<&Package> = packages.iter().filter(|p| !is_installed(p.name)).collect();
+    for p in packages.iter().filter(|p| !missing.iter().any(|m| m.name == p.name)) {
         println!("present: {} ({})", p.name, p.needed_by);
     }
     if missing.is_empty() {
-        println!("nothing to install ({} package(s) listed)", PACKAGES.len());
+        println!("nothing to install ({} package(s) listed)", packages.len());
         return Ok(());
     }
     for p in &missing {

@@ -18,7 +18,12 @@ struct Suite {
 }
 
 /// Every suite `cargo xtask bench` knows.
-const SUITES: &[Suite] = &[];
+const SUITES: &[Suite] = &[
+    Suite { name: "algorithms", package: "lb-algorithms", bench: "algorithms" },
+    Suite { name: "health", package: "lb-health", bench: "health" },
+    Suite { name: "client", package: "lb-client", bench: "client" },
+    Suite { name: "proxy", package: "lb-proxy", bench: "proxy" },
+];
 
 pub(crate) fn run(args: &Args) -> Result<(), String> {
     let chosen: Vec<&Suite> = if args.suites.is_empty() {
@@ -39,6 +44,9 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     }
     let cargo = cmd::cargo();
     for suite in chosen {
+        if suite.name == "proxy" {
+            crate::apt::install_bench_packages()?;
+        }
         cmd::step(&format!("bench {}", suite.name));
         cmd::run(&cargo, &["bench", "--package", suite.package, "--bench", suite.bench])?;
     }

@@ -11,7 +11,7 @@ pub(crate) struct Args {
 }
 
 /// Crates that must keep building without their default (`std`) features.
-const NO_STD_CRATES: &[&str] = &["lb-core"];
+const NO_STD_CRATES: &[&str] = &["lb-core", "lb-algorithms", "lb-health"];
 
 pub(crate) fn run(args: &Args) -> Result<(), String> {
     let cargo = cmd::cargo();

@@ -1,0 +1,174 @@
+//! Power of two choices over requests in flight (Envoy least request, gRPC A48).
+
+use alloc::vec::Vec;
+
+use lb_core::{Balancer, EndpointSet, PickContext};
+
+use crate::util::{Rng, next_eligible, uniform, weights};
+
+/// How many random pairs a pick draws before scanning for eligible endpoints.
+const DRAWS: usize = 3;
+
+/// Draws two distinct eligible endpoints uniformly at random. Returns one
+/// alone only when exactly one is eligible, `None` when none is.
+///
+/// Distinctness is by construction (the second draw skips the first
+/// index), avoiding Envoy's repeated-host bug (envoy#20420).
+#[inline(always)]
+pub(crate) fn two_choices(
+    set: &EndpointSet,
+    rng: &Rng,
+    ctx: &PickContext<'_>,
+) -> Option<(usize, Option<usize>)> {
+    let n = set.len();
+    if n < 2 {
+        return set.is_eligible(0, ctx).then_some((0, None));
+    }
+    let members = set.members();
+    let mut first = 0;
+    for _ in 0..DRAWS {
+        let r = rng.next();
+        // High and low halves give two independent draws from one random word.
+        first = (((r >> 32) * n as u64) >> 32) as usize;
+        let offset = (((r & 0xFFFF_FFFF) * (n as u64 - 1)) >> 32) as usize;
+        let second = if offset >= first { offset + 1 } else { offset };
+        let (a, b) = (members[first].state(), members[second].state());
+        // The common case, both healthy and nothing excluded, costs two flag loads.
+        if a.is_eligible() && b.is_eligible() && ctx.exclude().is_empty() {
+            return Some((first, Some(second)));
+        }
+        match (set.is_eligible(first, ctx), set.is_eligible(second, ctx)) {
+            (true, true) => return Some((first, Some(second))),
+            (true, false) | (false, true) if n == 2 => {
+                let only = if set.is_eligible(first, ctx) { first } else { second };
+                return Some((only, None));
+            }
+            _ => {}
+        }
+    }
+    // Many ineligible endpoints: scan from the last draw instead of hoping.
+    let a = next_eligible(set, first, ctx)?;
+    let b = next_eligible(set, a + 1, ctx).filter(|&b| b != a);
+    Some((a, b))
+}
+
+/// Power of two choices: draw two distinct eligible endpoints at random and
+/// take the one with fewer requests in flight (Envoy `LEAST_REQUEST` with
+/// `choice_count: 2`; gRPC `least_request`, gRFC A48; Mitzenmacher 2001).
+///
+/// With unequal weights the comparison uses Envoy's effective weight
+/// `weight / (in_flight + 1)^active_request_bias` and takes the larger.
+/// With bias 1.0 (the default) this is compared exactly in integers; another
+/// bias costs two `pow` calls per pick. Bias 0 compares weights alone.
+/// Choices are drawn uniformly, as in Envoy's P2C.
+///
+/// ```
+/// use lb_algorithms::PowerOfTwoChoices;
+/// use lb_core::{BalancerExt, Endpoint, EndpointSet, PickContext, Timestamp};
+///
+/// let set = EndpointSet::new(
+///     ["10.0.0.1:80", "10.0.0.2:80"].map(|a| Endpoint::new(a.parse::<lb_core::Address>().unwrap())),
+///     Timestamp::ZERO,
+/// );
+/// let p2c = PowerOfTwoChoices::new(set);
+/// let busy = p2c.pick(&PickContext::new()).unwrap(); // stays in flight
+/// // With two endpoints both are always drawn, so the idle one wins.
+/// assert_ne!(p2c.pick(&PickContext::new()).unwrap().index(), busy.index());
+/// ```
+#[derive(Debug)]
+pub struct PowerOfTwoChoices {
+    set: EndpointSet,
+    weights: Vec<u32>,
+    uniform: bool,
+    bias: f64,
+    rng: Rng,
+}
+
+impl PowerOfTwoChoices {
+    /// P2C with Envoy's default `active_request_bias` of 1.0.
+    pub fn new(set: EndpointSet) -> Self {
+        Self::with_bias(set, 1.0)
+    }
+
+    /// P2C with the given `active_request_bias` (negative or NaN is taken as 1.0).
+    pub fn with_bias(set: EndpointSet, active_request_bias: f64) -> Self {
+        let weights = weights(&set);
+        let uniform = uniform(&weights);
+        let bias = if active_request_bias >= 0.0 { active_request_bias } else { 1.0 };
+        PowerOfTwoChoices { set, weights, uniform, bias, rng: Rng::default() }
+    }
+
+    /// The two candidates a pick would compare now (the second is `None`
+    /// when only one endpoint is eligible). Exposed for tests and tracing.
+    pub fn choices(&self, ctx: &PickContext<'_>) -> Option<(usize, Option<usize>)> {
+        two_choices(&self.set, &self.rng, ctx)
+    }
+
+    /// Whether `a` is at least as good as `b`.
+    #[inline]
+    fn prefers(&self, a: usize, b: usize) -> bool {
+        let members = self.set.members();
+        let (load_a, load_b) =
+            (u64::from(members[a].state().in_flight()), u64::from(members[b].state().in_flight()));
+        if self.uniform {
+            return load_a <= load_b;
+        }
+        let (wa, wb) = (u64::from(self.weights[a]), u64::from(self.weights[b]));
+        if self.bias == 1.0 {
+            // wa / (la + 1) >= wb / (lb + 1)
+            u128::from(wa) * u128::from(load_b + 1) >= u128::from(wb) * u128::from(load_a + 1)
+        } else {
+            let effective = |w: u64, l: u64| w as f64 / libm::pow(l as f64 + 1.0, self.bias);
+            effective(wa, load_a) >= effective(wb, load_b)
+        }
+    }
+}
+
+impl Balancer for PowerOfTwoChoices {
+    fn endpoints(&self) -> &EndpointSet {
+        &self.set
+    }
+
+    #[inline]
+    fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        match two_choices(&self.set, &self.rng, ctx)? {
+            (a, Some(b)) => Some(if self.prefers(a, b) { a } else { b }),
+            (a, None) => Some(a),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{eject, set_of, weighted_set};
+    use lb_core::BalancerExt;
+
+    #[test]
+    fn choices_are_distinct_and_eligible() {
+        let set = set_of(5);
+        eject(&set, 2);
+        let b = PowerOfTwoChoices::new(set);
+        for _ in 0..1000 {
+            let (a, second) = b.choices(&PickContext::new()).unwrap();
+            let second = second.unwrap();
+            assert_ne!(a, second);
+            assert!(a != 2 && second != 2);
+        }
+        assert_eq!(b.choices(&PickContext::new().excluding(&[0, 1, 3])), Some((4, None)));
+        assert_eq!(b.select(&PickContext::new().excluding(&[0, 1, 3, 4])), None);
+    }
+
+    #[test]
+    fn weighted_bias_formula() {
+        // Effective weights 4/(l0+1) vs 1/(l1+1): after five picks in flight, always 4:1
+        // (the fourth pick is a 1-vs-1 tie either way, the fifth settles it).
+        let b = PowerOfTwoChoices::new(weighted_set(&[4, 1]));
+        let _picks: Vec<_> = (0..5).map(|_| b.pick(&PickContext::new()).unwrap()).collect();
+        let loads: Vec<u32> = b.endpoints().iter().map(|m| m.state().in_flight()).collect();
+        assert_eq!(loads, [4, 1]);
+        let zero_bias = PowerOfTwoChoices::with_bias(weighted_set(&[4, 1]), 0.0);
+        let _busy: Vec<_> = (0..10).map(|_| zero_bias.pick(&PickContext::new()).unwrap()).collect();
+        assert_eq!(zero_bias.endpoints().get(0).unwrap().state().in_flight(), 10, "bias 0 ignores load");
+    }
+}

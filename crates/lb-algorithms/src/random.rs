@@ -1,0 +1,130 @@
+//! Weighted random choice in O(1) per pick with Walker's alias method.
+
+use alloc::vec::Vec;
+
+use lb_core::{Balancer, EndpointSet, PickContext};
+
+use crate::util::{Rng, next_eligible, reduce, weights};
+
+/// How many random draws a pick makes before scanning for an eligible endpoint.
+const DRAWS: usize = 4;
+
+/// Picks each endpoint with probability proportional to its weight, using
+/// Walker's alias method (Vose's construction): one random number, one
+/// column, one comparison per pick, built in O(n).
+///
+/// Randomness comes from a lock-free atomic splitmix64 counter. An
+/// ineligible draw is redrawn up to four times, then the pick takes the next
+/// eligible endpoint in set order.
+///
+/// ```
+/// use lb_algorithms::WeightedRandom;
+/// use lb_core::{Balancer, Endpoint, EndpointSet, PickContext, Timestamp};
+///
+/// let set = EndpointSet::new(
+///     [("a", 9), ("b", 1)].map(|(id, w)| {
+///         Endpoint::new("10.0.0.1:80".parse::<lb_core::Address>().unwrap()).with_id(id).with_weight(w)
+///     }),
+///     Timestamp::ZERO,
+/// );
+/// let random = WeightedRandom::new(set);
+/// let a = (0..10_000).filter(|_| random.select(&PickContext::new()) == Some(0)).count();
+/// assert!((8_700..=9_300).contains(&a));
+/// ```
+#[derive(Debug)]
+pub struct WeightedRandom {
+    set: EndpointSet,
+    /// Per column: keep the column when the low 32 random bits are below this.
+    keep_below: Vec<u64>,
+    alias: Vec<u32>,
+    rng: Rng,
+}
+
+impl WeightedRandom {
+    /// Builds the alias table for `set`'s weights.
+    pub fn new(set: EndpointSet) -> Self {
+        let (keep_below, alias) = alias_table(&weights(&set));
+        WeightedRandom { set, keep_below, alias, rng: Rng::default() }
+    }
+
+    #[inline]
+    fn draw(&self) -> usize {
+        let r = self.rng.next();
+        let column = reduce(r, self.alias.len());
+        if (r & 0xFFFF_FFFF) < self.keep_below[column] { column } else { self.alias[column] as usize }
+    }
+}
+
+/// Vose's alias table with probabilities in units of 2^-32.
+fn alias_table(weights: &[u32]) -> (Vec<u64>, Vec<u32>) {
+    let n = weights.len() as u64;
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    // Each column holds `total` units of mass scaled by n; compare in u128 to stay exact.
+    let mut mass: Vec<u128> = weights.iter().map(|&w| u128::from(w) * u128::from(n)).collect();
+    let full = u128::from(total);
+    let mut alias: Vec<u32> = (0..weights.len() as u32).collect();
+    let mut keep_below = alloc::vec![1u64 << 32; weights.len()];
+    let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..weights.len()).partition(|&i| mass[i] < full);
+    while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+        keep_below[s] = ((mass[s] << 32) / full) as u64;
+        alias[s] = l as u32;
+        mass[l] -= full - mass[s];
+        if mass[l] < full {
+            large.pop();
+            small.push(l);
+        }
+    }
+    (keep_below, alias)
+}
+
+impl Balancer for WeightedRandom {
+    fn endpoints(&self) -> &EndpointSet {
+        &self.set
+    }
+
+    #[inline]
+    fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        if self.alias.is_empty() {
+            return None;
+        }
+        let mut index = 0;
+        for _ in 0..DRAWS {
+            index = self.draw();
+            if self.set.is_eligible(index, ctx) {
+                return Some(index);
+            }
+        }
+        next_eligible(&self.set, index + 1, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{eject, weighted_set};
+
+    #[test]
+    fn alias_table_is_exact() {
+        let (keep, alias) = alias_table(&[1, 2, 3, 2]);
+        // Column mass that stays plus mass aliased in must equal each weight's share.
+        let mut share = [0u128; 4];
+        for (c, (&k, &a)) in keep.iter().zip(&alias).enumerate() {
+            share[c] += u128::from(k);
+            share[a as usize] += (1u128 << 32) - u128::from(k);
+        }
+        let unit = (1u128 << 32) * 4 / 8;
+        for (s, w) in share.iter().zip([1u128, 2, 3, 2]) {
+            assert!(s.abs_diff(w * unit) <= 4, "{share:?}");
+        }
+    }
+
+    #[test]
+    fn never_picks_ineligible() {
+        let set = weighted_set(&[100, 1, 1]);
+        eject(&set, 0);
+        let b = WeightedRandom::new(set);
+        assert!((0..500).all(|_| b.select(&PickContext::new()) != Some(0)));
+        assert_eq!(b.select(&PickContext::new().excluding(&[1, 2])), None);
+        assert_eq!(WeightedRandom::new(EndpointSet::empty()).select(&PickContext::new()), None);
+    }
+}

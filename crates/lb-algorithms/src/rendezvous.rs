@@ -1,0 +1,142 @@
+//! Rendezvous (highest random weight) hashing, weighted.
+
+use alloc::vec::Vec;
+
+use lb_core::{EndpointSet, PickContext};
+
+use crate::util::{hash_key, splitmix64, uniform, weights};
+use crate::walk::{HashWalk, Keyless, keyed_balancer};
+
+/// Rendezvous / highest-random-weight hashing (Thaler & Ravishankar 1998):
+/// every endpoint scores the key and the highest score wins.
+///
+/// The score of endpoint `i` is a 64-bit mix of the key hash and the hash of
+/// the endpoint's id. With equal weights the raw mix is compared (integer
+/// only). With unequal weights the score is `-w_i / ln(h)` with `h` the mix
+/// mapped into (0, 1) (Schindelhauer & Schomaker's weighted form), so each
+/// endpoint wins a `w_i / sum(w)` share of keys. Cost: O(n) per pick, plus
+/// one `ln` per eligible endpoint when weights differ, so it suits sets of
+/// tens, not thousands; removal moves only the removed endpoint's keys,
+/// addition only the newcomer's share: the least disruption of all the hash
+/// algorithms here. Without a key a pick is round robin.
+///
+/// ```
+/// use lb_algorithms::Rendezvous;
+/// use lb_core::{Balancer, Endpoint, EndpointSet, PickContext, Timestamp};
+///
+/// let set = EndpointSet::new(
+///     (1..=3).map(|i| Endpoint::new(format!("cache-{i}:11211").parse::<lb_core::Address>().unwrap())),
+///     Timestamp::ZERO,
+/// );
+/// let hrw = Rendezvous::new(set);
+/// let owner = hrw.select(&PickContext::new().with_key(b"object-17")).unwrap();
+/// let retry = hrw.select(&PickContext::new().with_key(b"object-17").excluding(&[owner])).unwrap();
+/// assert_ne!(owner, retry);
+/// ```
+#[derive(Debug)]
+pub struct Rendezvous {
+    set: EndpointSet,
+    id_hashes: Vec<u64>,
+    weights: Vec<f64>,
+    uniform: bool,
+    keyless: Keyless,
+}
+
+impl Rendezvous {
+    /// Rendezvous hashing over `set`.
+    pub fn new(set: EndpointSet) -> Self {
+        let w = weights(&set);
+        let id_hashes = set.iter().map(|m| hash_key(m.endpoint().id().as_str().as_bytes())).collect();
+        let keyless = Keyless::new(&set);
+        Rendezvous {
+            uniform: uniform(&w),
+            weights: w.iter().map(|&x| f64::from(x)).collect(),
+            id_hashes,
+            set,
+            keyless,
+        }
+    }
+
+    /// Endpoint `i`'s raw mix for a key hash.
+    #[inline]
+    fn mix(&self, hash: u64, i: usize) -> u64 {
+        splitmix64(hash ^ self.id_hashes[i])
+    }
+
+    /// Endpoint `i`'s weighted score for a key hash; larger wins.
+    #[inline]
+    fn score(&self, hash: u64, i: usize) -> f64 {
+        let mix = self.mix(hash, i);
+        let unit = ((mix >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        -self.weights[i] / libm::log(unit)
+    }
+
+    /// Selects for a prehashed key (see [`hash_key`](crate::hash_key)): the
+    /// best-scoring eligible endpoint.
+    pub fn select_hash(&self, hash: u64, ctx: &PickContext<'_>) -> Option<usize> {
+        let eligible = (0..self.id_hashes.len()).filter(|&i| self.set.is_eligible(i, ctx));
+        if self.uniform {
+            // Integer comparison of the mixes: no float, no logarithm.
+            return eligible.max_by_key(|&i| (self.mix(hash, i), core::cmp::Reverse(i)));
+        }
+        let mut best: Option<(usize, f64)> = None;
+        for i in eligible {
+            let s = self.score(hash, i);
+            if best.is_none_or(|(_, b)| s > b) {
+                best = Some((i, s));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Every endpoint ordered by its score for `hash`, best first. Allocates.
+    pub fn ranked(&self, hash: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.id_hashes.len()).collect();
+        if self.uniform {
+            order.sort_unstable_by_key(|&i| (core::cmp::Reverse(self.mix(hash, i)), i));
+        } else {
+            order.sort_by(|&a, &b| self.score(hash, b).total_cmp(&self.score(hash, a)).then(a.cmp(&b)));
+        }
+        order
+    }
+}
+
+impl HashWalk for Rendezvous {
+    fn key_hash(&self, key: &[u8]) -> u64 {
+        hash_key(key)
+    }
+
+    /// The endpoints by descending score. Unlike the other walks this one
+    /// allocates (it sorts); the per-pick path uses a single scan instead.
+    fn walk(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        self.ranked(hash).into_iter()
+    }
+}
+
+keyed_balancer!(Rendezvous);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{eject, weighted_set};
+    use lb_core::Balancer;
+
+    #[test]
+    fn weighted_shares() {
+        let hrw = Rendezvous::new(weighted_set(&[1, 3]));
+        let heavy = (0..20_000u64)
+            .filter(|&k| hrw.select_hash(splitmix64(k), &PickContext::new()) == Some(1))
+            .count();
+        assert!((14_500..15_500).contains(&heavy), "{heavy}");
+    }
+
+    #[test]
+    fn ranked_matches_select_and_failover() {
+        let hrw = Rendezvous::new(weighted_set(&[1, 1, 1, 1]));
+        let order = hrw.ranked(hash_key(b"k"));
+        assert_eq!(hrw.select(&PickContext::new().with_key(b"k")), Some(order[0]));
+        eject(hrw.endpoints(), order[0]);
+        assert_eq!(hrw.select(&PickContext::new().with_key(b"k")), Some(order[1]));
+        assert_eq!(hrw.candidates(b"k").collect::<Vec<_>>(), order);
+    }
+}

@@ -1,0 +1,211 @@
+//! Slow start: ramps a newly added endpoint's share up over a window.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::time::Duration;
+
+use lb_core::{Balancer, EndpointSet, PickContext, Report, Timestamp};
+
+use crate::util::Rng;
+
+/// A factor of 1.0 in the fixed point the ramp is stored in.
+const FULL: u32 = 1 << 16;
+/// How many times a pick may turn down a ramping endpoint before accepting.
+const REJECTIONS: usize = 3;
+/// The most exclusions a re-pick carries on the stack; beyond this it accepts.
+const MAX_EXCLUDED: usize = 16;
+
+/// Parameters of [`SlowStart`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStartConfig {
+    /// How long a new endpoint takes to reach its full weight (default 30 s).
+    pub window: Duration,
+    /// The share of its weight a new endpoint starts from, in percent (Envoy's 10).
+    pub min_weight_percent: u8,
+}
+
+impl Default for SlowStartConfig {
+    fn default() -> Self {
+        SlowStartConfig { window: Duration::from_secs(30), min_weight_percent: 10 }
+    }
+}
+
+/// Slow start (HAProxy `slowstart`, Envoy `slow_start_config`) around any
+/// balancer: an endpoint added less than `window` ago gets a factor
+/// `max(floor, age / window)` of its share, ramping linearly to full.
+///
+/// A pick must not read a clock, so the factors live in atomics refreshed
+/// off the pick path: by [`tick`](SlowStart::tick) (call it from a timer),
+/// and by every [`observe`](Balancer::observe), which refreshes the reported
+/// endpoint and one other in turn using `Report::at`. A pick asks the inner
+/// balancer and, if its choice is still ramping with factor `f`, keeps it
+/// with probability `f`, else asks again with that endpoint excluded (up to
+/// three times). The ramping endpoint's share is thus scaled by about `f`
+/// and the rest goes to the others in the inner algorithm's proportions; it
+/// works the same over weighted round robin, least connections and P2C.
+///
+/// ```
+/// use core::time::Duration;
+/// use lb_algorithms::{RoundRobin, SlowStart, SlowStartConfig};
+/// use lb_core::{Balancer, Endpoint, EndpointSet, PickContext, Timestamp};
+///
+/// let old = EndpointSet::new([Endpoint::new("10.0.0.1:80".parse::<lb_core::Address>().unwrap())], Timestamp::ZERO);
+/// let now = Timestamp::ZERO + Duration::from_secs(60);
+/// let set = old.replaced(
+///     ["10.0.0.1:80", "10.0.0.2:80"].map(|a| Endpoint::new(a.parse::<lb_core::Address>().unwrap())),
+///     now, // 10.0.0.2 joins now
+/// );
+/// let slow = SlowStart::new(RoundRobin::new(set), SlowStartConfig::default(), now);
+/// let new_share = (0..10_000).filter(|_| slow.select(&PickContext::new()) == Some(1)).count();
+/// assert!(new_share < 1_500, "starts near the 10 % floor: {new_share}");
+/// slow.tick(now + Duration::from_secs(30));
+/// let new_share = (0..10_000).filter(|_| slow.select(&PickContext::new()) == Some(1)).count();
+/// assert_eq!(new_share, 5_000, "full weight after the window");
+/// ```
+#[derive(Debug)]
+pub struct SlowStart<B> {
+    inner: B,
+    window_nanos: u64,
+    floor: u32,
+    factors: Vec<AtomicU32>,
+    rng: Rng,
+    refresh_cursor: AtomicUsize,
+}
+
+impl<B: Balancer> SlowStart<B> {
+    /// Wraps `inner`, with the ramps computed for time `now`.
+    pub fn new(inner: B, config: SlowStartConfig, now: Timestamp) -> Self {
+        let floor = (u64::from(config.min_weight_percent.min(100)) * u64::from(FULL) / 100) as u32;
+        let factors = inner.endpoints().iter().map(|_| AtomicU32::new(FULL)).collect();
+        let window_nanos = u64::try_from(config.window.as_nanos()).unwrap_or(u64::MAX);
+        let slow = SlowStart {
+            inner,
+            window_nanos,
+            floor,
+            factors,
+            rng: Rng::default(),
+            refresh_cursor: AtomicUsize::new(0),
+        };
+        slow.tick(now);
+        slow
+    }
+
+    /// The wrapped balancer.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// Recomputes every endpoint's ramp for time `now`. O(n); off the pick path.
+    pub fn tick(&self, now: Timestamp) {
+        for i in 0..self.factors.len() {
+            self.refresh(i, now);
+        }
+    }
+
+    /// The current factor of endpoint `index`, from the floor to 1.0.
+    pub fn factor(&self, index: usize) -> Option<f64> {
+        self.factors.get(index).map(|f| f64::from(f.load(Ordering::Relaxed)) / f64::from(FULL))
+    }
+
+    fn refresh(&self, index: usize, now: Timestamp) {
+        let (Some(member), Some(slot)) = (self.inner.endpoints().get(index), self.factors.get(index)) else {
+            return;
+        };
+        let age =
+            u64::try_from(now.saturating_since(member.state().added_at()).as_nanos()).unwrap_or(u64::MAX);
+        let factor = if age >= self.window_nanos {
+            FULL
+        } else {
+            ((u128::from(age) * u128::from(FULL) / u128::from(self.window_nanos)) as u32).max(self.floor)
+        };
+        slot.store(factor, Ordering::Relaxed);
+    }
+
+    /// Whether a ramping pick is kept this time.
+    #[inline]
+    fn keeps(&self, index: usize) -> bool {
+        let factor = self.factors.get(index).map_or(FULL, |f| f.load(Ordering::Relaxed));
+        factor >= FULL || ((self.rng.next() >> 48) as u32) < factor
+    }
+}
+
+impl<B: Balancer> Balancer for SlowStart<B> {
+    fn endpoints(&self) -> &EndpointSet {
+        self.inner.endpoints()
+    }
+
+    fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        let first = self.inner.select(ctx)?;
+        if self.keeps(first) || ctx.exclude().len() + REJECTIONS > MAX_EXCLUDED {
+            return Some(first);
+        }
+        // Re-ask with the turned-down endpoints excluded, on the stack.
+        let mut excluded = [0usize; MAX_EXCLUDED];
+        let given = ctx.exclude().len();
+        excluded[..given].copy_from_slice(ctx.exclude());
+        let mut current = first;
+        for len in given + 1..=given + REJECTIONS {
+            excluded[len - 1] = current;
+            let mut retry = PickContext::new().excluding(&excluded[..len]);
+            if let Some(key) = ctx.key() {
+                retry = retry.with_key(key);
+            }
+            match self.inner.select(&retry) {
+                Some(next) if self.keeps(next) => return Some(next),
+                Some(next) => current = next,
+                None => return Some(current),
+            }
+        }
+        Some(current)
+    }
+
+    fn observe(&self, index: usize, report: &Report) {
+        self.inner.observe(index, report);
+        self.refresh(index, report.at);
+        let n = self.factors.len();
+        if n > 0 {
+            self.refresh(self.refresh_cursor.fetch_add(1, Ordering::Relaxed) % n, report.at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::set_of;
+    use crate::{LeastConnections, PowerOfTwoChoices};
+    use lb_core::{Endpoint, Outcome};
+
+    fn with_newcomer(now: Timestamp) -> EndpointSet {
+        let old = set_of(3);
+        let mut eps: Vec<Endpoint> = old.iter().map(|m| m.endpoint().clone()).collect();
+        eps.push(Endpoint::new("10.9.9.9:80".parse::<lb_core::Address>().unwrap()).with_id("ep-99999"));
+        old.replaced(eps, now)
+    }
+
+    #[test]
+    fn ramp_is_linear_from_the_floor() {
+        let t0 = Timestamp::from_nanos(1_000_000_000_000);
+        let slow = SlowStart::new(PowerOfTwoChoices::new(with_newcomer(t0)), SlowStartConfig::default(), t0);
+        assert!((slow.factor(3).unwrap() - 0.1).abs() < 1e-4);
+        assert_eq!(slow.factor(0), Some(1.0));
+        slow.tick(t0 + Duration::from_secs(15));
+        assert!((slow.factor(3).unwrap() - 0.5).abs() < 1e-4);
+        let report =
+            Report { outcome: Outcome::Success, latency: Duration::ZERO, at: t0 + Duration::from_secs(40) };
+        slow.observe(3, &report);
+        assert_eq!(slow.factor(3), Some(1.0), "observe refreshes the ramp");
+    }
+
+    #[test]
+    fn newcomer_share_is_scaled_under_least_connections() {
+        // The old endpoints joined at zero, long past their window.
+        let t0 = Timestamp::from_nanos(100_000_000_000);
+        let slow = SlowStart::new(LeastConnections::new(with_newcomer(t0)), SlowStartConfig::default(), t0);
+        let new = (0..4_000).filter(|_| slow.select(&PickContext::new()) == Some(3)).count();
+        // Least connections alone would start the scan on it every fourth pick
+        // (a rejection consumes a turn, so every third): at 10 % about 130.
+        assert!((50..260).contains(&new), "{new}");
+        assert_eq!(slow.select(&PickContext::new().excluding(&[0, 1, 2])), Some(3), "still used when alone");
+    }
+}

@@ -1,0 +1,256 @@
+//! Small shared pieces: the key hash, the lock-free random source, fast
+//! range reduction, and the walk to the next eligible endpoint.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use lb_core::{EndpointSet, PickContext};
+
+/// The 64-bit golden ratio, the increment of the splitmix64 sequence.
+pub(crate) const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The splitmix64 finalizer: a strong 64-bit mixer (Steele, Lea, Flood 2014).
+#[inline]
+pub(crate) const fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Multiplies to 128 bits and folds the halves together (the wyhash step).
+#[inline]
+const fn fold_mul(a: u64, b: u64) -> u64 {
+    let r = (a as u128).wrapping_mul(b as u128);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+/// Hashes an affinity key to 64 bits, the way every 64-bit hash algorithm
+/// here ([`Maglev`](crate::Maglev), [`JumpHash`](crate::JumpHash),
+/// [`Rendezvous`](crate::Rendezvous)) hashes `PickContext::key`.
+///
+/// Use it to prehash a key once and call `select_hash` directly.
+///
+/// ```
+/// assert_eq!(lb_algorithms::hash_key(b"user-42"), lb_algorithms::hash_key(b"user-42"));
+/// assert_ne!(lb_algorithms::hash_key(b"user-42"), lb_algorithms::hash_key(b"user-43"));
+/// ```
+#[inline]
+pub fn hash_key(key: &[u8]) -> u64 {
+    const P0: u64 = 0xA076_1D64_78BD_642F;
+    const P1: u64 = 0xE703_7ED1_A0B4_28DB;
+    let mut h = (key.len() as u64).wrapping_mul(P0) ^ GOLDEN;
+    let mut chunks = key.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = fold_mul(h ^ u64::from_le_bytes(word), P1);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = fold_mul(h ^ u64::from_le_bytes(word) ^ P0, P1);
+    }
+    splitmix64(h)
+}
+
+/// Maps a uniformly distributed 64-bit hash onto `0..n` with one multiply
+/// (Lemire's multiply-shift), avoiding a division on the hot path.
+#[inline]
+pub(crate) fn reduce(hash: u64, n: usize) -> usize {
+    ((u128::from(hash) * n as u128) >> 64) as usize
+}
+
+/// A wait-free pseudo-random source shared by all threads picking from one
+/// balancer: a wyrand sequence advanced with a relaxed load and store
+/// (no locked instruction, so ~1 ns instead of an atomic read-modify-write).
+///
+/// Two threads drawing at the same instant may read the same counter; each
+/// mixes in the address of its own stack frame, so they still draw
+/// different numbers. The balancer's own address is mixed in too, so two
+/// processes (or two balancers) do not draw the same sequence.
+#[derive(Debug, Default)]
+pub(crate) struct Rng {
+    counter: AtomicU64,
+}
+
+impl Rng {
+    #[inline]
+    pub(crate) fn next(&self) -> u64 {
+        let here = 0u8;
+        let salt = (core::ptr::from_ref(self) as usize as u64)
+            ^ (core::ptr::from_ref(&here) as usize as u64).rotate_left(32);
+        // wyrand (Wang Yi): a Weyl sequence and one folded 128-bit multiply.
+        let state = self.counter.load(Ordering::Relaxed).wrapping_add(0xA076_1D64_78BD_642F);
+        self.counter.store(state, Ordering::Relaxed);
+        fold_mul(state ^ salt, state ^ 0xE703_7ED1_A0B4_28DB)
+    }
+}
+
+/// `x % d` and `x / d` for a fixed 32-bit divisor without a division
+/// instruction (Lemire, Kaser, Kurz 2019: "Faster remainder by direct computation").
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastDiv {
+    magic: u64,
+    divisor: u32,
+}
+
+impl FastDiv {
+    /// A divisor; 0 is treated as 1 (callers check for empty sets first).
+    pub(crate) fn new(divisor: usize) -> Self {
+        let divisor = u32::try_from(divisor.max(1)).unwrap_or(u32::MAX);
+        FastDiv { magic: (u64::MAX / u64::from(divisor)).wrapping_add(1), divisor }
+    }
+
+    #[inline]
+    pub(crate) fn rem(self, x: u32) -> usize {
+        let low = self.magic.wrapping_mul(u64::from(x));
+        ((u128::from(low) * u128::from(self.divisor)) >> 64) as usize
+    }
+
+    #[inline]
+    pub(crate) fn div(self, x: u32) -> u32 {
+        if self.divisor == 1 {
+            return x;
+        }
+        ((u128::from(self.magic) * u128::from(x)) >> 64) as u32
+    }
+}
+
+/// A wait-free round-robin cursor over `0..len`.
+///
+/// Advanced with a relaxed load and store rather than `fetch_add`: a locked
+/// read-modify-write costs more than the rest of a pick. Picks on one thread
+/// see an exact sequence; two threads picking at the same instant may both
+/// get the same position (the sequence then repeats one entry), so under
+/// concurrency the order is round robin up to such repeats. Never out of range.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    next: AtomicU32,
+    len: FastDiv,
+}
+
+impl Cursor {
+    pub(crate) fn new(len: usize) -> Self {
+        Cursor { next: AtomicU32::new(0), len: FastDiv::new(len) }
+    }
+
+    /// The next position in `0..len`. Wraps at 2^32 picks, where one step
+    /// may repeat a position.
+    #[inline]
+    pub(crate) fn advance(&self) -> usize {
+        self.len.rem(self.sequence())
+    }
+
+    /// The raw sequence number (for schedulers that need the generation).
+    #[inline]
+    pub(crate) fn sequence(&self) -> u32 {
+        let seq = self.next.load(Ordering::Relaxed);
+        self.next.store(seq.wrapping_add(1), Ordering::Relaxed);
+        seq
+    }
+}
+
+/// The first eligible index at or after `start` (wrapping), if any. O(n).
+#[inline]
+pub(crate) fn next_eligible(set: &EndpointSet, start: usize, ctx: &PickContext<'_>) -> Option<usize> {
+    let n = set.len();
+    let mut i = if start >= n { 0 } else { start };
+    for _ in 0..n {
+        if set.is_eligible(i, ctx) {
+            return Some(i);
+        }
+        i += 1;
+        if i == n {
+            i = 0;
+        }
+    }
+    None
+}
+
+/// The endpoint weights of a set, copied so picks need not chase pointers.
+pub(crate) fn weights(set: &EndpointSet) -> Vec<u32> {
+    set.iter().map(|m| m.endpoint().weight()).collect()
+}
+
+/// Whether every weight is the same (then weighted code paths can be skipped).
+pub(crate) fn uniform(weights: &[u32]) -> bool {
+    weights.windows(2).all(|w| w[0] == w[1])
+}
+
+/// Yields the distinct indices of `inner` in order, at most `n` of them:
+/// turns a walk that repeats endpoints (a ring, a Maglev table) into a
+/// failover order. Allocates a bitset: for planning retries, not for picks.
+#[derive(Debug)]
+pub struct Distinct<I> {
+    inner: I,
+    seen: Vec<u64>,
+    left: usize,
+}
+
+impl<I: Iterator<Item = usize>> Distinct<I> {
+    pub(crate) fn new(inner: I, n: usize) -> Self {
+        Distinct { inner, seen: vec![0; n.div_ceil(64)], left: n }
+    }
+}
+
+impl<I: Iterator<Item = usize>> Iterator for Distinct<I> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.left == 0 {
+            return None;
+        }
+        for i in self.inner.by_ref() {
+            let (word, bit) = (i / 64, 1u64 << (i % 64));
+            match self.seen.get_mut(word) {
+                Some(w) if *w & bit == 0 => {
+                    *w |= bit;
+                    self.left -= 1;
+                    return Some(i);
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_div_matches_division() {
+        for d in [1usize, 2, 3, 7, 10, 100, 1000, 65_537, 1 << 20] {
+            let f = FastDiv::new(d);
+            for x in [0u32, 1, 2, 5, 99, 1000, 65_536, 123_456_789, u32::MAX - 1, u32::MAX] {
+                assert_eq!(f.rem(x), x as usize % d, "{x} % {d}");
+                assert_eq!(f.div(x), x / d as u32, "{x} / {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn reduce_stays_in_range() {
+        for n in [1usize, 2, 10, 65_537] {
+            for h in [0u64, 1, u64::MAX / 2, u64::MAX] {
+                assert!(reduce(h, n) < n);
+            }
+        }
+    }
+
+    #[test]
+    fn distinct_drops_repeats_and_stops_after_n() {
+        let v: Vec<usize> = Distinct::new([2, 2, 0, 2, 1, 0, 1].into_iter(), 3).collect();
+        assert_eq!(v, [2, 0, 1]);
+    }
+
+    #[test]
+    fn rng_draws_differ() {
+        let rng = Rng::default();
+        let a = rng.next();
+        assert_ne!(a, rng.next());
+    }
+}

@@ -1,0 +1,271 @@
+//! One attempt at one endpoint, shared by the pool, the tower balancer and
+//! the gRPC channel: pick with exclusions, ask the breaker, and afterwards
+//! report the outcome to the balancer, the breaker, the outlier detector and
+//! the metrics.
+
+use std::sync::Arc;
+
+use lb_core::{Balancer, Clock, Endpoint, Outcome, OwnedPick, PickContext, Report, Timestamp};
+
+use crate::live::Generation;
+use crate::resilience::{Admission, EndpointHealth, Resilience};
+use crate::telemetry::EndpointLabels;
+
+/// What every kind of caller keeps per endpoint: its metric labels and its health.
+#[derive(Debug, Clone)]
+pub(crate) struct Guard {
+    pub(crate) labels: EndpointLabels,
+    pub(crate) health: Arc<EndpointHealth>,
+}
+
+impl Guard {
+    pub(crate) fn new(service: &Arc<str>, endpoint: &Endpoint, resilience: &Resilience) -> Self {
+        let guard = Guard {
+            labels: EndpointLabels::new(service, &endpoint.address().to_string()),
+            health: resilience.new_endpoint(),
+        };
+        if guard.health.has_breaker() {
+            // Dashboards see every endpoint's breaker from the start, closed.
+            guard.labels.breaker_state(0.0);
+        }
+        guard
+    }
+}
+
+/// The endpoints one request must not be sent to again. A fixed array, so
+/// a request allocates nothing for it.
+#[derive(Debug, Default)]
+pub(crate) struct Excluded {
+    indices: [usize; 16],
+    len: usize,
+}
+
+impl Excluded {
+    pub(crate) fn push(&mut self, index: usize) {
+        // Beyond capacity an endpoint may be tried twice; never unbounded.
+        if let Some(slot) = self.indices.get_mut(self.len) {
+            *slot = index;
+            self.len += 1;
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[usize] {
+        &self.indices[..self.len]
+    }
+}
+
+/// A request under way at one endpoint.
+#[derive(Debug)]
+pub(crate) struct Attempt<B: Balancer> {
+    /// `None` once finished.
+    pick: Option<OwnedPick<B>>,
+    guard: Guard,
+    admission: Admission,
+    started: Timestamp,
+}
+
+impl<B: Balancer> Attempt<B> {
+    /// Picks an endpoint that is not excluded, is under its in-flight limit
+    /// and whose breaker admits the request. When every other endpoint was tried, one may be reused rather
+    /// than failing; an endpoint whose breaker refuses is excluded and
+    /// another picked, so this ends after at most one round of the set.
+    pub(crate) fn start<E: AsRef<Guard>>(
+        generation: &Generation<B, E>,
+        key: Option<&[u8]>,
+        excluded: &mut Excluded,
+        clock: &dyn Clock,
+    ) -> Option<Self> {
+        for _ in 0..=generation.extras.len() {
+            let ctx = PickContext::new().excluding(excluded.as_slice());
+            let ctx = match key {
+                Some(key) => ctx.with_key(key),
+                None => ctx,
+            };
+            let pick = OwnedPick::pick(&generation.balancer, &ctx)
+                .or_else(|| OwnedPick::pick(&generation.balancer, &ctx.excluding(&[])))?;
+            let guard = generation.extras[pick.index()].as_ref();
+            let now = clock.now();
+            // The pick itself counts, so this is the load including this request.
+            let in_flight =
+                generation.balancer.endpoints().get(pick.index()).map_or(0, |m| m.state().in_flight());
+            match guard.health.admit(now, in_flight) {
+                Some(admission) => {
+                    guard.labels.started();
+                    return Some(Attempt { pick: Some(pick), guard: guard.clone(), admission, started: now });
+                }
+                // Dropping the pick ends its in-flight count and teaches nothing.
+                None => excluded.push(pick.index()),
+            }
+        }
+        None
+    }
+
+    fn pick(&self) -> &OwnedPick<B> {
+        self.pick.as_ref().expect("an unfinished attempt holds its pick")
+    }
+
+    /// The endpoint's index in the generation it was picked from.
+    pub(crate) fn index(&self) -> usize {
+        self.pick().index()
+    }
+
+    /// The endpoint to send to.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        self.pick().endpoint()
+    }
+
+    /// Reports how the attempt ended to everyone who learns from it.
+    pub(crate) fn finish<E>(
+        mut self,
+        generation: &Generation<B, E>,
+        resilience: &Resilience,
+        outcome: Outcome,
+        status: metrics::SharedString,
+        clock: &dyn Clock,
+    ) {
+        let Some(pick) = self.pick.take() else { return };
+        let now = clock.now();
+        let report = Report { outcome, latency: now.saturating_since(self.started), at: now };
+        self.guard.labels.finished(outcome, status, report.latency);
+        resilience.record(generation.outlier.as_ref(), pick.index(), &self.guard, self.admission, &report);
+        pick.complete(report);
+    }
+}
+
+impl<B: Balancer> Drop for Attempt<B> {
+    /// A cancelled attempt (its future dropped: a caller's timeout, a
+    /// losing hedge) blames nobody: the in-flight counts end and a
+    /// half-open breaker gets its trial permit back.
+    fn drop(&mut self) {
+        if self.pick.take().is_some() {
+            self.guard.labels.cancelled();
+            self.guard.health.release(self.admission, self.started);
+        }
+    }
+}
+
+impl AsRef<Guard> for Guard {
+    fn as_ref(&self) -> &Guard {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lb_algorithms::Algorithm;
+    use lb_core::{Build, EndpointSet, ManualClock, Outcome, Timestamp};
+    use lb_health::Settings;
+
+    use super::*;
+    use crate::resilience::ResilienceConfig;
+
+    fn generation(n: u16, resilience: &Resilience) -> Generation<lb_algorithms::AnyBalancer, Guard> {
+        let set = EndpointSet::new(
+            (1..=n).map(|p| Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, 1], p)))),
+            Timestamp::ZERO,
+        );
+        let service: Arc<str> = Arc::from("test");
+        let extras = set.iter().map(|m| Guard::new(&service, m.endpoint(), resilience)).collect();
+        Generation { balancer: Arc::new(Algorithm::RoundRobin.build(set)), extras, outlier: None }
+    }
+
+    fn trips_at_once() -> Resilience {
+        let config = ResilienceConfig {
+            breaker: Some(
+                Settings::new("t")
+                    .ready_to_trip(|c| c.consecutive_failures >= 1)
+                    .timeout(Duration::from_secs(5)),
+            ),
+            outlier: None,
+            ..ResilienceConfig::default()
+        };
+        Resilience::new(config, Arc::new(ManualClock::new())).unwrap()
+    }
+
+    #[test]
+    fn exclusions_are_bounded() {
+        let mut excluded = Excluded::default();
+        for i in 0..40 {
+            excluded.push(i);
+        }
+        assert_eq!(excluded.as_slice(), (0..16).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_open_breaker_sends_the_request_elsewhere_and_all_open_means_none() {
+        let clock = ManualClock::new();
+        let resilience = trips_at_once();
+        let generation = generation(2, &resilience);
+        let first = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+        let tripped = first.index();
+        first.finish(
+            &generation,
+            &resilience,
+            Outcome::ConnectError,
+            metrics::SharedString::const_str("error"),
+            &clock,
+        );
+        for _ in 0..4 {
+            let attempt = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+            assert_ne!(attempt.index(), tripped, "the open breaker refuses");
+            attempt.finish(
+                &generation,
+                &resilience,
+                Outcome::Success,
+                metrics::SharedString::const_str("200"),
+                &clock,
+            );
+        }
+        let other = 1 - tripped;
+        let second = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+        assert_eq!(second.index(), other);
+        second.finish(
+            &generation,
+            &resilience,
+            Outcome::Timeout,
+            metrics::SharedString::const_str("error"),
+            &clock,
+        );
+        assert!(Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_none());
+        let in_flight: u32 = generation.balancer.endpoints().iter().map(|m| m.state().in_flight()).sum();
+        assert_eq!(in_flight, 0, "refused picks end their in-flight count");
+        clock.advance(Duration::from_secs(5));
+        assert!(
+            Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_some(),
+            "half-open admits a trial"
+        );
+    }
+
+    #[test]
+    fn a_full_endpoint_is_passed_over() {
+        let clock = ManualClock::new();
+        let config = ResilienceConfig { max_in_flight_per_endpoint: Some(1), ..ResilienceConfig::default() };
+        let resilience = Resilience::new(config, Arc::new(ManualClock::new())).unwrap();
+        let generation = generation(2, &resilience);
+        let a = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+        let b = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+        assert_ne!(a.index(), b.index(), "the busy endpoint is full");
+        assert!(
+            Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_none(),
+            "both are full"
+        );
+        a.finish(&generation, &resilience, Outcome::Success, metrics::SharedString::const_str("200"), &clock);
+        assert!(Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_some());
+    }
+
+    #[test]
+    fn a_tried_endpoint_is_reused_only_when_nothing_else_is_left() {
+        let clock = ManualClock::new();
+        let resilience = Resilience::new(ResilienceConfig::default(), Arc::new(ManualClock::new())).unwrap();
+        let generation = generation(2, &resilience);
+        let mut excluded = Excluded::default();
+        let a = Attempt::start(&generation, None, &mut excluded, &clock).unwrap();
+        excluded.push(a.index());
+        let b = Attempt::start(&generation, None, &mut excluded, &clock).unwrap();
+        assert_ne!(a.index(), b.index());
+        excluded.push(b.index());
+        assert!(Attempt::start(&generation, None, &mut excluded, &clock).is_some(), "reuse beats failing");
+    }
+}

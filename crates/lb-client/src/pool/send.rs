@@ -1,0 +1,111 @@
+//! The attempt loop: pick, admit, send, report, and retry elsewhere when
+//! `lb_health::RetryPolicy` and the retry budget allow.
+
+use lb_core::{Build, Outcome};
+use lb_health::{MAX_ATTEMPTS, Method, SplitMix64};
+
+use super::Pool;
+use super::url::point_at;
+use crate::Error;
+use crate::attempt::{Attempt, Excluded};
+use crate::classify;
+use crate::telemetry;
+
+pub(crate) async fn send<A: Build + 'static>(
+    pool: &Pool<A>,
+    request: reqwest::Request,
+    key: Option<&[u8]>,
+    idempotent: Option<bool>,
+) -> Result<reqwest::Response, Error> {
+    let shared = &pool.shared;
+    let settings = &shared.settings;
+    let clock = &*shared.clock;
+    let method = match (idempotent, Method::parse(request.method().as_str())) {
+        // Marked not idempotent: treat it like a POST.
+        (Some(false), _) => Method::Post,
+        (_, method) => method,
+    };
+    let policy = match idempotent {
+        Some(true) => &settings.retry_marked_idempotent,
+        _ => &settings.retry,
+    };
+    let timeout = request.timeout().copied().unwrap_or(settings.timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    if let Some(hedging) = &settings.hedging
+        && (method.is_idempotent() || idempotent == Some(true))
+        && request.body().is_none_or(|body| body.as_bytes().is_some())
+    {
+        return super::hedge::send_hedged(pool, request, key, hedging, deadline).await;
+    }
+    let mut request = Some(request);
+    shared.resilience.deposit(clock.now());
+
+    // Indices refer to this generation, kept for the whole request.
+    let generation = shared.live.load();
+    let mut attempts = policy.start(method, clock.now());
+    let max_attempts = policy.max_attempts.clamp(1, MAX_ATTEMPTS);
+    let mut excluded = Excluded::default();
+    let mut rng = SplitMix64::new(fastrand::u64(..));
+    loop {
+        let Some(attempt) = Attempt::start(&generation, key, &mut excluded, clock) else {
+            return Err(Error::NoEndpoint(shared.service.to_string()));
+        };
+        // Keep the original for later attempts while the body can be copied;
+        // the last possible attempt sends the original itself.
+        let is_last = attempts.attempt() >= max_attempts;
+        let copy = if is_last { None } else { request.as_ref().and_then(reqwest::Request::try_clone) };
+        let (mut sent, can_retry) = match copy {
+            Some(copy) => (copy, true),
+            None => match request.take() {
+                Some(original) => (original, false),
+                None => return Err(Error::NoEndpoint(shared.service.to_string())),
+            },
+        };
+        point_at(sent.url_mut(), attempt.endpoint().address())?;
+        let time_left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let try_timeout =
+            attempts.try_timeout(clock.now()).map_or(time_left, |per_try| per_try.min(time_left));
+        *sent.timeout_mut() = Some(try_timeout);
+
+        let result = shared.client.load().execute(sent).await;
+        let (outcome, status) = attempt_outcome(&result);
+        let index = attempt.index();
+        attempt.finish(&generation, &shared.resilience, outcome, status, clock);
+        excluded.push(index);
+        attempts.tried(index);
+
+        let time_left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let retry = if can_retry && !time_left.is_zero() {
+            let budget = shared.resilience.budget();
+            let decision = match &result {
+                Ok(response) => {
+                    attempts.next_after_status(response.status().as_u16(), clock.now(), budget, &mut rng)
+                }
+                Err(_) => attempts.next(outcome, clock.now(), budget, &mut rng),
+            };
+            decision.ok().map(|retry| retry.after).filter(|pause| *pause < time_left)
+        } else {
+            None
+        };
+        let Some(pause) = retry else {
+            let backend = &generation.extras[index].labels;
+            return result
+                .map_err(|source| Error::Request { endpoint: backend.backend_name().to_string(), source });
+        };
+        telemetry::retried(&shared.service);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The outcome and `status` label of one reqwest attempt.
+pub(crate) fn attempt_outcome(
+    result: &Result<reqwest::Response, reqwest::Error>,
+) -> (Outcome, metrics::SharedString) {
+    match result {
+        Ok(response) => {
+            let code = response.status().as_u16();
+            (Outcome::from_status(code), telemetry::status_label(code))
+        }
+        Err(e) => (classify::reqwest_error(e), metrics::SharedString::const_str("error")),
+    }
+}

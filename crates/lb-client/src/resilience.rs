@@ -1,0 +1,252 @@
+//! The health machinery of one upstream, wired from `lb-health`: a circuit
+//! breaker per endpoint, passive outlier ejection, a retry budget shared by
+//! every request. (Which requests are retried, and the backoff, are the
+//! pool's `lb_health::RetryPolicy`.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use lb_core::{Balancer, Build, Clock, EndpointSet, Report, Timestamp};
+use lb_health::prober::Prober;
+use lb_health::{
+    ActiveCheckConfig, CircuitBreaker, OutlierConfig, OutlierDetector, Rejected, RetryBudget, Settings,
+    State, Ticket, Verdict,
+};
+
+use crate::Error;
+use crate::attempt::Guard;
+use crate::live::{AbortOnDrop, Live};
+use crate::telemetry::EndpointLabels;
+
+/// The breaker gauge's value for a state: 0 closed, 1 half-open, 2 open.
+fn breaker_gauge(state: State) -> u8 {
+    match state {
+        State::Closed => 0,
+        State::HalfOpen => 1,
+        State::Open => 2,
+    }
+}
+
+/// What one endpoint keeps across generations: its breaker.
+#[derive(Debug)]
+pub(crate) struct EndpointHealth {
+    breaker: Option<CircuitBreaker>,
+    /// Requests allowed in flight at once (`u32::MAX`: no limit).
+    max_in_flight: u32,
+    /// The last breaker state published to the `breaker_state` gauge.
+    published: AtomicU8,
+}
+
+/// Proof of admission by an endpoint's breaker (if it has one).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission(Option<Ticket>);
+
+impl EndpointHealth {
+    /// Admits a call that would make `in_flight` requests at once: `None`
+    /// when that is over the limit or the breaker is open.
+    #[inline]
+    pub(crate) fn admit(&self, now: Timestamp, in_flight: u32) -> Option<Admission> {
+        if in_flight > self.max_in_flight {
+            return None;
+        }
+        match &self.breaker {
+            None => Some(Admission(None)),
+            Some(breaker) => match breaker.allow(now) {
+                Ok(ticket) => Some(Admission(Some(ticket))),
+                Err(Rejected::Open | Rejected::TooManyRequests | Rejected::ForcedOpen) => None,
+            },
+        }
+    }
+
+    /// Whether this endpoint has a breaker at all.
+    pub(crate) fn has_breaker(&self) -> bool {
+        self.breaker.is_some()
+    }
+
+    /// Gives back an admission whose call was cancelled: it counts as
+    /// neither success nor failure.
+    pub(crate) fn release(&self, admission: Admission, at: Timestamp) {
+        if let (Some(breaker), Some(ticket)) = (&self.breaker, admission.0) {
+            breaker.record_verdict(ticket, Verdict::Excluded, at);
+        }
+    }
+
+    fn record(&self, admission: Admission, report: &Report, labels: &EndpointLabels) {
+        let (Some(breaker), Some(ticket)) = (&self.breaker, admission.0) else { return };
+        breaker.record(ticket, report.outcome, report.at);
+        let state = breaker_gauge(breaker.state(report.at));
+        if self.published.swap(state, Ordering::Relaxed) != state {
+            labels.breaker_state(f64::from(state));
+        }
+    }
+}
+
+/// The retry budget's parameters (Finagle's `RetryBudget`; defaults 10 s,
+/// 10 retries per second of reserve, 20 % of requests).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetConfig {
+    /// The window deposits and withdrawals are counted over (1 s to 60 s).
+    pub ttl: Duration,
+    /// Retries per second always allowed, even with no traffic.
+    pub min_per_sec: u32,
+    /// Retries allowed as a fraction of requests (0.2 = 20 %).
+    pub percent: f64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig { ttl: Duration::from_secs(10), min_per_sec: 10, percent: 0.2 }
+    }
+}
+
+/// How an upstream protects itself and its endpoints. Every mechanism is
+/// `lb-health`'s; this says which are on and how they are tuned.
+#[derive(Debug, Clone)]
+pub struct ResilienceConfig {
+    /// One breaker per endpoint with these settings (default: gobreaker's,
+    /// trip after more than 5 consecutive failures, but open for 10 s
+    /// rather than 60 s). `None` turns breakers off.
+    pub breaker: Option<Settings>,
+    /// Passive outlier ejection over the upstream's endpoints (default:
+    /// Envoy's, 5 consecutive failures eject for 30 s, at most 10 % of the
+    /// endpoints but always one). `None` turns it off.
+    pub outlier: Option<OutlierConfig>,
+    /// At most this many requests in flight to one endpoint at once
+    /// (default 1024; `None`: no limit). With HTTP/1.1 this also bounds the
+    /// connections open to it. A request over the limit goes to another
+    /// endpoint, or fails at once with `NoEndpoint` when all are full
+    /// (Envoy's `max_requests` overflow).
+    pub max_in_flight_per_endpoint: Option<u32>,
+    /// Active HTTP health checks, one task per endpoint (default off).
+    pub active_check: Option<ActiveCheckConfig>,
+    /// The retry budget shared by every request of the upstream.
+    pub budget: BudgetConfig,
+    /// How often ejections are reviewed and the interval detectors run (default 1 s).
+    pub sweep_every: Duration,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        ResilienceConfig {
+            breaker: Some(Settings::new("endpoint").timeout(Duration::from_secs(10))),
+            outlier: Some(OutlierConfig::default()),
+            max_in_flight_per_endpoint: Some(1024),
+            active_check: None,
+            budget: BudgetConfig::default(),
+            sweep_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The live health machinery of one upstream.
+pub(crate) struct Resilience {
+    config: ResilienceConfig,
+    budget: RetryBudget,
+    prober: Option<Prober>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Resilience {
+    pub(crate) fn new(config: ResilienceConfig, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+        let BudgetConfig { ttl, min_per_sec, percent } = config.budget;
+        let budget = RetryBudget::new(ttl, min_per_sec, percent).map_err(|e| Error::Config(e.to_string()))?;
+        let prober = match &config.active_check {
+            Some(check) => Some(Prober::new(check.clone()).map_err(|e| Error::Config(e.to_string()))?),
+            None => None,
+        };
+        if config.sweep_every.is_zero() {
+            return Err(Error::Config("sweep_every must be longer than zero".to_string()));
+        }
+        Ok(Resilience { config, budget, prober, clock })
+    }
+
+    /// Health for a newly discovered endpoint.
+    pub(crate) fn new_endpoint(&self) -> Arc<EndpointHealth> {
+        Arc::new(EndpointHealth {
+            breaker: self.config.breaker.clone().map(CircuitBreaker::new),
+            max_in_flight: self.config.max_in_flight_per_endpoint.unwrap_or(u32::MAX),
+            published: AtomicU8::new(0),
+        })
+    }
+
+    /// Counts a new request (not a retry) toward the retry budget.
+    #[inline]
+    pub(crate) fn deposit(&self, now: Timestamp) {
+        self.budget.deposit(now);
+    }
+
+    /// Takes one retry from the budget, if there is one.
+    pub(crate) fn withdraw(&self, now: Timestamp) -> bool {
+        self.budget.try_withdraw(now)
+    }
+
+    /// The retry budget, the gate every retry passes.
+    pub(crate) fn budget(&self) -> &RetryBudget {
+        &self.budget
+    }
+
+    /// Learns from one finished attempt: the endpoint's breaker and the
+    /// generation's outlier detector. Atomics only.
+    pub(crate) fn record(
+        &self,
+        outlier: Option<&OutlierDetector>,
+        index: usize,
+        guard: &Guard,
+        admission: Admission,
+        report: &Report,
+    ) {
+        guard.health.record(admission, report, &guard.labels);
+        if outlier.is_some_and(|detector| detector.record(index, report)) {
+            guard.labels.ejected();
+        }
+    }
+
+    /// Starts the periodic work, off the hot path: the outlier detector's
+    /// tick (ending ejections, running the interval detectors) and the
+    /// active checks, which follow the endpoint set.
+    pub(crate) fn spawn_sweeper<A, E>(&self, live: Arc<Live<A, E>>) -> Vec<AbortOnDrop>
+    where
+        A: Build + 'static,
+        E: AsRef<Guard> + Send + Sync + 'static,
+    {
+        let every = self.config.sweep_every;
+        let clock = Arc::clone(&self.clock);
+        let mut probes = self.prober.as_ref().map(|prober| prober.watch(live.load().balancer.endpoints()));
+        let live = Arc::downgrade(&live);
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut probed: Option<EndpointSet> = None;
+            loop {
+                ticks.tick().await;
+                let Some(live) = live.upgrade() else { break };
+                let generation = live.load();
+                let set = generation.balancer.endpoints();
+                if let Some(probes) = probes.as_mut()
+                    && !probed.as_ref().is_some_and(|before| before.same_snapshot(set))
+                {
+                    probes.update(set);
+                    probed = Some(set.clone());
+                }
+                if let Some(detector) = &generation.outlier {
+                    sweep(detector, &generation.extras, clock.now());
+                }
+            }
+        });
+        vec![AbortOnDrop(task)]
+    }
+}
+
+/// One outlier tick; counts the endpoints the interval detectors ejected.
+fn sweep<E: AsRef<Guard>>(detector: &OutlierDetector, extras: &[E], now: Timestamp) {
+    let before: Vec<bool> = (0..extras.len()).map(|i| detector.is_ejected(i)).collect();
+    let summary = detector.tick(now);
+    if summary.ejected > 0 {
+        for (i, extra) in extras.iter().enumerate() {
+            if !before[i] && detector.is_ejected(i) {
+                extra.as_ref().labels.ejected();
+            }
+        }
+    }
+}

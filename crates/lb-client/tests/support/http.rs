@@ -1,0 +1,109 @@
+//! A tiny hyper HTTP/1.1 + h2c backend that counts what it serves.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// A running backend; stopped when dropped.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    name: String,
+    hits: AtomicU64,
+    connections: AtomicU64,
+    status: AtomicU16,
+    delay_ms: AtomicU64,
+}
+
+impl Backend {
+    /// Starts a backend answering 200 with its name after `delay`.
+    pub async fn start(name: &str, delay: Duration) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(State {
+            name: name.to_string(),
+            hits: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(delay.as_millis() as u64),
+        });
+        let task = tokio::spawn(serve(listener, Arc::clone(&state)));
+        Backend { addr, name: name.to_string(), state, task }
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> u64 {
+        self.state.hits.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Makes every later answer carry `status`.
+    pub fn answer_with(&self, status: u16) {
+        self.state.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>) {
+    // Dropping the set (when this task is aborted) aborts every connection.
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        state.connections.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::clone(&state);
+        connections.spawn(async move {
+            let service = service_fn(move |request| answer(Arc::clone(&state), request));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn answer(
+    state: Arc<State>,
+    request: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    state.hits.fetch_add(1, Ordering::Relaxed);
+    let body = format!("{} {}", state.name, request.uri().path());
+    let status = state.status.load(Ordering::Relaxed);
+    Ok(hyper::Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response"))
+}
