@@ -1,0 +1,86 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, and
+//! `/upstreams` (every endpoint's health as JSON). Bound to 127.0.0.1 by default.
+
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::runtime::Runtime;
+use crate::server::{accept_loop, serve_local};
+
+/// The process-wide Prometheus recorder's handle, installing the recorder on
+/// first use. If another recorder was installed first, the handle renders
+/// only what reaches it (nothing), and a warning says so.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    runtime: Arc<ArcSwap<Runtime>>,
+    stopped: watch::Receiver<bool>,
+) {
+    accept_loop(listener, stopped, move |stream, _| {
+        let (handle, runtime) = (handle.clone(), Arc::clone(&runtime));
+        serve_local(stream, move |req| respond(req.uri().path(), &handle, &runtime.load()))
+    })
+    .await;
+}
+
+fn respond(path: &str, handle: &PrometheusHandle, runtime: &Runtime) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => {
+            for upstream in &runtime.upstreams {
+                upstream.refresh_gauges(runtime.clock.as_ref());
+            }
+            (StatusCode::OK, "text/plain; version=0.0.4", handle.render())
+        }
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/upstreams" => (StatusCode::OK, "application/json", upstreams_json(runtime)),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "try /metrics, /healthz or /upstreams\n".to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn upstreams_json(runtime: &Runtime) -> String {
+    let upstreams: serde_json::Map<String, serde_json::Value> = runtime
+        .upstream_names
+        .iter()
+        .map(|(name, &i)| {
+            let snapshot = runtime.upstreams[i].current.load();
+            let endpoints: Vec<serde_json::Value> = lb_core::Balancer::endpoints(&**snapshot)
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "address": m.endpoint().address().to_string(),
+                        "weight": m.endpoint().weight(),
+                        "status": format!("{:?}", m.state().status()).to_lowercase(),
+                        "in_flight": m.state().in_flight(),
+                    })
+                })
+                .collect();
+            (name.clone(), serde_json::Value::Array(endpoints))
+        })
+        .collect();
+    serde_json::Value::Object(upstreams).to_string()
+}

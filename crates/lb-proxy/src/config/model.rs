@@ -1,0 +1,549 @@
+//! The configuration file's shape, as serde reads it.
+//!
+//! Every table rejects unknown keys. Values that later rules check keep
+//! their position in the file (`Spanned`) so those errors can point at them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lb_core::Address;
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use super::duration;
+
+/// A whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub global: Global,
+    /// The admin listener (metrics, health of the proxy itself).
+    #[serde(default)]
+    pub admin: Admin,
+    /// Where clients connect.
+    #[serde(default)]
+    pub listeners: Vec<Spanned<Listener>>,
+    /// Which upstream serves which host and path.
+    #[serde(default)]
+    pub routes: Vec<Spanned<Route>>,
+    /// The upstreams by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Spanned<Upstream>>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Global {
+    /// Runtime worker threads; 1 runs everything on one thread.
+    pub worker_threads: Spanned<usize>,
+    /// The largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: Spanned<usize>,
+    /// The most request headers accepted.
+    pub max_headers: usize,
+    /// The largest request body accepted, in bytes; 0 means no limit.
+    pub max_body_bytes: u64,
+    /// How much of a request body is kept so the request can be retried.
+    pub replay_buffer_bytes: usize,
+    /// Close a client connection idle this long between requests.
+    #[serde(with = "duration")]
+    pub client_idle_timeout: Duration,
+    /// One line per request on the `access_log` tracing target.
+    pub access_log: AccessLog,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            worker_threads: Spanned::new(0..0, 1),
+            max_header_bytes: Spanned::new(0..0, 64 * 1024),
+            max_headers: 100,
+            max_body_bytes: 0,
+            replay_buffer_bytes: 64 * 1024,
+            client_idle_timeout: Duration::from_secs(60),
+            access_log: AccessLog::Off,
+        }
+    }
+}
+
+/// The access log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLog {
+    /// No access log.
+    #[default]
+    Off,
+    /// `key=value` text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Address of the admin HTTP listener (`/metrics`, `/healthz`).
+    pub listen: Spanned<SocketAddr>,
+    /// Whether the admin listener runs.
+    pub enabled: bool,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 9901))), enabled: true }
+    }
+}
+
+/// One client-facing listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// A name for logs.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The address to bind.
+    pub listen: Spanned<SocketAddr>,
+}
+
+/// One routing rule: requests whose host and path match go to `upstream`.
+///
+/// The most specific rule wins: an exact host beats any host, then the
+/// longest path prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The `Host` to match (port ignored, case-insensitive); any host when absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The path prefix to match; `/` matches everything.
+    #[serde(default = "root_path")]
+    pub path_prefix: Spanned<String>,
+    /// The upstream that serves the match.
+    pub upstream: Spanned<String>,
+}
+
+fn root_path() -> Spanned<String> {
+    Spanned::new(0..0, "/".to_string())
+}
+
+/// A named group of endpoints and how to balance, protect and forward to them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Where the endpoints come from.
+    pub discovery: Spanned<Discovery>,
+    /// The selection algorithm, by name (`round_robin`, `weighted_round_robin`, `least_conn`, ...).
+    #[serde(default = "default_algorithm")]
+    pub algorithm: Spanned<String>,
+    /// Parameters of the algorithm; each takes its default when absent.
+    #[serde(default)]
+    pub algorithm_params: AlgorithmParams,
+    /// Where hash algorithms take their key from.
+    #[serde(default)]
+    pub hash_key: Option<HashKey>,
+    /// What `Host` header the endpoint sees.
+    #[serde(default)]
+    pub host_header: HostHeader,
+    /// Also send the RFC 7239 `Forwarded` header (the `X-Forwarded-*` headers are always sent).
+    #[serde(default)]
+    pub forwarded_header: bool,
+    /// Active HTTP health checks; none when absent.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Passive outlier detection; none when absent.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// A circuit breaker per endpoint; none when absent.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Retries on another endpoint.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Connection and concurrency limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Ramp a new endpoint's share of traffic up over this window.
+    #[serde(default, with = "duration::option")]
+    pub slow_start: Option<Duration>,
+}
+
+fn default_algorithm() -> Spanned<String> {
+    Spanned::new(0..0, "round_robin".to_string())
+}
+
+/// Tuning of the selection algorithms; a key that does not apply to the chosen algorithm is ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlgorithmParams {
+    /// `p2c`: Envoy's `active_request_bias` (default 1.0).
+    pub active_request_bias: Option<f64>,
+    /// `peak_ewma`: decay time constant (default 10 s).
+    #[serde(with = "duration::option")]
+    pub tau: Option<Duration>,
+    /// `peak_ewma`: RTT of an endpoint not yet measured (default 30 ms).
+    #[serde(with = "duration::option")]
+    pub default_rtt: Option<Duration>,
+    /// `ring_hash`, `bounded_load`: ring points per unit of weight (default 160).
+    pub points_per_weight: Option<u32>,
+    /// `maglev`, `bounded_load:maglev`: table size, a prime (default 65537).
+    pub table_size: Option<u32>,
+    /// `bounded_load`: balance factor c > 1 (default 1.25).
+    pub balance_factor: Option<f64>,
+    /// Slow start: the share a new endpoint starts from, in percent (default 10).
+    pub slow_start_min_weight_percent: Option<u8>,
+}
+
+/// Where an upstream's endpoints come from; exactly one source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// A fixed list in the file.
+    Static(StaticDiscovery),
+    /// A file of endpoints, watched for changes.
+    File(FileDiscovery),
+    /// A DNS name, re-resolved periodically.
+    Dns(DnsDiscovery),
+    /// A Consul service's healthy instances.
+    Consul(ConsulDiscovery),
+}
+
+/// A fixed list of endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticDiscovery {
+    /// The endpoints.
+    pub endpoints: Vec<StaticEndpoint>,
+}
+
+/// One endpoint of a static list: `"host:port"` or `{ address, weight, id }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticEndpoint {
+    /// `ip:port` or `host:port`.
+    pub address: Address,
+    /// Relative share of traffic, at least 1.
+    pub weight: u32,
+    /// A name for the endpoint (defaults to the address).
+    pub id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DetailedEndpoint {
+    #[serde(deserialize_with = "address")]
+    address: Address,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+fn address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Address, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+impl<'de> Deserialize<'de> for StaticEndpoint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EndpointVisitor;
+        impl<'de> serde::de::Visitor<'de> for EndpointVisitor {
+            type Value = StaticEndpoint;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"host:port\" or { address = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<StaticEndpoint, E> {
+                let address = text.parse().map_err(E::custom)?;
+                Ok(StaticEndpoint { address, weight: 1, id: None })
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<StaticEndpoint, M::Error> {
+                let d = DetailedEndpoint::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(StaticEndpoint { address: d.address, weight: d.weight, id: d.id })
+            }
+        }
+        deserializer.deserialize_any(EndpointVisitor)
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A watched file of endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    /// The file, relative to the configuration file's directory.
+    pub path: PathBuf,
+}
+
+/// A DNS name to resolve, re-resolved as its records' TTL says.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDiscovery {
+    /// The name: A/AAAA records when `port` is set, SRV records (which carry ports and weights) otherwise.
+    pub name: String,
+    /// The port every A/AAAA address gets.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Re-resolve no sooner than this, whatever the TTL.
+    #[serde(default = "one_second", with = "duration")]
+    pub min_ttl: Duration,
+    /// Re-resolve no later than this, whatever the TTL.
+    #[serde(default = "five_minutes", with = "duration")]
+    pub max_ttl: Duration,
+    /// Name servers to ask instead of the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub name_servers: Vec<SocketAddr>,
+}
+
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// A Consul service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulDiscovery {
+    /// The service name.
+    pub service: String,
+    /// The Consul agent's HTTP address (defaults to `CONSUL_HTTP_ADDR` or `http://127.0.0.1:8500`).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The datacenter; the agent's own when absent.
+    #[serde(default)]
+    pub datacenter: Option<String>,
+    /// Only instances with this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// Where a hash algorithm finds its key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    /// A request header's value.
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+    /// The request path (without the query).
+    Path,
+    /// A query parameter's value.
+    Query(String),
+}
+
+/// What `Host` header the endpoint sees.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HostHeader {
+    /// The client's `Host`, unchanged.
+    #[default]
+    Preserve,
+    /// The endpoint's own `host:port`.
+    Endpoint,
+    /// A fixed value.
+    Set(String),
+}
+
+/// Active HTTP health checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// The path to GET.
+    #[serde(default = "health_path")]
+    pub path: String,
+    /// Time between checks of one endpoint.
+    #[serde(default = "two_seconds", with = "duration")]
+    pub interval: Duration,
+    /// How long one check may take.
+    #[serde(default = "one_second", with = "duration")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring an endpoint back.
+    #[serde(default = "two")]
+    pub rise: Spanned<u32>,
+    /// Consecutive failures that take an endpoint out.
+    #[serde(default = "three")]
+    pub fall: Spanned<u32>,
+}
+
+fn health_path() -> String {
+    "/health".to_string()
+}
+fn two_seconds() -> Duration {
+    Duration::from_secs(2)
+}
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+fn two() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+fn three() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
+}
+
+/// Passive outlier detection (Envoy's consecutive detectors).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierDetection {
+    /// Eject after this many 5xx answers in a row.
+    pub consecutive_5xx: u32,
+    /// How often ejection multipliers decay (and the ejection clock is checked).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Eject after this many connect errors, timeouts or resets in a row.
+    pub consecutive_local_origin_failures: u32,
+    /// The first ejection's length; the n-th lasts n times as long.
+    #[serde(with = "duration")]
+    pub base_ejection_time: Duration,
+    /// The longest ejection.
+    #[serde(with = "duration")]
+    pub max_ejection_time: Duration,
+    /// At most this share of endpoints ejected at once (one may always be).
+    pub max_ejection_percent: Spanned<u8>,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_5xx: 5,
+            interval: Duration::from_secs(10),
+            consecutive_local_origin_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: Spanned::new(0..0, 10),
+        }
+    }
+}
+
+/// A per-endpoint circuit breaker (gobreaker's model).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    /// Open after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// How long the breaker stays open before letting trial requests through.
+    #[serde(with = "duration")]
+    pub open_timeout: Duration,
+    /// Trial requests admitted while half-open; that many successes close it.
+    pub half_open_requests: Spanned<u32>,
+    /// Clear the closed state's counts this often; never when absent.
+    #[serde(with = "duration::option")]
+    pub interval: Option<Duration>,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            consecutive_failures: 5,
+            open_timeout: Duration::from_secs(10),
+            half_open_requests: Spanned::new(0..0, 1),
+            interval: None,
+        }
+    }
+}
+
+/// Retrying a failed request on another endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Total tries including the first; 1 disables retries. Clamped to 5 as in gRPC.
+    pub attempts: Spanned<u32>,
+    /// Which failures are retried.
+    pub retry_on: Vec<RetryOn>,
+    /// Retry non-idempotent methods (POST, PATCH) too.
+    pub non_idempotent: bool,
+    /// The retry budget: retries may add this percentage of requests...
+    pub budget_percent: Spanned<u32>,
+    /// ...plus this many retries per second...
+    pub budget_min_per_second: u32,
+    /// ...counted over this window.
+    #[serde(with = "duration")]
+    pub budget_window: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: Spanned::new(0..0, 2),
+            retry_on: vec![RetryOn::ConnectError, RetryOn::Reset],
+            non_idempotent: false,
+            budget_percent: Spanned::new(0..0, 20),
+            budget_min_per_second: 10,
+            budget_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A kind of failure that may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The connection could not be made.
+    ConnectError,
+    /// The connection broke before the response started.
+    Reset,
+    /// The per-try timeout expired before the response started.
+    Timeout,
+    /// The endpoint answered 502, 503 or 504.
+    GatewayError,
+    /// The endpoint answered any 5xx.
+    #[serde(rename = "5xx")]
+    Http5xx,
+}
+
+/// Timeouts of one upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Connecting to an endpoint.
+    #[serde(with = "duration")]
+    pub connect: Duration,
+    /// The whole request, all tries included, until the response headers arrive.
+    #[serde(with = "duration")]
+    pub request: Duration,
+    /// One try, until the response headers arrive.
+    #[serde(with = "duration")]
+    pub per_try: Duration,
+    /// Close a pooled connection idle this long; keep it below the backend's own idle timeout.
+    #[serde(with = "duration")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(30),
+            per_try: Duration::from_secs(15),
+            idle: Duration::from_secs(50),
+        }
+    }
+}
+
+/// Connection and concurrency limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Idle keep-alive connections kept per endpoint.
+    pub max_idle_connections_per_endpoint: usize,
+    /// Requests in flight per endpoint (with HTTP/1.1, also the most
+    /// connections open to it); 0 means no limit.
+    pub max_in_flight_per_endpoint: u32,
+    /// Requests in flight across the upstream; 0 means no limit.
+    pub max_in_flight: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_idle_connections_per_endpoint: 256, max_in_flight_per_endpoint: 0, max_in_flight: 0 }
+    }
+}

@@ -1,0 +1,144 @@
+//! Rules that span several keys, checked after serde has read the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use super::error::Violation;
+use super::model::{Config, Discovery, HashKey, Upstream};
+use crate::balancing::{AlgorithmChoice, parse_algorithm};
+
+/// Every broken rule, in file order of the first one found per section.
+pub(crate) fn check(config: &Config) -> Vec<Violation> {
+    let mut found = Vec::new();
+    check_global(config, &mut found);
+    check_listeners(config, &mut found);
+    for upstream in config.upstreams.values() {
+        check_upstream(upstream.get_ref(), upstream.span(), &mut found);
+    }
+    check_routes(config, &mut found);
+    found.sort_by_key(|v| v.span.start);
+    found
+}
+
+fn check_global(config: &Config, found: &mut Vec<Violation>) {
+    let g = &config.global;
+    if *g.worker_threads.get_ref() == 0 {
+        found.push(Violation::new(g.worker_threads.span(), "worker_threads must be at least 1"));
+    }
+    if *g.max_header_bytes.get_ref() < 8192 {
+        found.push(Violation::new(g.max_header_bytes.span(), "max_header_bytes must be at least 8192"));
+    }
+}
+
+fn check_listeners(config: &Config, found: &mut Vec<Violation>) {
+    let mut seen: BTreeMap<SocketAddr, ()> = BTreeMap::new();
+    if config.admin.enabled {
+        seen.insert(*config.admin.listen.get_ref(), ());
+    }
+    for listener in &config.listeners {
+        let listen = &listener.get_ref().listen;
+        let addr = *listen.get_ref();
+        if addr.port() != 0 && seen.insert(addr, ()).is_some() {
+            found.push(Violation::new(
+                listen.span(),
+                format!("{addr} is already used by another listener or the admin listener"),
+            ));
+        }
+    }
+}
+
+fn check_routes(config: &Config, found: &mut Vec<Violation>) {
+    for route in &config.routes {
+        let route = route.get_ref();
+        let name = route.upstream.get_ref();
+        if !config.upstreams.contains_key(name) {
+            let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+            found.push(Violation::new(
+                route.upstream.span(),
+                format!(
+                    "route refers to unknown upstream `{name}`; defined upstreams: [{}]",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if !route.path_prefix.get_ref().starts_with('/') {
+            found.push(Violation::new(route.path_prefix.span(), "path_prefix must start with `/`"));
+        }
+    }
+}
+
+fn check_upstream(upstream: &Upstream, span: std::ops::Range<usize>, found: &mut Vec<Violation>) {
+    match parse_algorithm(upstream.algorithm.get_ref(), &upstream.algorithm_params, upstream.slow_start) {
+        Err(reason) => found.push(Violation::new(upstream.algorithm.span(), reason)),
+        Ok(AlgorithmChoice { hashed: true, .. }) if upstream.hash_key.is_none() => {
+            found.push(Violation::new(
+                upstream.algorithm.span(),
+                format!(
+                    "algorithm `{}` hashes a key: set hash_key (header, cookie, client_ip, path or query)",
+                    upstream.algorithm.get_ref()
+                ),
+            ))
+        }
+        Ok(_) => {}
+    }
+    if let Some(HashKey::Header(name) | HashKey::Cookie(name) | HashKey::Query(name)) = &upstream.hash_key
+        && name.is_empty()
+    {
+        found.push(Violation::new(span.clone(), "hash_key needs a non-empty name"));
+    }
+    match upstream.discovery.get_ref() {
+        Discovery::Static(list) if list.endpoints.is_empty() => {
+            found.push(Violation::new(
+                upstream.discovery.span(),
+                "a static upstream needs at least one endpoint",
+            ));
+        }
+        Discovery::Consul(consul) => {
+            if let Some(Err(reason)) = consul.address.as_deref().map(crate::consul::check_address) {
+                found.push(Violation::new(upstream.discovery.span(), reason));
+            }
+        }
+        Discovery::File(file) if lb_discovery::FileFormat::from_path(&file.path).is_none() => {
+            found.push(Violation::new(
+                upstream.discovery.span(),
+                format!("endpoint file `{}` must end in .toml or .json (its format)", file.path.display()),
+            ))
+        }
+        _ => {}
+    }
+    if let Some(check) = &upstream.health_check {
+        for (value, name) in [(&check.rise, "rise"), (&check.fall, "fall")] {
+            if *value.get_ref() == 0 {
+                found.push(Violation::new(value.span(), format!("health_check.{name} must be at least 1")));
+            }
+        }
+        if !check.path.starts_with('/') {
+            found.push(Violation::new(span.clone(), "health_check.path must start with `/`"));
+        }
+    }
+    if let Some(outlier) = &upstream.outlier_detection
+        && *outlier.max_ejection_percent.get_ref() > 100
+    {
+        found
+            .push(Violation::new(outlier.max_ejection_percent.span(), "max_ejection_percent is at most 100"));
+    }
+    if let Some(breaker) = &upstream.circuit_breaker
+        && *breaker.half_open_requests.get_ref() == 0
+    {
+        found
+            .push(Violation::new(breaker.half_open_requests.span(), "half_open_requests must be at least 1"));
+    }
+    let attempts = &upstream.retry.attempts;
+    if !(1..=5).contains(attempts.get_ref()) {
+        found.push(Violation::new(attempts.span(), "retry.attempts must be from 1 (no retry) to 5"));
+    }
+    if *upstream.retry.budget_percent.get_ref() > 100 {
+        found.push(Violation::new(upstream.retry.budget_percent.span(), "budget_percent is at most 100"));
+    } else if let Err(e) = crate::upstream::retry_budget(&upstream.retry) {
+        found.push(Violation::new(span.clone(), format!("retry budget: {e}")));
+    }
+    let t = &upstream.timeouts;
+    if [t.connect, t.request, t.per_try, t.idle].iter().any(|d| d.is_zero()) {
+        found.push(Violation::new(span, "timeouts must be longer than zero"));
+    }
+}

@@ -1,0 +1,103 @@
+//! The `lb-proxy` command: `run`, `check` and `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lb_proxy::Config;
+use mimalloc::MiMalloc;
+
+/// Small, short-lived allocations per request are the proxy's pattern; mimalloc
+/// serves them faster than glibc's malloc (about 7 % of CPU in a profile).
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
+
+/// lb-proxy: a fast reverse proxy and load balancer.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the proxy with a configuration file.
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validates a configuration file and exits (like `nginx -t`).
+    Check {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Starts three demo backends and the proxy in front of them.
+    Demo(lb_proxy::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let threads = *config.global.worker_threads.get_ref();
+            run_on_runtime(threads, async move {
+                let proxy = lb_proxy::Proxy::new(config).start().await?;
+                tracing::info!(listen = ?proxy.listen_addresses(), admin = ?proxy.admin_address(), "lb-proxy running");
+                let _ = tokio::signal::ctrl_c().await;
+                proxy.shutdown().await;
+                Ok(())
+            })
+        }
+        Command::Demo(args) => run_on_runtime(1, lb_proxy::demo::run(args)),
+    }
+}
+
+fn run_on_runtime<F>(threads: usize, main: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    // One worker: a current-thread runtime avoids cross-thread wakeups entirely.
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+    };
+    let result = match runtime {
+        Ok(rt) => rt.block_on(main),
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lb-proxy: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,241 @@
+//! Starting and stopping a proxy: listeners, the admin listener and the
+//! background tasks (discovery, health checks).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use lb_core::{Clock, MonotonicClock};
+use std::future::Future;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Global};
+use crate::runtime::Runtime;
+use crate::{admin, background, forward};
+
+/// Why a proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A background task (discovery, health checks) could not be set up.
+    #[error("upstream `{upstream}`: {reason}")]
+    Upstream {
+        /// The upstream's name.
+        upstream: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Builds and starts a proxy from a validated [`Config`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = lb_proxy::Config::load("lb.toml")?;
+/// let proxy = lb_proxy::Proxy::new(config).start().await?;
+/// println!("listening on {:?}", proxy.listen_addresses());
+/// proxy.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Proxy {
+    config: Config,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy for `config`, on the real monotonic clock.
+    pub fn new(config: Config) -> Self {
+        Proxy { config, clock: Arc::new(MonotonicClock::new()) }
+    }
+
+    /// Replaces the clock the health machinery reads (tests drive it by hand).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Binds every listener, starts discovery and health checks, and serves
+    /// until [`RunningProxy::shutdown`]. Must run inside a tokio runtime.
+    pub async fn start(self) -> Result<RunningProxy, StartError> {
+        let metrics = self.config.admin.enabled.then(admin::metrics_handle);
+        let runtime = Arc::new(Runtime::build(&self.config, Arc::clone(&self.clock)));
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = background::spawn(&self.config, &runtime, &stopped)?;
+        let shared = Arc::new(ArcSwap::new(Arc::clone(&runtime)));
+        let mut listen_addresses = Vec::new();
+        for address in self.config.listen_addresses() {
+            let listener = bind(address).await?;
+            listen_addresses.push(listener.local_addr().unwrap_or(address));
+            let builder = connection_builder(&self.config.global);
+            tasks.push(tokio::spawn(serve_proxy(listener, builder, Arc::clone(&shared), stopped.clone())));
+        }
+        let mut admin_address = None;
+        if let Some(handle) = metrics {
+            let address = *self.config.admin.listen.get_ref();
+            let listener = bind(address).await?;
+            admin_address = Some(listener.local_addr().unwrap_or(address));
+            tasks.push(tokio::spawn(admin::serve(listener, handle, Arc::clone(&shared), stopped.clone())));
+        }
+        Ok(RunningProxy { listen_addresses, admin_address, stop, tasks, runtime: shared })
+    }
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })
+}
+
+fn connection_builder(global: &Global) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_buf_size(*global.max_header_bytes.get_ref())
+        .max_headers(global.max_headers)
+        .header_read_timeout(global.client_idle_timeout);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(*global.max_header_bytes.get_ref() as u32);
+    builder
+}
+
+async fn serve_proxy(
+    listener: TcpListener,
+    builder: auto::Builder<TokioExecutor>,
+    runtime: Arc<ArcSwap<Runtime>>,
+    stopped: watch::Receiver<bool>,
+) {
+    let builder = Arc::new(builder);
+    accept_loop(listener, stopped, move |stream, peer| {
+        let runtime = Arc::clone(&runtime);
+        let builder = Arc::clone(&builder);
+        async move {
+            let service = service_fn(move |req| {
+                let rt = runtime.load_full();
+                async move { Ok::<_, Infallible>(forward::handle(rt, req, peer).await) }
+            });
+            if let Err(error) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+                tracing::debug!(%peer, %error, "client connection ended with an error");
+            }
+        }
+    })
+    .await;
+}
+
+/// Accepts connections until `stopped` turns, serving each on its own task.
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of descriptors and the like: wait instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve(stream, peer));
+    }
+}
+
+/// Serves one connection with a synchronous handler of small local responses
+/// (the admin pages, the demo backends).
+pub(crate) async fn serve_local<F>(stream: TcpStream, respond: F)
+where
+    F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let respond = Arc::new(respond);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let response = respond(&req);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+}
+
+/// A running proxy.
+pub struct RunningProxy {
+    listen_addresses: Vec<SocketAddr>,
+    admin_address: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    runtime: Arc<ArcSwap<Runtime>>,
+}
+
+impl std::fmt::Debug for RunningProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningProxy")
+            .field("listen_addresses", &self.listen_addresses)
+            .field("admin_address", &self.admin_address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningProxy {
+    /// The bound listener addresses (with real ports when the config said 0), in config order.
+    pub fn listen_addresses(&self) -> &[SocketAddr] {
+        &self.listen_addresses
+    }
+
+    /// The bound admin address, if the admin listener runs.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
+    }
+
+    /// The most bytes any request body held in its replay buffer so far.
+    pub fn replay_peak_bytes(&self) -> usize {
+        self.runtime.load().replay_stats.peak_buffered_bytes()
+    }
+
+    /// The health status of every endpoint of `upstream`, by address, in snapshot order.
+    pub fn endpoint_status(&self, upstream: &str) -> Vec<(String, lb_core::HealthStatus)> {
+        let runtime = self.runtime.load();
+        let Some(upstream) = runtime.upstream(upstream) else { return Vec::new() };
+        let snapshot = upstream.current.load();
+        lb_core::Balancer::endpoints(&**snapshot)
+            .iter()
+            .map(|m| (m.endpoint().address().to_string(), m.state().status()))
+            .collect()
+    }
+
+    /// Stops accepting, stops background tasks and waits for them.
+    /// Connections already accepted finish their current exchange or are dropped with the runtime.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Metric handles registered once per endpoint, so a request only bumps atomics.
+//!
+//! The names are shared with `lb-client`; dashboards work for both.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use lb_core::Outcome;
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// Statuses common enough to get a pre-registered counter.
+const COMMON_STATUSES: [u16; 16] =
+    [200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504, 499];
+
+/// The error kinds counted in `request_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    Connect = 0,
+    Timeout = 1,
+    Reset = 2,
+    Http5xx = 3,
+    Rejected = 4,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 5] =
+        [ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Reset, ErrorKind::Http5xx, ErrorKind::Rejected];
+
+    fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Http5xx => "http_5xx",
+            ErrorKind::Rejected => "rejected",
+        }
+    }
+
+    pub(crate) fn of(outcome: Outcome) -> Option<ErrorKind> {
+        match outcome {
+            Outcome::Success => None,
+            Outcome::ConnectError => Some(ErrorKind::Connect),
+            Outcome::Timeout => Some(ErrorKind::Timeout),
+            Outcome::Reset => Some(ErrorKind::Reset),
+            Outcome::Http5xx(_) => Some(ErrorKind::Http5xx),
+            Outcome::LocallyRejected => Some(ErrorKind::Rejected),
+        }
+    }
+}
+
+/// Every metric of one endpoint of one upstream.
+#[derive(Debug)]
+pub(crate) struct BackendMetrics {
+    upstream: String,
+    backend: String,
+    duration: Histogram,
+    in_flight: Gauge,
+    pub(crate) healthy: Gauge,
+    pub(crate) breaker_state: Gauge,
+    pub(crate) ejections: Counter,
+    errors: [Counter; 5],
+    statuses: [(u16, Counter); COMMON_STATUSES.len()],
+}
+
+impl BackendMetrics {
+    /// Registers the handles for `backend` (its address) in `upstream`.
+    pub(crate) fn new(upstream: &str, backend: &str) -> Self {
+        let (u, b) = (upstream.to_string(), backend.to_string());
+        BackendMetrics {
+            duration: histogram!("request_duration_seconds", "backend" => b.clone()),
+            in_flight: gauge!("requests_in_flight", "upstream" => u.clone(), "backend" => b.clone()),
+            healthy: gauge!("endpoint_healthy", "upstream" => u.clone(), "backend" => b.clone()),
+            breaker_state: gauge!("breaker_state", "upstream" => u.clone(), "backend" => b.clone()),
+            ejections: counter!("ejections_total", "upstream" => u.clone(), "backend" => b.clone()),
+            errors: ErrorKind::ALL
+                .map(|k| counter!("request_errors_total", "backend" => b.clone(), "error_type" => k.label())),
+            statuses: COMMON_STATUSES.map(|s| {
+                (s, counter!("requests_total", "upstream" => u.clone(), "backend" => b.clone(), "status" => s.to_string()))
+            }),
+            upstream: u,
+            backend: b,
+        }
+    }
+
+    /// A request started.
+    #[inline]
+    pub(crate) fn started(&self) {
+        self.in_flight.increment(1.0);
+    }
+
+    /// A request ended with `status` (as the client saw it) after `latency`.
+    pub(crate) fn finished(&self, status: StatusCode, outcome: Outcome, latency: Duration) {
+        self.in_flight.decrement(1.0);
+        self.duration.record(latency.as_secs_f64());
+        if let Some(kind) = ErrorKind::of(outcome) {
+            self.errors[kind as usize].increment(1);
+        }
+        let code = status.as_u16();
+        match self.statuses.iter().find(|(s, _)| *s == code) {
+            Some((_, c)) => c.increment(1),
+            None => counter!("requests_total", "upstream" => self.upstream.clone(),
+                "backend" => self.backend.clone(), "status" => code.to_string())
+            .increment(1),
+        }
+    }
+}
+
+/// Counts a retry in `upstream`.
+pub(crate) fn retry_counter(upstream: &str) -> Counter {
+    counter!("retries_total", "upstream" => upstream.to_string())
+}

@@ -1,0 +1,239 @@
+//! One upstream at run time: its current snapshot of endpoints (swapped
+//! atomically), its connection pool, and the health state that outlives
+//! snapshots.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use http::uri::Authority;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use lb_core::{Balancer, Build, Clock, EndpointId, EndpointSet, PickContext, Report, Timestamp};
+use lb_health::{OutlierDetector, RetryBudget};
+
+use crate::balancing::{Algorithm, AlgorithmChoice, AnyBalancer};
+use crate::body::RequestBody;
+use crate::config;
+use crate::health::Guards;
+use crate::telemetry::{BackendMetrics, retry_counter};
+
+/// The per-upstream settings the forwarding path reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) hash_key: Option<config::HashKey>,
+    pub(crate) host_header: config::HostHeader,
+    pub(crate) forwarded_header: bool,
+    pub(crate) retry: config::Retry,
+    pub(crate) timeouts: config::Timeouts,
+    pub(crate) limits: config::Limits,
+}
+
+/// One endpoint's forwarding data, index-aligned with the snapshot's set.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    /// Where requests go, ready to put in a URI.
+    pub(crate) authority: Authority,
+    /// The `Host` value when the upstream rewrites it to the endpoint.
+    pub(crate) host_value: HeaderValue,
+    pub(crate) metrics: BackendMetrics,
+    pub(crate) guards: Guards,
+}
+
+/// An immutable view of an upstream: a balancer over one endpoint set plus
+/// each endpoint's backend data. Swapped whole when discovery changes.
+pub(crate) struct Snapshot {
+    balancer: AnyBalancer,
+    pub(crate) backends: Vec<Arc<Backend>>,
+    /// Passive health over the same set; counters carry over between snapshots.
+    pub(crate) outlier: Option<OutlierDetector>,
+}
+
+impl Snapshot {
+    /// Time-driven upkeep: slow start ramps, peak-EWMA decay, and the
+    /// return of endpoints whose ejection time is over.
+    pub(crate) fn tick(&self, now: Timestamp) {
+        self.balancer.tick(now);
+        if let Some(outlier) = &self.outlier {
+            outlier.tick(now);
+        }
+    }
+
+    /// Feeds one finished try to the outlier detector; counts an ejection.
+    pub(crate) fn observe_outlier(&self, index: usize, report: &Report) {
+        if let Some(outlier) = &self.outlier
+            && outlier.record(index, report)
+        {
+            self.backends[index].metrics.ejections.increment(1);
+            tracing::warn!(backend = %self.backends[index].authority, "endpoint ejected by outlier detection");
+        }
+    }
+}
+
+impl Balancer for Snapshot {
+    fn endpoints(&self) -> &EndpointSet {
+        self.balancer.endpoints()
+    }
+    #[inline]
+    fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        self.balancer.select(ctx)
+    }
+    fn observe(&self, index: usize, report: &Report) {
+        self.balancer.observe(index, report)
+    }
+}
+
+/// The retry budget a retry section describes.
+pub(crate) fn retry_budget(retry: &config::Retry) -> Result<RetryBudget, lb_health::BudgetError> {
+    let percent = f64::from(*retry.budget_percent.get_ref()) / 100.0;
+    RetryBudget::new(retry.budget_window, retry.budget_min_per_second, percent)
+}
+
+/// One upstream.
+pub(crate) struct Upstream {
+    pub(crate) name: Arc<str>,
+    pub(crate) settings: Settings,
+    pub(crate) client: Client<HttpConnector, RequestBody>,
+    pub(crate) current: ArcSwap<Snapshot>,
+    pub(crate) in_flight: AtomicU32,
+    pub(crate) retries: metrics::Counter,
+    budget: RetryBudget,
+    algorithm: Algorithm,
+    guard_config: crate::health::GuardConfig,
+    /// Backends by endpoint id, so a rebuild keeps metrics handles and breakers.
+    known: Mutex<HashMap<EndpointId, Arc<Backend>>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// An upstream with no endpoints yet; [`install`](Upstream::install) adds them.
+    pub(crate) fn new(name: &str, cfg: &config::Upstream, choice: AlgorithmChoice) -> Self {
+        let t = &cfg.timeouts;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(t.connect));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(t.idle)
+            .pool_max_idle_per_host(cfg.limits.max_idle_connections_per_endpoint)
+            .retry_canceled_requests(true)
+            .set_host(false)
+            .build(connector);
+        Upstream {
+            name: Arc::from(name),
+            settings: Settings {
+                hash_key: cfg.hash_key.clone(),
+                host_header: cfg.host_header.clone(),
+                forwarded_header: cfg.forwarded_header,
+                retry: cfg.retry.clone(),
+                timeouts: cfg.timeouts.clone(),
+                limits: cfg.limits.clone(),
+            },
+            client,
+            current: ArcSwap::from_pointee(Snapshot {
+                balancer: choice.algorithm.build(EndpointSet::empty()),
+                backends: Vec::new(),
+                outlier: cfg
+                    .outlier_detection
+                    .as_ref()
+                    .map(|o| OutlierDetector::new(crate::health::outlier_config(o), EndpointSet::empty())),
+            }),
+            in_flight: AtomicU32::new(0),
+            retries: retry_counter(name),
+            budget: retry_budget(&cfg.retry).unwrap_or_default(),
+            algorithm: choice.algorithm,
+            guard_config: crate::health::GuardConfig::from_upstream(name, cfg),
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Builds a balancer for `set` off the hot path and swaps it in.
+    /// Requests in flight keep the snapshot they picked from.
+    pub(crate) fn install(&self, set: EndpointSet) {
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut backends = Vec::with_capacity(set.len());
+        let mut kept = HashMap::with_capacity(set.len());
+        for member in &set {
+            let endpoint = member.endpoint();
+            let address = endpoint.address().to_string();
+            let backend = match known.get(endpoint.id()) {
+                Some(b) if b.authority.as_str() == address => Arc::clone(b),
+                _ => Arc::new(self.new_backend(&address)),
+            };
+            kept.insert(endpoint.id().clone(), Arc::clone(&backend));
+            backends.push(backend);
+        }
+        *known = kept;
+        let outlier = self.current.load().outlier.as_ref().map(|o| o.with_set(set.clone()));
+        let balancer = self.algorithm.build(set);
+        self.current.store(Arc::new(Snapshot { balancer, backends, outlier }));
+    }
+
+    fn new_backend(&self, address: &str) -> Backend {
+        let authority = Authority::try_from(address)
+            .unwrap_or_else(|_| Authority::from_static("invalid.endpoint.address:1"));
+        Backend {
+            host_value: HeaderValue::from_str(authority.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            metrics: BackendMetrics::new(&self.name, address),
+            guards: self.guard_config.guards_for(address),
+            authority,
+        }
+    }
+
+    /// Counts a request against the upstream's in-flight limit; `false` when full.
+    #[inline]
+    pub(crate) fn admit(&self) -> bool {
+        let limit = self.settings.limits.max_in_flight;
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if limit != 0 && before >= limit {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Counts a first try in the retry budget.
+    #[inline]
+    pub(crate) fn budget_deposit(&self, now: Timestamp) {
+        self.budget.deposit(now);
+    }
+
+    /// Takes one retry from the budget, if there is one.
+    #[inline]
+    pub(crate) fn budget_withdraw(&self, now: Timestamp) -> bool {
+        self.budget.try_withdraw(now)
+    }
+
+    /// Ends a request admitted by [`admit`](Upstream::admit).
+    #[inline]
+    pub(crate) fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Refreshes the gauges that mirror state (health, breaker) for `/metrics`.
+    pub(crate) fn refresh_gauges(&self, clock: &dyn Clock) {
+        let snapshot = self.current.load();
+        let now = clock.now();
+        for (member, backend) in snapshot.endpoints().iter().zip(&snapshot.backends) {
+            backend.metrics.healthy.set(if member.state().is_eligible() { 1.0 } else { 0.0 });
+            backend.metrics.breaker_state.set(backend.guards.breaker_code(now));
+        }
+    }
+
+    /// The per-try timeout, bounded by what is left of the request's deadline.
+    pub(crate) fn try_timeout(&self, left: Duration) -> Duration {
+        self.settings.timeouts.per_try.min(left)
+    }
+}

@@ -1,0 +1,122 @@
+//! Every kind of bad configuration names file:line:column and the reason;
+//! the annotated example is accepted, by the library and by `lb-proxy check`.
+
+use std::path::Path;
+use std::process::Command;
+
+use lb_proxy::{Config, ConfigError};
+
+const GOOD_UPSTREAM: &str = "[upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9000\"]\n";
+
+fn error(text: &str) -> String {
+    Config::parse(text, "lb.toml").expect_err("the config is refused").to_string()
+}
+
+#[test]
+fn the_annotated_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lb.toml");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.upstreams.len(), 4);
+    assert_eq!(config.routes.len(), 4);
+}
+
+#[test]
+fn check_accepts_the_example_and_rejects_a_bad_file_precisely() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ok = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args(["check", "--config"])
+        .arg(manifest.join("examples/lb.toml"))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration is valid"));
+
+    let dir = std::env::temp_dir().join(format!("lb-proxy-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, format!("{GOOD_UPSTREAM}\n[[routes]]\nupstream = \"api\"\n")).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_lb-proxy")).args(["check", "--config"]).arg(&bad).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:5:12: route refers to unknown upstream `api`; defined upstreams: [web]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let e = Config::load("/nonexistent/lb.toml").unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }));
+    assert!(e.to_string().starts_with("/nonexistent/lb.toml: cannot read the file"), "{e}");
+}
+
+#[test]
+fn syntax_errors_point_at_the_spot() {
+    let e = error("[global]\nworker_threads = = 2\n");
+    assert!(e.starts_with("lb.toml:2:"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_where_they_are() {
+    let e = error(&format!("{GOOD_UPSTREAM}algoritm = \"p2c\"\n"));
+    assert!(e.starts_with("lb.toml:3:1: unknown field `algoritm`"), "{e}");
+    let e = error("[global]\nworkers = 2\n");
+    assert!(e.starts_with("lb.toml:2:1: unknown field `workers`"), "{e}");
+    let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.retry]\nattempt = 3\n"));
+    assert!(e.starts_with("lb.toml:4:1: unknown field `attempt`"), "{e}");
+}
+
+#[test]
+fn bad_values_say_what_is_expected() {
+    let e = error("[[listeners]]\nlisten = \"localhost\"\n");
+    assert!(e.starts_with("lb.toml:2:10: invalid socket address"), "{e}");
+    let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.timeouts]\nconnect = \"soon\"\n"));
+    assert!(e.starts_with("lb.toml:4:11: `soon` is not a duration"), "{e}");
+    let e = error("[upstreams.web]\ndiscovery.static.endpoints = [\"nohost\"]\n");
+    assert!(e.starts_with("lb.toml:2:31: `nohost` has no port"), "{e}");
+    let e = error(&format!("{GOOD_UPSTREAM}host_header = \"sometimes\"\n"));
+    assert!(e.starts_with("lb.toml:3:15: unknown variant `sometimes`"), "{e}");
+    let e = error("[upstreams.web]\ndiscovery.carrier_pigeon = {}\n");
+    assert!(e.contains("unknown variant `carrier_pigeon`"), "{e}");
+}
+
+#[test]
+fn semantic_errors_point_at_the_offending_value() {
+    let e = error(&format!("{GOOD_UPSTREAM}algorithm = \"fastest\"\n"));
+    assert!(e.starts_with("lb.toml:3:13: unknown balancing algorithm `fastest`"), "{e}");
+    let e = error(&format!("{GOOD_UPSTREAM}algorithm = \"maglev\"\n"));
+    assert!(e.starts_with("lb.toml:3:13: algorithm `maglev` hashes a key: set hash_key"), "{e}");
+    let e = error(&format!(
+        "{GOOD_UPSTREAM}algorithm = \"maglev\"\nhash_key = \"path\"\nalgorithm_params = {{ table_size = 100 }}\n"
+    ));
+    assert!(e.starts_with("lb.toml:3:13: Maglev table size 100 is not a prime"), "{e}");
+    let e = error("[global]\nworker_threads = 0\n");
+    assert_eq!(e, "lb.toml:2:18: worker_threads must be at least 1");
+    let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.retry]\nattempts = 9\n"));
+    assert_eq!(e, "lb.toml:4:12: retry.attempts must be from 1 (no retry) to 5");
+    let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.health_check]\nfall = 0\n"));
+    assert_eq!(e, "lb.toml:4:8: health_check.fall must be at least 1");
+    let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.outlier_detection]\nmax_ejection_percent = 101\n"));
+    assert_eq!(e, "lb.toml:4:24: max_ejection_percent is at most 100");
+    let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.circuit_breaker]\nhalf_open_requests = 0\n"));
+    assert_eq!(e, "lb.toml:4:22: half_open_requests must be at least 1");
+    let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.retry]\nbudget_window = \"2m\"\n"));
+    assert!(e.starts_with("lb.toml:1:1: retry budget: retry budget ttl must be between 1 s and 60 s"), "{e}");
+    let e = error("[upstreams.web]\ndiscovery.static.endpoints = []\n");
+    assert_eq!(e, "lb.toml:2:1: a static upstream needs at least one endpoint");
+    let e = error(&format!("{GOOD_UPSTREAM}[[routes]]\npath_prefix = \"api\"\nupstream = \"web\"\n"));
+    assert_eq!(e, "lb.toml:4:15: path_prefix must start with `/`");
+    let e = error("[upstreams.web.discovery.file]\npath = \"endpoints.yaml\"\n");
+    assert!(e.contains("must end in .toml or .json"), "{e}");
+}
+
+#[test]
+fn address_clashes_are_caught() {
+    let e = error("[admin]\nlisten = \"127.0.0.1:9000\"\n[[listeners]]\nlisten = \"127.0.0.1:9000\"\n");
+    assert_eq!(e, "lb.toml:4:10: 127.0.0.1:9000 is already used by another listener or the admin listener");
+    let e = error("[[listeners]]\nlisten = \"0.0.0.0:80\"\n[[listeners]]\nlisten = \"0.0.0.0:80\"\n");
+    assert!(e.starts_with("lb.toml:4:10:"), "{e}");
+}

@@ -1,0 +1,86 @@
+//! Traffic spreads as each algorithm family promises, through the real proxy.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Backend, config, get, proxy};
+
+async fn spread(
+    algorithm: &str,
+    weights: [u32; 3],
+    requests: usize,
+    headers: &[(&str, &str)],
+) -> BTreeMap<String, usize> {
+    let backends = [Backend::named("a").await, Backend::named("b").await, Backend::named("c").await];
+    let list: Vec<_> = backends.iter().zip(weights).map(|(b, w)| (b.addr, w)).collect();
+    let extra = match headers.first() {
+        None => "",
+        Some(("cookie", _)) => "hash_key = { cookie = \"session\" }",
+        Some(_) => "hash_key = { header = \"x-user\" }",
+    };
+    let proxy = proxy(&config(algorithm, &list, extra)).await;
+    let mut counts = BTreeMap::new();
+    for _ in 0..requests {
+        let (status, body) = get(proxy.listen_addresses()[0], "/", headers).await;
+        assert_eq!(status, 200);
+        *counts.entry(body).or_insert(0) += 1;
+    }
+    proxy.shutdown().await;
+    for b in backends {
+        b.kill().await;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn weighted_round_robin_follows_the_weights_exactly() {
+    let counts = spread("weighted_round_robin", [2, 1, 1], 200, &[]).await;
+    assert_eq!(counts, BTreeMap::from([("a".into(), 100), ("b".into(), 50), ("c".into(), 50)]));
+}
+
+#[tokio::test]
+async fn round_robin_ignores_weights() {
+    let counts = spread("round_robin", [5, 1, 1], 150, &[]).await;
+    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [50, 50, 50]);
+}
+
+#[tokio::test]
+async fn load_aware_and_random_algorithms_reach_every_backend() {
+    // Sequential requests leave every backend idle, so ties decide; all must serve.
+    for algorithm in ["least_conn", "p2c", "random"] {
+        let counts = spread(algorithm, [1, 1, 1], 120, &[]).await;
+        assert_eq!(counts.len(), 3, "{algorithm} used every backend: {counts:?}");
+        assert_eq!(counts.values().sum::<usize>(), 120);
+    }
+    // Peak-EWMA prefers measured fast endpoints over the unmeasured default RTT.
+    let counts = spread("peak_ewma", [1, 1, 1], 120, &[]).await;
+    assert!(counts.len() >= 2, "peak_ewma explored: {counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 120);
+}
+
+#[tokio::test]
+async fn hash_algorithms_stick_to_one_backend_per_key() {
+    for algorithm in ["ring_hash", "maglev", "rendezvous"] {
+        let mut owners = BTreeMap::new();
+        for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
+            let counts = spread(algorithm, [1, 1, 1], 10, &[("x-user", user)]).await;
+            assert_eq!(counts.len(), 1, "{algorithm}: {user} always lands on one backend: {counts:?}");
+            owners.insert(user, counts.into_keys().next().unwrap());
+        }
+        let distinct: std::collections::BTreeSet<_> = owners.values().collect();
+        assert!(distinct.len() >= 2, "{algorithm}: six keys spread over more than one backend: {owners:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_keeps_a_session_on_one_backend() {
+    let mut owners = std::collections::BTreeSet::new();
+    for session in ["s1", "s2", "s3", "s4", "s5", "s6"] {
+        let cookie = format!("theme=dark; session={session}");
+        let counts = spread("ring_hash", [1, 1, 1], 10, &[("cookie", &cookie)]).await;
+        assert_eq!(counts.len(), 1, "session {session} sticks: {counts:?}");
+        owners.insert(counts.into_keys().next().unwrap());
+    }
+    assert!(owners.len() >= 2, "sessions spread: {owners:?}");
+}
