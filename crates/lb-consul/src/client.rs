@@ -54,6 +54,15 @@ pub struct Indexed<T> {
     pub value: T,
 }
 
+/// reqwest's rustls backend panics without a process-wide crypto provider;
+/// install ring unless the application already chose one.
+fn ensure_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: a provider is then set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// A Consul HTTP API client. Cloning shares the connection pool.
 #[derive(Debug, Clone)]
 pub struct ConsulClient {
@@ -68,6 +77,7 @@ impl ConsulClient {
     /// # Errors
     /// [`ConsulError::Transport`] if the HTTP client cannot be built.
     pub fn new(config: ConsulConfig) -> Result<Self, ConsulError> {
+        ensure_crypto_provider();
         let http = reqwest::Client::builder()
             .build()
             .map_err(|source| ConsulError::Transport { url: config.address().to_string(), source })?;
