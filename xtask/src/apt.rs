@@ -14,7 +14,10 @@ struct Package {
 
 /// Every package any test suite needs.
 const PACKAGES: &[Package] = &[
-    Package { name: "dnsmasq", needed_by: "lb-discovery DNS tests (a real resolver on 127.0.0.1)" },
+    Package {
+        name: "dnsmasq",
+        needed_by: "lb-discovery and lb-client DNS tests (a real resolver on 127.0.0.1)",
+    },
     Package {
         name: "protobuf-compiler",
         needed_by: "lb-client gRPC tests (protoc for tonic code generation)",

@@ -3,68 +3,15 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use lb_algorithms::Algorithm;
 use lb_client::grpc::BalancedChannel;
+use lb_discovery::testing::Dnsmasq;
 use support::grpc::GrpcBackend;
 use support::grpc::echo::SayRequest;
 use support::grpc::echo::echo_client::EchoClient;
-
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
-
-/// A running dnsmasq, killed (and reaped) when dropped.
-struct Dnsmasq(Child);
-
-impl Dnsmasq {
-    fn start(port: u16, records: &[String]) -> Dnsmasq {
-        assert!(
-            std::path::Path::new(DNSMASQ).exists(),
-            "{DNSMASQ} is missing: install the `dnsmasq` Debian package (`cargo xtask test` does)"
-        );
-        let child = Command::new(DNSMASQ)
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--pid-file=",
-                "--user=root",
-                "--local-ttl=1",
-                "--local=/test/",
-                &format!("--port={port}"),
-            ])
-            .args(records)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dnsmasq starts");
-        Dnsmasq(child)
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 (dnsmasq serves both).
-fn free_dns_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP after 50 tries");
-}
 
 /// Three servers on 127.0.0.31-33 sharing one port, as DNS A records need.
 async fn three_on_one_port() -> Vec<GrpcBackend> {
@@ -83,10 +30,10 @@ async fn three_on_one_port() -> Vec<GrpcBackend> {
 #[tokio::test]
 async fn a_dns_target_balances_over_every_address() {
     let servers = three_on_one_port().await;
-    let dns_port = free_dns_port();
-    let records: Vec<String> =
-        servers.iter().map(|s| format!("--host-record=echo.test,{}", s.addr.ip())).collect();
-    let _dns = Dnsmasq::start(dns_port, &records);
+    let mut records = vec!["--local=/test/".to_string()];
+    records.extend(servers.iter().map(|s| format!("--host-record=echo.test,{}", s.addr.ip())));
+    let dns = Dnsmasq::start(&records);
+    let dns_port = dns.port();
     let target = format!("dns://127.0.0.1:{dns_port}/echo.test:{}", servers[0].addr.port());
     let channel =
         BalancedChannel::builder("echo", Algorithm::RoundRobin).dns(&target).unwrap().build().unwrap();

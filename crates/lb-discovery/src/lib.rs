@@ -49,6 +49,8 @@ mod file_format;
 mod snapshots;
 mod source;
 mod static_list;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{ConfigEntry, SourceConfig, SourceConfigError};
 pub use dns::{DnsConfig, DnsError, DnsQuery, DnsSource};

@@ -1,69 +1,14 @@
 //! The DNS source against a real `dnsmasq` on 127.0.0.1 at an ephemeral port.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use lb_core::{Change, Endpoint};
+use lb_discovery::testing::Dnsmasq;
 use lb_discovery::{ChangeStream, DnsConfig, DnsError, DnsQuery, DnsSource, Source, changes};
 
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 const WAIT: Duration = Duration::from_secs(8);
-
-/// A running dnsmasq, killed (and reaped) when dropped, even if the test fails.
-struct Dnsmasq {
-    child: Child,
-}
-
-impl Dnsmasq {
-    /// Serves exactly `records` (dnsmasq options) on `port`, with one-second TTLs.
-    fn start(port: u16, records: &[&str]) -> Dnsmasq {
-        assert!(
-            std::path::Path::new(DNSMASQ).exists(),
-            "{DNSMASQ} is missing: install the `dnsmasq` Debian package (`cargo xtask test` does)"
-        );
-        let child = Command::new(DNSMASQ)
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--pid-file=",
-                "--user=root",
-                "--local-ttl=1",
-                "--auth-ttl=1",
-                &format!("--port={port}"),
-            ])
-            .args(records)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("dnsmasq starts");
-        Dnsmasq { child }
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 (dnsmasq serves both).
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP after 50 tries");
-}
 
 fn config() -> DnsConfig {
     DnsConfig {
@@ -74,8 +19,7 @@ fn config() -> DnsConfig {
     }
 }
 
-fn source(port: u16, query: DnsQuery) -> DnsSource {
-    let server = SocketAddr::from(([127, 0, 0, 1], port));
+fn source(server: SocketAddr, query: DnsQuery) -> DnsSource {
     DnsSource::with_name_servers(query, &[server], config()).unwrap()
 }
 
@@ -128,10 +72,10 @@ const SECOND: &[&str] = &[
 
 #[tokio::test]
 async fn records_resolve_and_a_changed_server_emits_the_diff() {
-    let port = free_port();
-    let mut dnsmasq = Dnsmasq::start(port, FIRST);
-    let mut hosts = changes(source(port, DnsQuery::Host { name: "web.test.".into(), port: 80 }));
-    let mut services = changes(source(port, DnsQuery::Srv { name: "_http._tcp.web.test.".into() }));
+    let mut dnsmasq = Dnsmasq::start(FIRST);
+    let server = dnsmasq.addr();
+    let mut hosts = changes(source(server, DnsQuery::Host { name: "web.test.".into(), port: 80 }));
+    let mut services = changes(source(server, DnsQuery::Srv { name: "_http._tcp.web.test.".into() }));
 
     // The first rounds may race dnsmasq's start; failed rounds retry and emit nothing.
     assert_eq!(
@@ -147,8 +91,9 @@ async fn records_resolve_and_a_changed_server_emits_the_diff() {
         ])]
     );
 
+    let port = dnsmasq.port();
     drop(dnsmasq);
-    dnsmasq = Dnsmasq::start(port, SECOND);
+    dnsmasq = Dnsmasq::start_on(port, SECOND);
 
     assert_eq!(
         next_batch(&mut hosts).await,
@@ -174,9 +119,9 @@ fn an_empty_server_list_is_refused() {
 
 #[tokio::test]
 async fn a_dead_server_fails_the_round_and_an_unknown_name_is_an_error() {
-    let port = free_port();
-    let dnsmasq = Dnsmasq::start(port, FIRST);
-    let mut unknown = source(port, DnsQuery::Host { name: "nope.test.".into(), port: 80 });
+    let dnsmasq = Dnsmasq::start(FIRST);
+    let server = dnsmasq.addr();
+    let mut unknown = source(server, DnsQuery::Host { name: "nope.test.".into(), port: 80 });
     // Bounded retry while dnsmasq starts: until it answers, the error is a timeout or refusal.
     let mut answered = None;
     for _ in 0..40 {
@@ -194,7 +139,7 @@ async fn a_dead_server_fails_the_round_and_an_unknown_name_is_an_error() {
     assert!(answered.is_some(), "dnsmasq answered NXDOMAIN within 40 rounds");
     drop(dnsmasq);
 
-    let mut dead = source(port, DnsQuery::Host { name: "web.test.".into(), port: 80 });
+    let mut dead = source(server, DnsQuery::Host { name: "web.test.".into(), port: 80 });
     let err = tokio::time::timeout(WAIT, dead.next_list()).await.unwrap().unwrap().unwrap_err();
     assert!(err.to_string().starts_with("DNS lookup of web.test. failed"), "{err}");
 }
