@@ -13,7 +13,7 @@ use core::time::Duration;
 
 use lb_core::{Outcome, Report, Timestamp};
 
-use super::word::{GenCounter, NEVER, StateCell, Streak, Word, deadline_after};
+use super::word::{GenCounter, NEVER, OwnLines, StateCell, Streak, Word, deadline_after};
 use super::{Rejected, Ticket, Verdict};
 
 /// A gobreaker state.
@@ -189,6 +189,7 @@ impl Settings {
         &self.name
     }
 
+    #[inline]
     fn verdict(&self, outcome: Outcome) -> Verdict {
         if self.is_excluded.as_ref().map_or(outcome == Outcome::LocallyRejected, |f| f(outcome)) {
             Verdict::Excluded
@@ -222,7 +223,9 @@ impl fmt::Debug for Settings {
 /// A gobreaker-style circuit breaker whose hot path takes no lock.
 ///
 /// Admission in Closed is one load and one `fetch_add`; recording a success
-/// is two loads and one `fetch_add`. Share it behind an `Arc`.
+/// is two loads and one `fetch_add`. The counters live on cache lines of
+/// their own, away from the state word and settings every call reads.
+/// Share it behind an `Arc`.
 ///
 /// ```
 /// use core::time::Duration;
@@ -244,11 +247,19 @@ impl fmt::Debug for Settings {
 pub struct CircuitBreaker {
     settings: Settings,
     word: StateCell,
+    tally: OwnLines<Tally>,
+}
+
+/// The current generation's counts, written on every call.
+#[derive(Debug, Default)]
+struct Tally {
     requests: GenCounter,
     successes: GenCounter,
     failures: GenCounter,
     streak: Streak,
 }
+
+const CLOSED: u8 = State::Closed.code();
 
 impl CircuitBreaker {
     /// A closed breaker at generation 0.
@@ -258,10 +269,7 @@ impl CircuitBreaker {
         CircuitBreaker {
             word: StateCell::new(Word { state: State::Closed.code(), generation: 0, deadline_ms }),
             settings,
-            requests: GenCounter::default(),
-            successes: GenCounter::default(),
-            failures: GenCounter::default(),
-            streak: Streak::default(),
+            tally: OwnLines::default(),
         }
     }
 
@@ -294,15 +302,27 @@ impl CircuitBreaker {
     /// Asks to make a call at `now`.
     #[inline]
     pub fn allow(&self, now: Timestamp) -> Result<Ticket, Rejected> {
+        let word = self.word.load();
+        if word.state == CLOSED && !word.expired(now) {
+            self.tally.requests.increment(word.generation);
+            return Ok(Ticket { generation: word.generation });
+        }
+        self.allow_otherwise(now)
+    }
+
+    /// Admission when the state word read by `allow` is not a live Closed one.
+    #[inline(never)]
+    fn allow_otherwise(&self, now: Timestamp) -> Result<Ticket, Rejected> {
         let word = self.current(now);
         match State::from_code(word.state) {
             State::Closed => {
-                self.requests.increment(word.generation);
+                self.tally.requests.increment(word.generation);
                 Ok(Ticket { generation: word.generation })
             }
             State::Open => Err(Rejected::Open),
             State::HalfOpen => {
-                if self.requests.increment_below(word.generation, u64::from(self.settings.max_requests)) {
+                if self.tally.requests.increment_below(word.generation, u64::from(self.settings.max_requests))
+                {
                     Ok(Ticket { generation: word.generation })
                 } else {
                     Err(Rejected::TooManyRequests)
@@ -325,7 +345,27 @@ impl CircuitBreaker {
 
     /// Records an already classified result. A ticket from an older
     /// generation changes nothing.
+    #[inline]
     pub fn record_verdict(&self, ticket: Ticket, verdict: Verdict, now: Timestamp) {
+        let word = self.word.load();
+        let generation = ticket.generation;
+        if verdict == Verdict::Success
+            && word.state == CLOSED
+            && word.generation == generation
+            && !word.expired(now)
+        {
+            // A success in Closed never changes state: count it and go.
+            let successes = self.tally.successes.increment(generation);
+            self.tally.streak.success(generation, successes);
+            return;
+        }
+        self.record_otherwise(ticket, verdict, now);
+    }
+
+    /// Every result but a success on a live Closed word.
+    #[inline(never)]
+    fn record_otherwise(&self, ticket: Ticket, verdict: Verdict, now: Timestamp) {
+        // Reloaded: passing the word in costs the fast path its spills.
         let word = self.current(now);
         let generation = ticket.generation;
         if word.generation != generation {
@@ -333,17 +373,17 @@ impl CircuitBreaker {
         }
         let state = State::from_code(word.state);
         match verdict {
-            Verdict::Excluded => self.requests.decrement(generation),
+            Verdict::Excluded => self.tally.requests.decrement(generation),
             Verdict::Success => {
-                let successes = self.successes.increment(generation);
-                let run = self.streak.success(generation, successes);
+                let successes = self.tally.successes.increment(generation);
+                let run = self.tally.streak.success(generation, successes);
                 if state == State::HalfOpen && run >= u64::from(self.settings.max_requests) {
                     self.transition(word, State::Closed, now);
                 }
             }
             Verdict::Failure => {
-                self.failures.increment(generation);
-                self.streak.failure(generation);
+                self.tally.failures.increment(generation);
+                self.tally.streak.failure(generation);
                 let trip = match state {
                     State::Closed => self.settings.trips(&self.counts_of(generation)),
                     _ => true,
@@ -400,12 +440,13 @@ impl CircuitBreaker {
     }
 
     fn counts_of(&self, generation: u32) -> Counts {
-        let total_successes = self.successes.get(generation);
-        let (consecutive_successes, consecutive_failures) = self.streak.get(generation, total_successes);
+        let tally = &*self.tally;
+        let total_successes = tally.successes.get(generation);
+        let (consecutive_successes, consecutive_failures) = tally.streak.get(generation, total_successes);
         Counts {
-            requests: self.requests.get(generation),
+            requests: tally.requests.get(generation),
             total_successes,
-            total_failures: self.failures.get(generation),
+            total_failures: tally.failures.get(generation),
             consecutive_successes,
             consecutive_failures,
         }

@@ -14,7 +14,7 @@ use core::time::Duration;
 
 use lb_core::{Outcome, Report, Timestamp};
 
-use super::word::{GenCounter, NEVER, StateCell, Word, deadline_after};
+use super::word::{GenCounter, NEVER, OwnLines, StateCell, Word, deadline_after};
 use super::{Rejected, Ticket, Verdict};
 use storage::{CALL, FAILED, SLOW, Totals, Window, rates};
 
@@ -157,6 +157,10 @@ impl fmt::Debug for WindowSettings {
 
 /// A resilience4j-style breaker over a sliding window; lock-free on every path.
 ///
+/// In Closed, admission is one load; recording a fast success is one
+/// `fetch_add` (the count window's cursor) and a few loads, as a slot that
+/// already holds the same kind of call is left as it is.
+///
 /// ```
 /// use core::time::Duration;
 /// use lb_core::{Outcome, Timestamp};
@@ -177,7 +181,8 @@ impl fmt::Debug for WindowSettings {
 pub struct SlidingWindowBreaker {
     settings: WindowSettings,
     word: StateCell,
-    window: Window,
+    // Written on every call: off the lines of the state word and settings.
+    window: OwnLines<Window>,
     trial_permits: GenCounter,
     trial_calls: GenCounter,
     trial_failures: GenCounter,
@@ -194,7 +199,7 @@ impl SlidingWindowBreaker {
                 generation: 0,
                 deadline_ms: NEVER,
             }),
-            window: Window::new(settings.window),
+            window: OwnLines(Window::new(settings.window)),
             settings,
             trial_permits: GenCounter::default(),
             trial_calls: GenCounter::default(),
@@ -232,6 +237,16 @@ impl SlidingWindowBreaker {
     /// Asks to make a call at `now`.
     #[inline]
     pub fn allow(&self, now: Timestamp) -> Result<Ticket, Rejected> {
+        let word = self.word.load();
+        if word.state == WindowState::Closed.code() {
+            return Ok(Ticket { generation: word.generation });
+        }
+        self.allow_otherwise(now)
+    }
+
+    /// Admission in every state but Closed.
+    #[inline(never)]
+    fn allow_otherwise(&self, now: Timestamp) -> Result<Ticket, Rejected> {
         let word = self.current(now);
         let ticket = Ticket { generation: word.generation };
         match WindowState::from_code(word.state) {
@@ -261,7 +276,25 @@ impl SlidingWindowBreaker {
     }
 
     /// Records an already classified result; stale tickets change nothing.
+    #[inline]
     pub fn record_verdict(&self, ticket: Ticket, verdict: Verdict, latency: Duration, now: Timestamp) {
+        let word = self.word.load();
+        if verdict == Verdict::Success
+            && word.state == WindowState::Closed.code()
+            && word.generation == ticket.generation
+            && latency < self.settings.slow_call_duration
+        {
+            // A fast success can only lower the rates: no threshold to check.
+            self.window.add(CALL, now);
+            return;
+        }
+        self.record_otherwise(ticket, verdict, latency, now);
+    }
+
+    /// Every result but a fast success on a Closed word.
+    #[inline(never)]
+    fn record_otherwise(&self, ticket: Ticket, verdict: Verdict, latency: Duration, now: Timestamp) {
+        // Reloaded: passing the word in costs the fast path its spills.
         let word = self.current(now);
         if word.generation != ticket.generation {
             return;

@@ -181,7 +181,118 @@ mod props {
         [Outcome::Success, Outcome::Http5xx(502), Outcome::LocallyRejected][code as usize]
     }
 
+    /// gobreaker's rules written out sequentially, with whole-millisecond
+    /// time so deadlines need no rounding.
+    struct Model {
+        state: State,
+        generation: u32,
+        deadline_ns: Option<u64>,
+        counts: Counts,
+        settings: Settings,
+    }
+
+    impl Model {
+        fn new(settings: Settings) -> Self {
+            let deadline_ns = (!settings.interval.is_zero()).then_some(0);
+            Model { state: State::Closed, generation: 0, deadline_ns, counts: Counts::default(), settings }
+        }
+
+        fn current(&mut self, now: u64) {
+            if self.deadline_ns.is_some_and(|d| now >= d) {
+                let to = if self.state == State::Open { State::HalfOpen } else { State::Closed };
+                self.start(to, now);
+            }
+        }
+
+        fn start(&mut self, state: State, now: u64) {
+            let after = match state {
+                State::Closed => self.settings.interval,
+                State::Open => self.settings.timeout,
+                State::HalfOpen => Duration::ZERO,
+            };
+            self.state = state;
+            self.generation += 1;
+            self.counts = Counts::default();
+            self.deadline_ns = (!after.is_zero()).then(|| now + after.as_nanos() as u64);
+        }
+
+        fn allow(&mut self, now: u64) -> Result<u32, Rejected> {
+            self.current(now);
+            match self.state {
+                State::Open => return Err(Rejected::Open),
+                State::HalfOpen if self.counts.requests >= u64::from(self.settings.max_requests) => {
+                    return Err(Rejected::TooManyRequests);
+                }
+                _ => self.counts.requests += 1,
+            }
+            Ok(self.generation)
+        }
+
+        fn record(&mut self, generation: u32, outcome: Outcome, now: u64) {
+            self.current(now);
+            if generation != self.generation {
+                return;
+            }
+            let c = &mut self.counts;
+            match self.settings.verdict(outcome) {
+                Verdict::Excluded => c.requests = c.requests.saturating_sub(1),
+                Verdict::Success => {
+                    c.total_successes += 1;
+                    c.consecutive_successes += 1;
+                    c.consecutive_failures = 0;
+                    let max = u64::from(self.settings.max_requests);
+                    if self.state == State::HalfOpen && c.consecutive_successes >= max {
+                        self.start(State::Closed, now);
+                    }
+                }
+                Verdict::Failure => {
+                    c.total_failures += 1;
+                    c.consecutive_failures += 1;
+                    c.consecutive_successes = 0;
+                    if self.state == State::HalfOpen || self.settings.trips(&self.counts) {
+                        self.start(State::Open, now);
+                    }
+                }
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn matches_a_sequential_gobreaker_model(
+            ops in proptest::collection::vec(op(), 1..300),
+            ratio in any::<bool>(),
+        ) {
+            let settings = if ratio {
+                Settings::failure_ratio("m", 2, 0.5).interval(20 * SEC)
+            } else {
+                Settings::new("m").max_requests(2).timeout(5 * SEC).interval(30 * SEC)
+            };
+            let b = CircuitBreaker::new(settings.clone());
+            let mut model = Model::new(settings);
+            let mut now = 0u64;
+            let mut tickets: Vec<Ticket> = Vec::new();
+            for op in ops {
+                let at = Timestamp::from_nanos(now);
+                match op {
+                    Op::Allow => {
+                        let got = b.allow(at);
+                        prop_assert_eq!(got.map(|t| t.generation()), model.allow(now));
+                        tickets.extend(got);
+                    }
+                    Op::Record { ticket, outcome: code } => {
+                        let Some(&t) = tickets.get(ticket % tickets.len().max(1)) else { continue };
+                        b.record(t, outcome(code), at);
+                        model.record(t.generation(), outcome(code), now);
+                    }
+                    Op::Advance(ms) => now += ms * 1_000_000,
+                }
+                prop_assert_eq!(b.counts(), model.counts);
+                prop_assert_eq!(b.generation(), model.generation);
+                prop_assert_eq!(State::from_code(b.word.load().state), model.state);
+            }
+        }
+
         #[test]
         fn stale_results_never_change_state_and_half_open_admits_at_most_max(
             ops in proptest::collection::vec(op(), 1..200),

@@ -154,6 +154,33 @@ fn concurrent_half_open_callers_get_only_the_permits() {
     assert_eq!(crate::breaker::concurrent_admissions(4, 2_000, || b.allow(t).is_ok()), 3);
 }
 
+#[test]
+fn racing_writers_keep_count_totals_equal_to_the_slots() {
+    use core::sync::atomic::Ordering;
+    let window = Window::new(SlidingWindow::Count(7));
+    std::thread::scope(|s| {
+        for thread in 0..4u8 {
+            let window = &window;
+            s.spawn(move || {
+                for i in 0..5_000u32 {
+                    // Mostly plain successes, so both the skip and the overwrite race.
+                    let kind = match (i + u32::from(thread)) % 9 {
+                        0 => CALL | FAILED,
+                        1 => CALL | SLOW,
+                        _ => CALL,
+                    };
+                    window.add(kind, Timestamp::ZERO);
+                }
+            });
+        }
+    });
+    let Window::Count { slots, .. } = &window else { unreachable!() };
+    let held: Vec<u8> = slots.iter().map(|s| s.load(Ordering::Relaxed)).collect();
+    let count = |flag: u8| held.iter().filter(|&&k| k & flag != 0).count() as u64;
+    let expected = Totals { calls: count(CALL), failures: count(FAILED), slow: count(SLOW) };
+    assert_eq!(window.totals(Timestamp::ZERO), expected, "slots {held:?}");
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
@@ -181,6 +208,18 @@ mod props {
                 let start = calls.len().saturating_sub(size as usize);
                 prop_assert_eq!(window.totals(Timestamp::ZERO), model(&calls[start..]));
             }
+        }
+
+        #[test]
+        fn a_call_lands_in_the_slot_its_cursor_names(size in 1u32..2_000, start in any::<u64>()) {
+            let window = Window::new(SlidingWindow::Count(size));
+            let Window::Count { slots, cursor, .. } = &window else { unreachable!() };
+            cursor.store(start, core::sync::atomic::Ordering::Relaxed);
+            window.add(CALL | FAILED, Timestamp::ZERO);
+            let written: Vec<usize> = (0..slots.len())
+                .filter(|&i| slots[i].load(core::sync::atomic::Ordering::Relaxed) != 0)
+                .collect();
+            prop_assert_eq!(written, std::vec![(start % u64::from(size)) as usize]);
         }
 
         #[test]
