@@ -12,16 +12,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use lb_core::{Balancer, Clock, Outcome, OwnedPick, PickContext, Report};
 
 use crate::access_log::AccessEntry;
-use crate::body::{BodyError, OnEnd, ReplayBody, RequestBody, ResponseBody};
+use crate::body::{BodyEnd, BodyError, OnEnd, ReplayBody, RequestBody, ResponseBody};
 use crate::config::{HostHeader, RetryOn};
 use crate::headers::{self, ClientSide, REQUEST_ID};
 use crate::health::Admission;
+use crate::pool::{Conn, SendError};
 use crate::runtime::Runtime;
 use crate::upstream::{Backend, Snapshot, Upstream};
 use crate::{route, tunnel};
@@ -33,7 +34,12 @@ pub(crate) type ProxyResponse = Response<ResponseBody<Finish>>;
 const MAX_TRIES: usize = 5;
 
 /// Serves one client request.
-pub(crate) async fn handle(rt: Arc<Runtime>, mut req: Request<Incoming>, peer: SocketAddr) -> ProxyResponse {
+pub(crate) async fn handle(
+    rt: Arc<Runtime>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    peer_ip: &HeaderValue,
+) -> ProxyResponse {
     let started = Instant::now();
     let upgrade = headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -46,7 +52,7 @@ pub(crate) async fn handle(rt: Arc<Runtime>, mut req: Request<Incoming>, peer: S
         return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
     }
     let request_id = rt.request_ids.ensure(&mut parts.headers);
-    prepare_headers(&mut parts, peer, upstream, upgrade);
+    prepare_headers(&mut parts, peer_ip, peer, upstream, upgrade);
     let body = if hyper::body::Body::is_end_stream(&body) {
         RequestBody::Empty
     } else {
@@ -59,7 +65,7 @@ pub(crate) async fn handle(rt: Arc<Runtime>, mut req: Request<Incoming>, peer: S
     };
     let access = rt.access_log.enabled().then(|| (parts.method.clone(), parts.uri.clone()));
     let (mut response, backend) = if upstream.admit() {
-        forward(&rt, upstream, parts, body, peer).await
+        forward(&rt, upstream, parts, body, peer, started).await
     } else {
         (local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n"), None)
     };
@@ -81,14 +87,20 @@ pub(crate) async fn handle(rt: Arc<Runtime>, mut req: Request<Incoming>, peer: S
     response
 }
 
-fn prepare_headers(parts: &mut Parts, peer: SocketAddr, upstream: &Upstream, upgrade: bool) {
+fn prepare_headers(
+    parts: &mut Parts,
+    peer_ip: &HeaderValue,
+    peer: SocketAddr,
+    upstream: &Upstream,
+    upgrade: bool,
+) {
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     // Cloning the parsed header shares its bytes; only HTTP/2 builds a value from :authority.
     let host = match parts.headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
         None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
-    let client = ClientSide { ip: peer.ip(), proto: "http", host: host.as_ref() };
+    let client = ClientSide { ip: peer.ip(), proto: "http", host: host.as_ref(), ip_text: Some(peer_ip) };
     headers::add_forwarding(&mut parts.headers, client, upstream.settings.forwarded_header);
     if parts.version == Version::HTTP_2
         && let Some(host) = host.clone()
@@ -147,10 +159,7 @@ impl TryError {
         local(status, text)
     }
 
-    fn classify(error: &hyper_util::client::legacy::Error) -> TryError {
-        if error.is_connect() {
-            return TryError::Connect;
-        }
+    fn classify(error: &hyper::Error) -> TryError {
         let mut source = std::error::Error::source(error);
         while let Some(e) = source {
             if let Some(BodyError::TooLarge(_)) = e.downcast_ref::<BodyError>() {
@@ -181,14 +190,20 @@ async fn forward(
     mut parts: Parts,
     body: RequestBody,
     peer: SocketAddr,
+    started: Instant,
 ) -> (ProxyResponse, Option<Authority>) {
     let settings = &upstream.settings;
-    let started = Instant::now();
     let deadline = started + settings.timeouts.request;
     let max_tries = (*settings.retry.attempts.get_ref() as usize).clamp(1, MAX_TRIES);
     let mut tried = [usize::MAX; MAX_TRIES];
     let mut last_error = TryError::Connect;
     let mut budget_deposited = false;
+    // Headers of a request that came back unsent (a failed connect).
+    let mut unsent_headers: Option<HeaderMap> = None;
+    // Only a retry after the request went out needs a copy of its headers.
+    let copy_for_retry = max_tries > 1
+        && (parts.method.is_idempotent() || settings.retry.non_idempotent)
+        && settings.retry.retry_on.iter().any(|r| *r != RetryOn::ConnectError);
     for attempt in 0..max_tries {
         let last_try = attempt + 1 == max_tries;
         let Some(try_body) = body.replay() else { break };
@@ -211,15 +226,19 @@ async fn forward(
         }
         tried[attempt] = pick.index();
         let backend = &pick.balancer().backends[pick.index()];
-        // The last try takes the headers; earlier ones copy them for a retry.
-        let headers = if last_try { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
+        let headers = match unsent_headers.take() {
+            Some(headers) => headers,
+            None if copy_for_retry && !last_try => parts.headers.clone(),
+            None => std::mem::take(&mut parts.headers),
+        };
         let request = upstream_request(&parts, headers, backend, &settings.host_header, try_body);
         backend.metrics.started();
         let try_started = Instant::now();
         let left = deadline.saturating_duration_since(try_started);
-        let result = tokio::time::timeout(upstream.try_timeout(left), upstream.client.request(request)).await;
+        let sending = backend.pool.send(&backend.authority, request);
+        let result = tokio::time::timeout(upstream.try_timeout(left), sending).await;
         let error = match result {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, conn))) => {
                 let outcome = Outcome::from_status(response.status().as_u16());
                 let may_retry = !last_try
                     && retryable(
@@ -237,7 +256,10 @@ async fn forward(
                     continue;
                 }
                 let label = Some(pick.balancer().backends[pick.index()].authority.clone());
+                let upgrading = response.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let finish = Finish {
+                    // An upgraded connection belongs to the tunnel, never to the pool.
+                    conn: (!upgrading).then_some(conn),
                     pick: Some(pick),
                     admission,
                     status: response.status(),
@@ -247,7 +269,11 @@ async fn forward(
                 };
                 return (into_client_response(response, finish), label);
             }
-            Ok(Err(e)) => TryError::classify(&e),
+            Ok(Err(SendError::Connect(unsent))) => {
+                unsent_headers = Some(unsent.into_parts().0.headers);
+                TryError::Connect
+            }
+            Ok(Err(SendError::Failed(e))) => TryError::classify(&e),
             Err(_elapsed) => TryError::Timeout,
         };
         let outcome = error.outcome();
@@ -320,13 +346,12 @@ fn upstream_request(
     host_header: &HostHeader,
     body: RequestBody,
 ) -> Request<RequestBody> {
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(backend.authority.clone())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_default();
+    // HTTP/1.1 to an origin server takes the origin form: path and query only.
+    let uri = match parts.uri.path_and_query() {
+        Some(_) if parts.uri.scheme().is_none() => parts.uri.clone(),
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from(PathAndQuery::from_static("/")),
+    };
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
@@ -371,6 +396,7 @@ fn finish_try(
 
 /// What runs when a forwarded response's body ends or is dropped.
 pub(crate) struct Finish {
+    conn: Option<Conn>,
     pick: Option<OwnedPick<Snapshot>>,
     admission: Admission,
     status: StatusCode,
@@ -380,9 +406,16 @@ pub(crate) struct Finish {
 }
 
 impl OnEnd for Finish {
-    fn on_end(mut self, failed: bool) {
-        let outcome = if failed { Outcome::Reset } else { Outcome::from_status(self.status.as_u16()) };
+    fn on_end(mut self, end: BodyEnd) {
+        let outcome =
+            if end == BodyEnd::Failed { Outcome::Reset } else { Outcome::from_status(self.status.as_u16()) };
         if let Some(pick) = self.pick.take() {
+            // Only a connection whose response was read to the end can carry another request.
+            if end == BodyEnd::Complete
+                && let Some(conn) = self.conn.take()
+            {
+                pick.balancer().backends[pick.index()].pool.put(conn);
+            }
             finish_try(self.clock.as_ref(), pick, self.admission, outcome, self.status, self.started);
         }
         self.upstream.release();

@@ -78,13 +78,29 @@ pub struct ClientSide<'a> {
     pub proto: &'static str,
     /// The `Host` the client asked for, if any.
     pub host: Option<&'a HeaderValue>,
+    /// `ip` as text from [`ip_value`], made once per connection; `None` formats it here.
+    pub ip_text: Option<&'a HeaderValue>,
+}
+
+/// The client's IP address as a header value, for [`ClientSide::ip_text`].
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut text = [0u8; 48];
+    HeaderValue::from_bytes(write_ip(&mut text, ip, false))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Adds `X-Forwarded-For` (appended to any earlier hops), `-Proto` and
 /// `-Host` (this hop's view), and with `rfc7239` the `Forwarded` header.
 pub fn add_forwarding(headers: &mut HeaderMap, client: ClientSide<'_>, rfc7239: bool) {
-    let mut ip_text = [0u8; 48];
-    let ip = write_ip(&mut ip_text, client.ip, false);
+    let made;
+    let ip_value = match client.ip_text {
+        Some(value) => value,
+        None => {
+            made = ip_value(client.ip);
+            &made
+        }
+    };
+    let ip = ip_value.as_bytes();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(earlier) if !earlier.is_empty() => {
             let mut joined = Vec::with_capacity(earlier.len() + 2 + ip.len());
@@ -93,7 +109,7 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: ClientSide<'_>, rfc7239: 
             joined.extend_from_slice(ip);
             HeaderValue::from_bytes(&joined)
         }
-        _ => HeaderValue::from_bytes(ip),
+        _ => Ok(ip_value.clone()),
     };
     if let Ok(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
@@ -220,7 +236,8 @@ mod tests {
     fn forwarding_headers_append_and_describe_this_hop() {
         let host = HeaderValue::from_static("shop.example");
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("forwarded", "for=10.0.0.1")]);
-        let client = ClientSide { ip: "::1".parse().unwrap(), proto: "http", host: Some(&host) };
+        let client =
+            ClientSide { ip: "::1".parse().unwrap(), proto: "http", host: Some(&host), ip_text: None };
         add_forwarding(&mut h, client, true);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, ::1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
@@ -232,10 +249,19 @@ mod tests {
         let mut fresh = HeaderMap::new();
         add_forwarding(
             &mut fresh,
-            ClientSide { ip: "192.0.2.7".parse().unwrap(), proto: "http", host: None },
+            ClientSide { ip: "192.0.2.7".parse().unwrap(), proto: "http", host: None, ip_text: None },
             false,
         );
         assert_eq!(fresh.get("x-forwarded-for").unwrap(), "192.0.2.7");
+        let ip = "2001:db8::7".parse().unwrap();
+        let made_once = ip_value(ip);
+        let mut with_text = map(&[("x-forwarded-for", "10.0.0.1")]);
+        add_forwarding(
+            &mut with_text,
+            ClientSide { ip, proto: "http", host: None, ip_text: Some(&made_once) },
+            false,
+        );
+        assert_eq!(with_text.get("x-forwarded-for").unwrap(), "10.0.0.1, 2001:db8::7");
         assert!(fresh.get("forwarded").is_none());
     }
 

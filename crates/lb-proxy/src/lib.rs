@@ -47,6 +47,7 @@ pub mod demo;
 mod forward;
 pub mod headers;
 mod health;
+mod pool;
 mod route;
 mod runtime;
 mod server;

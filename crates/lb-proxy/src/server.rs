@@ -132,9 +132,12 @@ async fn serve_proxy(
         let runtime = Arc::clone(&runtime);
         let builder = Arc::clone(&builder);
         async move {
+            // Written once per connection rather than per request.
+            let peer_ip = crate::headers::ip_value(peer.ip());
             let service = service_fn(move |req| {
                 let rt = runtime.load_full();
-                async move { Ok::<_, Infallible>(forward::handle(rt, req, peer).await) }
+                let peer_ip = peer_ip.clone();
+                async move { Ok::<_, Infallible>(forward::handle(rt, req, peer, &peer_ip).await) }
             });
             if let Err(error) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
                 tracing::debug!(%peer, %error, "client connection ended with an error");

@@ -1,6 +1,6 @@
 //! One upstream at run time: its current snapshot of endpoints (swapped
-//! atomically), its connection pool, and the health state that outlives
-//! snapshots.
+//! atomically), and the per-endpoint state that outlives snapshots (health
+//! guards, metric handles, the keep-alive connection pool).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,16 +10,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use http::uri::Authority;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use lb_core::{Balancer, Build, Clock, EndpointId, EndpointSet, PickContext, Report, Timestamp};
 use lb_health::{OutlierDetector, RetryBudget};
 
 use crate::balancing::{Algorithm, AlgorithmChoice, AnyBalancer};
-use crate::body::RequestBody;
 use crate::config;
 use crate::health::Guards;
+use crate::pool::EndpointPool;
 use crate::telemetry::{BackendMetrics, retry_counter};
 
 /// The per-upstream settings the forwarding path reads.
@@ -42,6 +39,8 @@ pub(crate) struct Backend {
     pub(crate) host_value: HeaderValue,
     pub(crate) metrics: BackendMetrics,
     pub(crate) guards: Guards,
+    /// Keep-alive connections to this endpoint; outlives snapshots with the backend.
+    pub(crate) pool: EndpointPool,
 }
 
 /// An immutable view of an upstream: a balancer over one endpoint set plus
@@ -54,12 +53,15 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Time-driven upkeep: slow start ramps, peak-EWMA decay, and the
-    /// return of endpoints whose ejection time is over.
+    /// Time-driven upkeep: slow start ramps, peak-EWMA decay, the return
+    /// of endpoints whose ejection time is over, and closing idle connections.
     pub(crate) fn tick(&self, now: Timestamp) {
         self.balancer.tick(now);
         if let Some(outlier) = &self.outlier {
             outlier.tick(now);
+        }
+        for backend in &self.backends {
+            backend.pool.evict_expired();
         }
     }
 
@@ -97,7 +99,6 @@ pub(crate) fn retry_budget(retry: &config::Retry) -> Result<RetryBudget, lb_heal
 pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
     pub(crate) settings: Settings,
-    pub(crate) client: Client<HttpConnector, RequestBody>,
     pub(crate) current: ArcSwap<Snapshot>,
     pub(crate) in_flight: AtomicU32,
     pub(crate) retries: metrics::Counter,
@@ -117,19 +118,6 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// An upstream with no endpoints yet; [`install`](Upstream::install) adds them.
     pub(crate) fn new(name: &str, cfg: &config::Upstream, choice: AlgorithmChoice) -> Self {
-        let t = &cfg.timeouts;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(t.connect));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(t.idle)
-            .pool_max_idle_per_host(cfg.limits.max_idle_connections_per_endpoint)
-            .retry_canceled_requests(true)
-            .set_host(false)
-            .build(connector);
         Upstream {
             name: Arc::from(name),
             settings: Settings {
@@ -140,7 +128,6 @@ impl Upstream {
                 timeouts: cfg.timeouts.clone(),
                 limits: cfg.limits.clone(),
             },
-            client,
             current: ArcSwap::from_pointee(Snapshot {
                 balancer: choice.algorithm.build(EndpointSet::empty()),
                 backends: Vec::new(),
@@ -188,6 +175,11 @@ impl Upstream {
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             metrics: BackendMetrics::new(&self.name, address),
             guards: self.guard_config.guards_for(address),
+            pool: EndpointPool::new(
+                self.settings.limits.max_idle_connections_per_endpoint,
+                self.settings.timeouts.idle,
+                self.settings.timeouts.connect,
+            ),
             authority,
         }
     }

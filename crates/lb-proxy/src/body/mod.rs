@@ -64,10 +64,21 @@ impl Body for RequestBody {
     }
 }
 
+/// How a response body stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// The upstream body was read to its end.
+    Complete,
+    /// The upstream body broke mid-stream.
+    Failed,
+    /// The body was dropped before its end (the client went away).
+    Abandoned,
+}
+
 /// Something to run once when a response body ends or is dropped.
 pub trait OnEnd: Send + Unpin + 'static {
-    /// Called exactly once; `failed` when the upstream body broke mid-stream.
-    fn on_end(self, failed: bool);
+    /// Called exactly once, with how the body stopped.
+    fn on_end(self, end: BodyEnd);
 }
 
 /// What the proxy sends back to the client.
@@ -98,11 +109,11 @@ impl<E: OnEnd> ResponseBody<E> {
         ResponseBody::Local(Full::new(text.into()))
     }
 
-    fn finish(&mut self, failed: bool) {
+    fn finish(&mut self, end: BodyEnd) {
         if let ResponseBody::Upstream { on_end, .. } = self
             && let Some(hook) = on_end.take()
         {
-            hook.on_end(failed);
+            hook.on_end(end);
         }
     }
 }
@@ -120,18 +131,18 @@ impl<E: OnEnd> Body for ResponseBody<E> {
                 match polled {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(None) => {
-                        this.finish(false);
+                        this.finish(BodyEnd::Complete);
                         Poll::Ready(None)
                     }
                     Poll::Ready(Some(Err(e))) => {
-                        this.finish(true);
+                        this.finish(BodyEnd::Failed);
                         Poll::Ready(Some(Err(e.into())))
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         if let ResponseBody::Upstream { body, .. } = this
                             && body.is_end_stream()
                         {
-                            this.finish(false);
+                            this.finish(BodyEnd::Complete);
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
@@ -158,6 +169,11 @@ impl<E: OnEnd> Body for ResponseBody<E> {
 impl<E: OnEnd> Drop for ResponseBody<E> {
     fn drop(&mut self) {
         // The client went away or the body ended: the request is over either way.
-        self.finish(false);
+        // A body never polled because it was empty from the start still counts as read.
+        let end = match self {
+            ResponseBody::Upstream { body, .. } if body.is_end_stream() => BodyEnd::Complete,
+            _ => BodyEnd::Abandoned,
+        };
+        self.finish(end);
     }
 }
