@@ -387,22 +387,6 @@ macro_rules! dispatch {
     };
 }
 
-impl AnyBalancer {
-    /// Time-driven upkeep, off the pick path: slow start recomputes its
-    /// ramps, peak-EWMA decays idle estimates. Others do nothing. Call it
-    /// from a timer (every 100 ms to 1 s is plenty).
-    pub fn tick(&self, now: Timestamp) {
-        match self {
-            AnyBalancer::SlowStart(b) => {
-                b.tick(now);
-                b.inner().tick(now);
-            }
-            AnyBalancer::PeakEwma(b) => b.decay_all(now),
-            _ => {}
-        }
-    }
-}
-
 impl Balancer for AnyBalancer {
     fn endpoints(&self) -> &EndpointSet {
         dispatch!(self, b => b.endpoints())
@@ -415,6 +399,12 @@ impl Balancer for AnyBalancer {
 
     fn observe(&self, index: usize, report: &Report) {
         dispatch!(self, b => b.observe(index, report))
+    }
+
+    /// Slow start recomputes its ramps, peak-EWMA decays idle estimates;
+    /// the others have nothing to do.
+    fn tick(&self, now: Timestamp) {
+        dispatch!(self, b => b.tick(now))
     }
 }
 
@@ -452,7 +442,11 @@ mod tests {
     #[test]
     fn tick_reaches_slow_start_and_peak_ewma() {
         let slow = "slow_start:peak_ewma".parse::<Algorithm>().unwrap().build(set_of(2));
-        slow.tick(Timestamp::from_nanos(1));
+        let state = slow.endpoints().get(0).unwrap().state();
+        state.set_latency_estimate(1_000_000_000, Timestamp::ZERO);
+        // Ten time constants (tau = 10 s) through the slow-start wrapper.
+        slow.tick(Timestamp::from_nanos(100_000_000_000));
+        assert!(state.latency_estimate().0 < 1_000_000, "the wrapped peak-EWMA decayed");
         assert!(slow.select(&PickContext::new()).is_some());
         assert!(!Algorithm::default().uses_key() && "bounded_load".parse::<Algorithm>().unwrap().uses_key());
     }

@@ -11,6 +11,10 @@ use crate::walk::{HashWalk, Keyless, first_eligible};
 /// nginx's (and libketama's) points per unit of weight.
 pub const DEFAULT_POINTS_PER_WEIGHT: u32 = 160;
 
+/// The most points a ring holds (Envoy's default `max_ring_size`, 8 Mi):
+/// bounds memory and build time whatever weights discovery reports.
+pub const MAX_RING_POINTS: usize = 8 * 1024 * 1024;
+
 /// A ketama ring compatible with nginx `hash $key consistent`
 /// (`ngx_http_upstream_hash_module.c`) and Cache::Memcached::Fast.
 ///
@@ -60,14 +64,21 @@ impl KetamaRing {
     }
 
     /// A ring with `points_per_weight` points per unit of weight (at least 1).
+    ///
+    /// Rings are nginx-identical up to [`MAX_RING_POINTS`]; beyond that
+    /// (huge weights from discovery) every endpoint's points are scaled down
+    /// in proportion, keeping at least one each, as Envoy's `max_ring_size` does.
     pub fn with_points(set: EndpointSet, points_per_weight: u32) -> Self {
-        let per = u64::from(points_per_weight.max(1));
+        let per = points_per_weight.max(1);
+        let total = set.total_weight();
+        let capacity =
+            MAX_RING_POINTS.min(usize::try_from(total * u64::from(per)).unwrap_or(usize::MAX)) + set.len();
         // Each point packed as hash << 32 | endpoint index, generated in index order.
-        let mut points: Vec<u64> = Vec::with_capacity(usize::try_from(set.total_weight() * per).unwrap_or(0));
+        let mut points: Vec<u64> = Vec::with_capacity(capacity);
         for (index, member) in set.iter().enumerate() {
             let seed = server_hasher(member.endpoint().address());
             let mut prev: u32 = 0;
-            for _ in 0..u64::from(member.endpoint().weight()) * per {
+            for _ in 0..points_for(member.endpoint().weight(), per, total) {
                 let mut hasher = seed.clone();
                 hasher.update(&prev.to_le_bytes());
                 prev = hasher.finalize();
@@ -85,6 +96,7 @@ impl KetamaRing {
     }
 
     /// How many points the ring holds (after dropping duplicate hashes).
+    /// At most [`MAX_RING_POINTS`] plus one per endpoint.
     pub fn points(&self) -> usize {
         self.hashes.len()
     }
@@ -205,6 +217,17 @@ impl Balancer for KetamaRing {
     }
 }
 
+/// How many points an endpoint of `weight` gets: `weight * per`, as nginx
+/// does, unless the whole ring would exceed [`MAX_RING_POINTS`]; then every
+/// share is scaled down in proportion, keeping at least one point each.
+fn points_for(weight: u32, per: u32, total_weight: u64) -> u64 {
+    let exact = u128::from(weight) * u128::from(per);
+    let wanted = u128::from(total_weight) * u128::from(per);
+    let cap = MAX_RING_POINTS as u128;
+    let scaled = if wanted > cap { exact * cap / wanted } else { exact };
+    u64::try_from(scaled).unwrap_or(u64::MAX).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +298,16 @@ mod tests {
         let empty = KetamaRing::new(EndpointSet::empty());
         assert_eq!(empty.select(&PickContext::new().with_key(b"k")), None);
         assert_eq!(empty.candidates(b"k").count(), 0);
+    }
+
+    #[test]
+    fn huge_weights_are_scaled_under_the_cap() {
+        assert_eq!(points_for(3, 160, 10), 480, "nginx's count below the cap");
+        let total = u64::from(u32::MAX) + 1;
+        let big = points_for(u32::MAX, 160, total);
+        let small = points_for(1, 160, total);
+        assert!(big as usize <= MAX_RING_POINTS && big as usize > MAX_RING_POINTS - 2);
+        assert_eq!(small, 1, "every endpoint keeps a point");
+        assert!(points_for(u32::MAX, u32::MAX, u64::from(u32::MAX)) as usize <= MAX_RING_POINTS);
     }
 }

@@ -71,7 +71,7 @@ pub use algorithm::{Algorithm, AnyBalancer, HashAlgorithm};
 pub use bounded::{BoundedLoad, DEFAULT_BALANCE_FACTOR};
 pub use error::AlgorithmError;
 pub use jump::{JumpHash, jump_bucket};
-pub use ketama::{DEFAULT_POINTS_PER_WEIGHT, KetamaRing};
+pub use ketama::{DEFAULT_POINTS_PER_WEIGHT, KetamaRing, MAX_RING_POINTS};
 pub use least_conn::LeastConnections;
 pub use maglev::{DEFAULT_TABLE_SIZE, Maglev};
 pub use p2c::PowerOfTwoChoices;

@@ -240,10 +240,14 @@ impl HashWalk for Maglev {
     fn walk(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         let len = self.table.len();
         let start = if len == 0 { 0 } else { self.slot(hash) };
-        (0..len).map(move |k| {
-            let i = start + k;
-            self.table[if i >= len { i - len } else { i }] as usize
-        })
+        // Then every endpoint in order: with a table smaller than the set,
+        // some endpoints own no slot and would otherwise never be a fallback.
+        (0..len)
+            .map(move |k| {
+                let i = start + k;
+                self.table[if i >= len { i - len } else { i }] as usize
+            })
+            .chain(0..self.set.len())
     }
 }
 
@@ -345,5 +349,17 @@ mod tests {
         assert_eq!(order.len(), 4);
         eject(m.endpoints(), order[0]);
         assert_eq!(m.select(&PickContext::new().with_key(b"flow")), Some(order[1]));
+    }
+
+    #[test]
+    fn a_table_smaller_than_the_set_still_finds_every_eligible_endpoint() {
+        let maglev = Maglev::with_table_size(set_of(10), 3).unwrap();
+        let owners: Vec<usize> = maglev.table().iter().map(|&o| o as usize).collect();
+        for &owner in &owners {
+            eject(maglev.endpoints(), owner);
+        }
+        let ctx = PickContext::new().with_key(b"user-1");
+        let picked = maglev.select(&ctx).expect("an eligible endpoint exists");
+        assert!(!owners.contains(&picked));
     }
 }

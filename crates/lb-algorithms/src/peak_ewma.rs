@@ -178,6 +178,11 @@ impl Balancer for PeakEwma {
             decay(members[other].state(), now, self.tau_nanos);
         }
     }
+
+    /// Decays every idle estimate to `now`.
+    fn tick(&self, now: Timestamp) {
+        self.decay_all(now);
+    }
 }
 
 #[cfg(test)]

@@ -95,11 +95,13 @@ impl<B: Balancer> SlowStart<B> {
         &self.inner
     }
 
-    /// Recomputes every endpoint's ramp for time `now`. O(n); off the pick path.
+    /// Recomputes every endpoint's ramp for time `now`, then lets the
+    /// wrapped balancer do its own upkeep. O(n); off the pick path.
     pub fn tick(&self, now: Timestamp) {
         for i in 0..self.factors.len() {
             self.refresh(i, now);
         }
+        self.inner.tick(now);
     }
 
     /// The current factor of endpoint `index`, from the floor to 1.0.
@@ -166,6 +168,10 @@ impl<B: Balancer> Balancer for SlowStart<B> {
         if n > 0 {
             self.refresh(self.refresh_cursor.fetch_add(1, Ordering::Relaxed) % n, report.at);
         }
+    }
+
+    fn tick(&self, now: Timestamp) {
+        SlowStart::tick(self, now);
     }
 }
 

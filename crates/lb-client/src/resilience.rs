@@ -202,9 +202,10 @@ impl Resilience {
         }
     }
 
-    /// Starts the periodic work, off the hot path: the outlier detector's
-    /// tick (ending ejections, running the interval detectors) and the
-    /// active checks, which follow the endpoint set.
+    /// Starts the periodic work, off the hot path: the balancer's tick (slow
+    /// start, peak-EWMA decay), the outlier detector's tick (ending
+    /// ejections, running the interval detectors) and the active checks,
+    /// which follow the endpoint set.
     pub(crate) fn spawn_sweeper<A, E>(&self, live: Arc<Live<A, E>>) -> Vec<AbortOnDrop>
     where
         A: Build + 'static,
@@ -222,6 +223,8 @@ impl Resilience {
                 ticks.tick().await;
                 let Some(live) = live.upgrade() else { break };
                 let generation = live.load();
+                // Slow start ramps and peak-EWMA idle decay advance here, off the pick path.
+                generation.balancer.tick(clock.now());
                 let set = generation.balancer.endpoints();
                 if let Some(probes) = probes.as_mut()
                     && !probed.as_ref().is_some_and(|before| before.same_snapshot(set))

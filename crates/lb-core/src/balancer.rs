@@ -2,6 +2,7 @@
 
 use alloc::sync::Arc;
 
+use crate::clock::Timestamp;
 use crate::endpoint::Endpoint;
 use crate::outcome::Report;
 use crate::set::{EndpointSet, Member};
@@ -91,6 +92,13 @@ pub trait Balancer: Send + Sync {
     fn observe(&self, index: usize, report: &Report) {
         let _ = (index, report);
     }
+
+    /// Time-driven upkeep, off the pick path: slow start recomputes its ramps,
+    /// peak-EWMA decays idle estimates. Owners call it from a timer (every
+    /// 100 ms to 1 s) and right after building; the default does nothing.
+    fn tick(&self, now: Timestamp) {
+        let _ = now;
+    }
 }
 
 impl<B: Balancer + ?Sized> Balancer for Arc<B> {
@@ -102,6 +110,9 @@ impl<B: Balancer + ?Sized> Balancer for Arc<B> {
     }
     fn observe(&self, index: usize, report: &Report) {
         (**self).observe(index, report)
+    }
+    fn tick(&self, now: Timestamp) {
+        (**self).tick(now)
     }
 }
 

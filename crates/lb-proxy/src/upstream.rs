@@ -53,18 +53,6 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Time-driven upkeep: slow start ramps, peak-EWMA decay, the return
-    /// of endpoints whose ejection time is over, and closing idle connections.
-    pub(crate) fn tick(&self, now: Timestamp) {
-        self.balancer.tick(now);
-        if let Some(outlier) = &self.outlier {
-            outlier.tick(now);
-        }
-        for backend in &self.backends {
-            backend.pool.evict_expired();
-        }
-    }
-
     /// Feeds one finished try to the outlier detector; counts an ejection.
     pub(crate) fn observe_outlier(&self, index: usize, report: &Report) {
         if let Some(outlier) = &self.outlier
@@ -86,6 +74,18 @@ impl Balancer for Snapshot {
     }
     fn observe(&self, index: usize, report: &Report) {
         self.balancer.observe(index, report)
+    }
+    /// The upstream's time-driven upkeep: slow start ramps, peak-EWMA decay,
+    /// the return of endpoints whose ejection time is over, and closing idle
+    /// connections.
+    fn tick(&self, now: Timestamp) {
+        self.balancer.tick(now);
+        if let Some(outlier) = &self.outlier {
+            outlier.tick(now);
+        }
+        for backend in &self.backends {
+            backend.pool.evict_expired();
+        }
     }
 }
 

@@ -299,7 +299,7 @@ fn rotate_clients(
 ) -> tokio::task::JoinHandle<()> {
     let client = Arc::downgrade(client);
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + age, age);
+        let mut ticks = tokio::time::interval_at(super::send::instant_after(age), age);
         loop {
             ticks.tick().await;
             let Some(client) = client.upgrade() else { break };

@@ -1,6 +1,8 @@
 //! The attempt loop: pick, admit, send, report, and retry elsewhere when
 //! `lb_health::RetryPolicy` and the retry budget allow.
 
+use std::time::Duration;
+
 use lb_core::{Build, Outcome};
 use lb_health::{MAX_ATTEMPTS, Method, SplitMix64};
 
@@ -30,7 +32,7 @@ pub(crate) async fn send<A: Build + 'static>(
         _ => &settings.retry,
     };
     let timeout = request.timeout().copied().unwrap_or(settings.timeout);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = instant_after(timeout);
     if let Some(hedging) = &settings.hedging
         && (method.is_idempotent() || idempotent == Some(true))
         && request.body().is_none_or(|body| body.as_bytes().is_some())
@@ -107,5 +109,26 @@ pub(crate) fn attempt_outcome(
             (Outcome::from_status(code), telemetry::status_label(code))
         }
         Err(e) => (classify::reqwest_error(e), metrics::SharedString::const_str("error")),
+    }
+}
+
+/// `now + after`, saturating about 30 years out, so `Duration::MAX` means
+/// "no timeout" instead of panicking on overflow as tokio's `Instant + Duration` does.
+pub(super) fn instant_after(after: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    let now = tokio::time::Instant::now();
+    now.checked_add(after).unwrap_or(now + FAR)
+}
+
+#[cfg(test)]
+mod instant_tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_timeout_saturates_instead_of_panicking() {
+        let far = instant_after(Duration::MAX);
+        assert!(far > tokio::time::Instant::now() + Duration::from_secs(365 * 86_400));
+        let near = instant_after(Duration::from_secs(1));
+        assert!(near < far);
     }
 }
