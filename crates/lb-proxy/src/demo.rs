@@ -101,7 +101,13 @@ pub async fn start(args: &DemoArgs) -> Result<Demo, Box<dyn std::error::Error + 
 /// `lb-proxy demo`: starts, prints what to try, and stops cleanly on Ctrl-C.
 pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let demo = start(&args).await?;
+    // Listen before printing: a Ctrl-C right after the instructions must stop cleanly.
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     println!("{}", demo.instructions());
+    #[cfg(unix)]
+    interrupt.recv().await;
+    #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
     println!("stopping");
     demo.shutdown().await;

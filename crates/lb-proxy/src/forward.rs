@@ -5,11 +5,11 @@
 //! the per-try timeout, and report the outcome to the balancer, the breaker
 //! and the metrics when the response body ends. Failures before the response
 //! starts are retried on another endpoint while the policy, the budget and
-//! the replay buffer allow.
+//! the replay buffer allow, after the upstream's backoff (see [`crate::backoff`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
@@ -198,6 +198,7 @@ async fn forward(
     let mut tried = [usize::MAX; MAX_TRIES];
     let mut last_error = TryError::Connect;
     let mut budget_deposited = false;
+    let mut waits = upstream.pacer.start();
     // Headers of a request that came back unsent (a failed connect).
     let mut unsent_headers: Option<HeaderMap> = None;
     // Only a retry after the request went out needs a copy of its headers.
@@ -240,19 +241,26 @@ async fn forward(
         let error = match result {
             Ok(Ok((response, conn))) => {
                 let outcome = Outcome::from_status(response.status().as_u16());
-                let may_retry = !last_try
+                // Past the deadline the backend's own answer beats a 504.
+                let wait = if !last_try
                     && retryable(
                         outcome,
                         &settings.retry.retry_on,
                         &parts.method,
                         settings.retry.non_idempotent,
-                    )
-                    && upstream.budget_withdraw(rt.clock.now());
-                if may_retry {
+                    ) {
+                    waits.next(false, Instant::now(), deadline)
+                } else {
+                    None
+                };
+                if let Some(wait) = wait
+                    && upstream.budget_withdraw(rt.clock.now())
+                {
                     let status = response.status();
                     drop(response);
                     finish_try(rt.clock.as_ref(), pick, admission, outcome, status, try_started);
                     upstream.retries.increment(1);
+                    pause(wait).await;
                     continue;
                 }
                 let label = Some(pick.balancer().backends[pick.index()].authority.clone());
@@ -279,18 +287,29 @@ async fn forward(
         let outcome = error.outcome();
         let status = error.status_and_text().0;
         finish_try(rt.clock.as_ref(), pick, admission, outcome, status, try_started);
-        let may_retry = !last_try
+        let wait = if !last_try
             && retryable(outcome, &settings.retry.retry_on, &parts.method, settings.retry.non_idempotent)
-            && Instant::now() < deadline
-            && upstream.budget_withdraw(rt.clock.now());
+        {
+            waits.next(outcome == Outcome::ConnectError, Instant::now(), deadline)
+        } else {
+            None
+        };
         last_error = error;
-        if !may_retry {
+        let Some(wait) = wait.filter(|_| upstream.budget_withdraw(rt.clock.now())) else {
             break;
-        }
+        };
         upstream.retries.increment(1);
+        pause(wait).await;
     }
     upstream.release();
     (last_error.response(), None)
+}
+
+/// Waits before a retry; an immediate retry does not yield.
+async fn pause(wait: Duration) {
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Picks an endpoint whose breaker admits the request and that is under its

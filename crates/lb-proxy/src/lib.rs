@@ -8,7 +8,9 @@
 //! balancer, sends the request over a pooled keep-alive connection, streams
 //! both bodies, and reports the outcome to the balancer, the circuit breaker
 //! and the metrics. Failures before the response starts are retried on
-//! another endpoint under a retry budget.
+//! another endpoint under a retry budget, after a jittered backoff
+//! (Envoy's 25 ms to 250 ms full jitter by default; a connect error goes
+//! again at once).
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -39,6 +41,7 @@
 mod access_log;
 mod admin;
 mod background;
+mod backoff;
 mod balancing;
 pub mod body;
 pub mod config;

@@ -13,6 +13,7 @@ use http::uri::Authority;
 use lb_core::{Balancer, Build, Clock, EndpointId, EndpointSet, PickContext, Report, Timestamp};
 use lb_health::{OutlierDetector, RetryBudget};
 
+use crate::backoff::{self, Pacer};
 use crate::balancing::{Algorithm, AlgorithmChoice, AnyBalancer};
 use crate::config;
 use crate::health::Guards;
@@ -95,6 +96,13 @@ pub(crate) fn retry_budget(retry: &config::Retry) -> Result<RetryBudget, lb_heal
     RetryBudget::new(retry.budget_window, retry.budget_min_per_second, percent)
 }
 
+/// A seed for an upstream's jitter that differs between upstreams and
+/// processes (std's per-thread random hash keys; no system call after the first).
+fn first_seed(name: &str) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(name)
+}
+
 /// One upstream.
 pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
@@ -102,6 +110,8 @@ pub(crate) struct Upstream {
     pub(crate) current: ArcSwap<Snapshot>,
     pub(crate) in_flight: AtomicU32,
     pub(crate) retries: metrics::Counter,
+    /// The wait between retries and the seeds of its jitter.
+    pub(crate) pacer: Pacer,
     budget: RetryBudget,
     algorithm: Algorithm,
     guard_config: crate::health::GuardConfig,
@@ -138,6 +148,7 @@ impl Upstream {
             }),
             in_flight: AtomicU32::new(0),
             retries: retry_counter(name),
+            pacer: Pacer::new(backoff::schedule(&cfg.retry), first_seed(name)),
             budget: retry_budget(&cfg.retry).unwrap_or_default(),
             algorithm: choice.algorithm,
             guard_config: crate::health::GuardConfig::from_upstream(name, cfg),

@@ -18,6 +18,9 @@ fn the_annotated_example_is_valid() {
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.upstreams.len(), 4);
     assert_eq!(config.routes.len(), 4);
+    let retry = &config.upstreams["web"].get_ref().retry;
+    assert_eq!(retry.backoff, lb_proxy::config::BackoffKind::FullJitter);
+    assert_eq!(*retry.backoff_max.get_ref(), std::time::Duration::from_millis(250));
 }
 
 #[test]
@@ -119,4 +122,21 @@ fn address_clashes_are_caught() {
     assert_eq!(e, "lb.toml:4:10: 127.0.0.1:9000 is already used by another listener or the admin listener");
     let e = error("[[listeners]]\nlisten = \"0.0.0.0:80\"\n[[listeners]]\nlisten = \"0.0.0.0:80\"\n");
     assert!(e.starts_with("lb.toml:4:10:"), "{e}");
+}
+
+#[test]
+fn backoff_errors_point_at_the_value() {
+    let retry = format!("{GOOD_UPSTREAM}[upstreams.web.retry]\n");
+    let e = error(&format!("{retry}backoff = \"linear\"\n"));
+    assert!(e.starts_with("lb.toml:4:11: unknown variant `linear`"), "{e}");
+    let e = error(&format!("{retry}backoff_base = \"soon\"\n"));
+    assert!(e.starts_with("lb.toml:4:16: `soon` is not a duration"), "{e}");
+    let e = error(&format!("{retry}backoff_base = \"1s\"\nbackoff_max = \"100ms\"\n"));
+    assert_eq!(e, "lb.toml:5:15: retry.backoff_max must be at least retry.backoff_base");
+    let e = error(&format!("{retry}backoff_max = \"2h\"\n"));
+    assert_eq!(e, "lb.toml:4:15: retry.backoff_max is at most 1h");
+    let e = error(&format!("{retry}backoff_base = \"0s\"\n"));
+    assert!(e.starts_with("lb.toml:4:16: retry.backoff_base must be longer than zero"), "{e}");
+    let ok = format!("{retry}backoff = \"none\"\nbackoff_base = \"0s\"\n");
+    assert!(Config::parse(&ok, "lb.toml").is_ok(), "no wait needs no base");
 }

@@ -63,13 +63,18 @@ async fn load_aware_and_random_algorithms_reach_every_backend() {
 async fn hash_algorithms_stick_to_one_backend_per_key() {
     for algorithm in ["ring_hash", "maglev", "rendezvous"] {
         let mut owners = BTreeMap::new();
-        for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
-            let counts = spread(algorithm, [1, 1, 1], 10, &[("x-user", user)]).await;
+        // Twelve keys: with six, all landing on one backend was a few-percent flake.
+        for user in 0..12 {
+            let user = format!("user-{user}");
+            let counts = spread(algorithm, [1, 1, 1], 5, &[("x-user", &user)]).await;
             assert_eq!(counts.len(), 1, "{algorithm}: {user} always lands on one backend: {counts:?}");
             owners.insert(user, counts.into_keys().next().unwrap());
         }
         let distinct: std::collections::BTreeSet<_> = owners.values().collect();
-        assert!(distinct.len() >= 2, "{algorithm}: six keys spread over more than one backend: {owners:?}");
+        assert!(
+            distinct.len() >= 2,
+            "{algorithm}: twelve keys spread over more than one backend: {owners:?}"
+        );
     }
 }
 

@@ -28,6 +28,22 @@ pub(crate) mod option {
     }
 }
 
+/// The same for durations that later checks point at.
+pub(crate) mod spanned {
+    use toml::Spanned;
+
+    use super::*;
+
+    /// Reads a duration and keeps where it was written.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Spanned<Duration>, D::Error> {
+        let text = Spanned::<String>::deserialize(deserializer)?;
+        let span = text.span();
+        parse(text.get_ref()).map(|d| Spanned::new(span, d)).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

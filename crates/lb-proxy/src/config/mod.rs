@@ -1,7 +1,7 @@
 //! The TOML configuration: its model, loading, and the checks `lb-proxy check` runs.
 //!
 //! Loading is two steps: serde reads the text (syntax, unknown keys, bad
-//! values; toml reports where), then [`validate`] checks rules that involve
+//! values; toml reports where), then `validate` checks rules that involve
 //! several keys (a route naming an unknown upstream, two listeners on one
 //! address). Both kinds of error name `file:line:column`.
 

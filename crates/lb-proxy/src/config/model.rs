@@ -468,6 +468,14 @@ pub struct Retry {
     /// ...counted over this window.
     #[serde(with = "duration")]
     pub budget_window: Duration,
+    /// How the wait before a retry grows and is randomised.
+    pub backoff: BackoffKind,
+    /// The first wait (the `initialBackoff` of `grpc`).
+    #[serde(with = "duration::spanned")]
+    pub backoff_base: Spanned<Duration>,
+    /// The longest wait.
+    #[serde(with = "duration::spanned")]
+    pub backoff_max: Spanned<Duration>,
 }
 
 impl Default for Retry {
@@ -479,8 +487,29 @@ impl Default for Retry {
             budget_percent: Spanned::new(0..0, 20),
             budget_min_per_second: 10,
             budget_window: Duration::from_secs(10),
+            backoff: BackoffKind::FullJitter,
+            backoff_base: Spanned::new(0..0, Duration::from_millis(25)),
+            backoff_max: Spanned::new(0..0, Duration::from_millis(250)),
         }
     }
+}
+
+/// The wait before a retry, `t = min(backoff_max, backoff_base * 2^(n-1))`
+/// for retry `n` randomised as named (AWS, "Exponential Backoff And Jitter").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackoffKind {
+    /// A uniform wait in `[0, t)`; Envoy's default.
+    #[default]
+    FullJitter,
+    /// `t/2` plus a uniform wait in `[0, t/2)`.
+    EqualJitter,
+    /// `min(backoff_max, U(backoff_base, 3 * previous wait))`.
+    Decorrelated,
+    /// gRFC A6: `min(backoff_base * 1.6^(n-1), backoff_max) * U(0.8, 1.2)`.
+    Grpc,
+    /// Retry at once.
+    None,
 }
 
 /// A kind of failure that may be retried.

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::error::Violation;
-use super::model::{Config, Discovery, HashKey, Upstream};
+use super::model::{BackoffKind, Config, Discovery, HashKey, Retry, Upstream};
 use crate::balancing::{AlgorithmChoice, parse_algorithm};
 
 /// Every broken rule, in file order of the first one found per section.
@@ -137,8 +138,27 @@ fn check_upstream(upstream: &Upstream, span: std::ops::Range<usize>, found: &mut
     } else if let Err(e) = crate::upstream::retry_budget(&upstream.retry) {
         found.push(Violation::new(span.clone(), format!("retry budget: {e}")));
     }
+    check_backoff(&upstream.retry, found);
     let t = &upstream.timeouts;
     if [t.connect, t.request, t.per_try, t.idle].iter().any(|d| d.is_zero()) {
         found.push(Violation::new(span, "timeouts must be longer than zero"));
+    }
+}
+
+/// The longest backoff accepted; longer waits belong to the request timeout.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+fn check_backoff(retry: &Retry, found: &mut Vec<Violation>) {
+    let (base, max) = (&retry.backoff_base, &retry.backoff_max);
+    if retry.backoff != BackoffKind::None && base.get_ref().is_zero() {
+        found.push(Violation::new(
+            base.span(),
+            "retry.backoff_base must be longer than zero; write backoff = \"none\" to retry at once",
+        ));
+    }
+    if *max.get_ref() > MAX_BACKOFF {
+        found.push(Violation::new(max.span(), "retry.backoff_max is at most 1h"));
+    } else if max.get_ref() < base.get_ref() {
+        found.push(Violation::new(max.span(), "retry.backoff_max must be at least retry.backoff_base"));
     }
 }
