@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use lb_core::Outcome;
+use lb_core::{ErrorType, Outcome};
 
 /// Histogram of request latency in seconds, labelled `backend`.
 pub const REQUEST_DURATION_SECONDS: &str = "request_duration_seconds";
@@ -24,18 +24,6 @@ pub const BREAKER_STATE: &str = "breaker_state";
 pub const RETRIES_TOTAL: &str = "retries_total";
 /// Counter of outlier ejections, labelled `upstream` and `backend`.
 pub const EJECTIONS_TOTAL: &str = "ejections_total";
-
-/// The `error_type` label for an outcome, or `None` when it is no error.
-pub fn error_type(outcome: Outcome) -> Option<&'static str> {
-    Some(match outcome {
-        Outcome::Success => return None,
-        Outcome::ConnectError => "connect",
-        Outcome::Timeout => "timeout",
-        Outcome::Reset => "reset",
-        Outcome::Http5xx(_) => "http_5xx",
-        Outcome::LocallyRejected => "rejected",
-    })
-}
 
 /// The series every request to one endpoint touches, registered once so a
 /// request records without building keys or allocating.
@@ -112,7 +100,7 @@ impl EndpointLabels {
             metrics::counter!(REQUESTS_TOTAL, "upstream" => self.upstream(), "backend" => self.backend(), "status" => status)
                 .increment(1);
         }
-        if let Some(kind) = error_type(outcome) {
+        if let Some(kind) = outcome.error_type().map(ErrorType::label) {
             metrics::counter!(REQUEST_ERRORS_TOTAL, "backend" => self.backend(), "error_type" => kind)
                 .increment(1);
         }

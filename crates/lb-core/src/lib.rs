@@ -105,5 +105,5 @@ pub use clock::{Clock, ManualClock, Timestamp};
 pub use discovery::Change;
 pub use endpoint::{Address, AddressError, Endpoint, EndpointId};
 pub use health::{EndpointState, HealthFlag, HealthStatus};
-pub use outcome::{Outcome, Report};
+pub use outcome::{ErrorType, Outcome, Report};
 pub use set::{EndpointSet, Member};

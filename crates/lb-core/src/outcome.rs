@@ -56,6 +56,51 @@ impl Outcome {
     pub const fn is_5xx(self) -> bool {
         matches!(self, Outcome::Http5xx(_))
     }
+
+    /// The error class this outcome is counted under, or `None` for a success.
+    pub const fn error_type(self) -> Option<ErrorType> {
+        match self {
+            Outcome::Success => None,
+            Outcome::ConnectError => Some(ErrorType::Connect),
+            Outcome::Timeout => Some(ErrorType::Timeout),
+            Outcome::Reset => Some(ErrorType::Reset),
+            Outcome::Http5xx(_) => Some(ErrorType::Http5xx),
+            Outcome::LocallyRejected => Some(ErrorType::Rejected),
+        }
+    }
+}
+
+/// The classes of failed requests, as the `error_type` metric label names
+/// them; one definition so the proxy and the client count alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorType {
+    /// [`Outcome::ConnectError`].
+    Connect = 0,
+    /// [`Outcome::Timeout`].
+    Timeout = 1,
+    /// [`Outcome::Reset`].
+    Reset = 2,
+    /// [`Outcome::Http5xx`].
+    Http5xx = 3,
+    /// [`Outcome::LocallyRejected`].
+    Rejected = 4,
+}
+
+impl ErrorType {
+    /// Every class, in discriminant order (index a per-class array with `as usize`).
+    pub const ALL: [ErrorType; 5] =
+        [ErrorType::Connect, ErrorType::Timeout, ErrorType::Reset, ErrorType::Http5xx, ErrorType::Rejected];
+
+    /// The `error_type` label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            ErrorType::Connect => "connect",
+            ErrorType::Timeout => "timeout",
+            ErrorType::Reset => "reset",
+            ErrorType::Http5xx => "http_5xx",
+            ErrorType::Rejected => "rejected",
+        }
+    }
 }
 
 /// What a caller tells the balancer when a picked request finishes.
@@ -81,6 +126,15 @@ mod tests {
         assert!(Outcome::from_status(503).is_gateway_error());
         assert!(!Outcome::from_status(500).is_gateway_error());
         assert!(Outcome::from_status(500).is_5xx());
+    }
+
+    #[test]
+    fn error_types_cover_every_failure_in_index_order() {
+        assert_eq!(Outcome::Success.error_type(), None);
+        assert_eq!(Outcome::Http5xx(502).error_type().map(ErrorType::label), Some("http_5xx"));
+        for (i, t) in ErrorType::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i);
+        }
     }
 
     #[test]

@@ -5,48 +5,12 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use lb_core::Outcome;
+use lb_core::{ErrorType, Outcome};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 /// Statuses common enough to get a pre-registered counter.
 const COMMON_STATUSES: [u16; 16] =
     [200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504, 499];
-
-/// The error kinds counted in `request_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ErrorKind {
-    Connect = 0,
-    Timeout = 1,
-    Reset = 2,
-    Http5xx = 3,
-    Rejected = 4,
-}
-
-impl ErrorKind {
-    const ALL: [ErrorKind; 5] =
-        [ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Reset, ErrorKind::Http5xx, ErrorKind::Rejected];
-
-    fn label(self) -> &'static str {
-        match self {
-            ErrorKind::Connect => "connect",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Reset => "reset",
-            ErrorKind::Http5xx => "http_5xx",
-            ErrorKind::Rejected => "rejected",
-        }
-    }
-
-    pub(crate) fn of(outcome: Outcome) -> Option<ErrorKind> {
-        match outcome {
-            Outcome::Success => None,
-            Outcome::ConnectError => Some(ErrorKind::Connect),
-            Outcome::Timeout => Some(ErrorKind::Timeout),
-            Outcome::Reset => Some(ErrorKind::Reset),
-            Outcome::Http5xx(_) => Some(ErrorKind::Http5xx),
-            Outcome::LocallyRejected => Some(ErrorKind::Rejected),
-        }
-    }
-}
 
 /// Every metric of one endpoint of one upstream.
 #[derive(Debug)]
@@ -72,7 +36,7 @@ impl BackendMetrics {
             healthy: gauge!("endpoint_healthy", "upstream" => u.clone(), "backend" => b.clone()),
             breaker_state: gauge!("breaker_state", "upstream" => u.clone(), "backend" => b.clone()),
             ejections: counter!("ejections_total", "upstream" => u.clone(), "backend" => b.clone()),
-            errors: ErrorKind::ALL
+            errors: ErrorType::ALL
                 .map(|k| counter!("request_errors_total", "backend" => b.clone(), "error_type" => k.label())),
             statuses: COMMON_STATUSES.map(|s| {
                 (s, counter!("requests_total", "upstream" => u.clone(), "backend" => b.clone(), "status" => s.to_string()))
@@ -92,7 +56,7 @@ impl BackendMetrics {
     pub(crate) fn finished(&self, status: StatusCode, outcome: Outcome, latency: Duration) {
         self.in_flight.decrement(1.0);
         self.duration.record(latency.as_secs_f64());
-        if let Some(kind) = ErrorKind::of(outcome) {
+        if let Some(kind) = outcome.error_type() {
             self.errors[kind as usize].increment(1);
         }
         let code = status.as_u16();
