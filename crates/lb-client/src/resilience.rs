@@ -11,22 +11,13 @@ use lb_core::{Balancer, Build, Clock, EndpointSet, Report, Timestamp};
 use lb_health::prober::Prober;
 use lb_health::{
     ActiveCheckConfig, CircuitBreaker, OutlierConfig, OutlierDetector, Rejected, RetryBudget, Settings,
-    State, Ticket, Verdict,
+    Ticket, Verdict,
 };
 
 use crate::Error;
 use crate::attempt::Guard;
 use crate::live::{AbortOnDrop, Live};
 use crate::telemetry::EndpointLabels;
-
-/// The breaker gauge's value for a state: 0 closed, 1 half-open, 2 open.
-fn breaker_gauge(state: State) -> u8 {
-    match state {
-        State::Closed => 0,
-        State::HalfOpen => 1,
-        State::Open => 2,
-    }
-}
 
 /// What one endpoint keeps across generations: its breaker.
 #[derive(Debug)]
@@ -75,7 +66,7 @@ impl EndpointHealth {
     fn record(&self, admission: Admission, report: &Report, labels: &EndpointLabels) {
         let (Some(breaker), Some(ticket)) = (&self.breaker, admission.0) else { return };
         breaker.record(ticket, report.outcome, report.at);
-        let state = breaker_gauge(breaker.state(report.at));
+        let state = breaker.state(report.at).gauge_value();
         if self.published.swap(state, Ordering::Relaxed) != state {
             labels.breaker_state(f64::from(state));
         }

@@ -17,7 +17,7 @@ pub const REQUEST_ERRORS_TOTAL: &str = "request_errors_total";
 pub const REQUESTS_TOTAL: &str = "requests_total";
 /// Gauge of requests sent and not yet answered, labelled `upstream` and `backend`.
 pub const REQUESTS_IN_FLIGHT: &str = "requests_in_flight";
-/// Gauge of each endpoint's circuit breaker (0 closed, 1 half-open, 2 open),
+/// Gauge of each endpoint's circuit breaker (0 closed, 1 open, 2 half-open),
 /// labelled `upstream` and `backend`.
 pub const BREAKER_STATE: &str = "breaker_state";
 /// Counter of retries, labelled `upstream`.
@@ -106,7 +106,7 @@ impl EndpointLabels {
         }
     }
 
-    /// The endpoint's breaker moved to `state` (0 closed, 1 half-open, 2 open).
+    /// The endpoint's breaker moved to `state` (0 closed, 1 open, 2 half-open).
     pub(crate) fn breaker_state(&self, state: f64) {
         metrics::gauge!(BREAKER_STATE, "upstream" => self.upstream(), "backend" => self.backend()).set(state);
     }

@@ -61,7 +61,7 @@ async fn an_open_breaker_shows_in_its_gauge() {
     let bad_label = bad.addr.to_string();
     let m = support::metrics::read();
     let labels = [("upstream", "breakered"), ("backend", bad_label.as_str())];
-    assert_eq!(m.gauge("breaker_state", &labels), Some(2.0), "open after more than 5 failures");
+    assert_eq!(m.gauge("breaker_state", &labels), Some(1.0), "open after more than 5 failures");
     assert_eq!(bad.hits(), 6, "an open breaker lets nothing through");
     assert_eq!(m.counter("ejections_total", &labels), 0);
 }

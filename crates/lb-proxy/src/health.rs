@@ -70,11 +70,7 @@ impl Guards {
 
     /// The breaker state as the `breaker_state` gauge encodes it: 0 closed, 1 open, 2 half-open.
     pub(crate) fn breaker_code(&self, now: Timestamp) -> f64 {
-        match self.breaker.as_ref().map(|b| b.state(now)) {
-            None | Some(State::Closed) => 0.0,
-            Some(State::Open) => 1.0,
-            Some(State::HalfOpen) => 2.0,
-        }
+        f64::from(self.breaker.as_ref().map_or(State::Closed, |b| b.state(now)).gauge_value())
     }
 }
 

@@ -28,6 +28,16 @@ pub enum State {
 }
 
 impl State {
+    /// The value of the `breaker_state` gauge that the proxy and the client
+    /// both publish: 0 closed, 1 open, 2 half-open.
+    pub const fn gauge_value(self) -> u8 {
+        match self {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+        }
+    }
+
     const fn code(self) -> u8 {
         match self {
             State::Closed => 0,
