@@ -8,6 +8,12 @@
 //! (utime+stime from /proc), peak RSS (VmHWM), and the share of backend
 //! connections reused. Needs wrk, nginx and haproxy on PATH (the xtask
 //! installs them); a missing one is reported and skipped.
+//!
+//! A fifth target calibrates the box: a one-thread tokio TCP relay that
+//! copies bytes between each client connection and its own backend
+//! connection, with no HTTP at all. It makes the same four system calls per
+//! request as any HTTP/1 proxy and almost nothing else, so its req/s is the
+//! ceiling for any proxy on tokio on this machine.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -25,8 +31,13 @@ use hyper_util::rt::TokioIo;
 const ROUNDS: usize = 3;
 const THROUGHPUT_SECS: u32 = 5;
 const LATENCY_SECS: u32 = 3;
+/// Set on a child copy of this binary to make it the TCP relay: `LISTEN BACKEND`.
+const RELAY_ENV: &str = "LB_PROXY_BENCH_RELAY";
 
 fn main() {
+    if let Ok(spec) = std::env::var(RELAY_ENV) {
+        return run_tcp_relay(&spec);
+    }
     // `cargo bench` passes --bench; `cargo test --benches` does not, and must not start a 2-minute run.
     if !std::env::args().any(|a| a == "--bench") {
         println!(
@@ -44,7 +55,7 @@ fn main() {
     println!("backend (one-thread hyper) on {}", backend.address);
 
     let mut targets = vec![Target::direct(backend.address)];
-    for start in [start_nginx, start_haproxy, start_lb_proxy] {
+    for start in [start_nginx, start_haproxy, start_lb_proxy, start_tcp_relay] {
         match start(&work, backend.address) {
             Ok(t) => targets.push(t),
             Err(why) => eprintln!("skipped: {why}"),
@@ -58,13 +69,13 @@ fn main() {
         for (i, target) in targets.iter().enumerate() {
             let r = measure(&wrk, target, &backend);
             println!(
-                "round {} {:<9} {:>9.0} req/s  p50 {:>7.1} us  p99 {:>7.1} us  cpu/100k {:>6}  reuse {:>8}",
+                "round {} {:<9} {:>9.0} req/s  p50 {:>7.1} us  p99 {:>7.1} us  cpu/100k {:>18}  reuse {:>8}",
                 round + 1,
                 target.name,
                 r.rps,
                 r.p50_us,
                 r.p99_us,
-                r.cpu_per_100k.map_or("-".into(), |c| format!("{c:.2}s")),
+                r.cpu_per_100k.map_or("-".into(), |(u, s)| format!("{:.2}s ({u:.2} + {s:.2})", u + s)),
                 r.reuse.map_or("-".into(), |x| format!("{:.3}%", x * 100.0))
             );
             results[i].push(r);
@@ -72,7 +83,8 @@ fn main() {
     }
     let table = render(&targets, &results);
     println!("\n{table}");
-    let out = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let out = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"), PathBuf::from);
     let _ = std::fs::create_dir_all(&out);
     let _ = std::fs::write(out.join("proxy-bench.md"), &table);
     for t in targets {
@@ -86,7 +98,8 @@ struct Round {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
-    cpu_per_100k: Option<f64>,
+    /// User and system CPU seconds per 100k requests.
+    cpu_per_100k: Option<(f64, f64)>,
     reuse: Option<f64>,
 }
 
@@ -234,6 +247,39 @@ fn start_lb_proxy(work: &Path, backend: SocketAddr) -> Result<Target, String> {
     Ok(Target { name: "lb-proxy", address, child: Some(child) })
 }
 
+/// The calibration target: this binary again, as a one-thread TCP relay.
+fn start_tcp_relay(_work: &Path, backend: SocketAddr) -> Result<Target, String> {
+    let address = free_port();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .env(RELAY_ENV, format!("{address} {backend}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    Ok(Target { name: "tcp relay", address, child: Some(child) })
+}
+
+/// Copies bytes between each accepted connection and a fresh backend
+/// connection until either side closes: an L4 proxy with no HTTP work.
+fn run_tcp_relay(spec: &str) {
+    let (listen, backend) = spec.split_once(' ').expect("LISTEN BACKEND");
+    let (listen, backend): (SocketAddr, SocketAddr) =
+        (listen.parse().expect("listen address"), backend.parse().expect("backend address"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.expect("bind relay");
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await else { return };
+                let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+}
+
 fn wait_until_serving(address: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -252,7 +298,7 @@ fn measure(wrk: &Path, target: &Target, backend: &BackendServer) -> Round {
     let (conns_before, reqs_before) =
         (backend.connections.load(Ordering::Relaxed), backend.requests.load(Ordering::Relaxed));
     let throughput = run_wrk(wrk, &["-t1", "-c50", &format!("-d{THROUGHPUT_SECS}s"), &url]);
-    let cpu = cpu_seconds(&pids) - cpu_before;
+    let cpu = cpu_seconds(&pids);
     let conns = backend.connections.load(Ordering::Relaxed) - conns_before;
     let reqs = backend.requests.load(Ordering::Relaxed) - reqs_before;
     let latency = run_wrk(wrk, &["-t1", "-c1", &format!("-d{LATENCY_SECS}s"), "--latency", &url]);
@@ -261,8 +307,10 @@ fn measure(wrk: &Path, target: &Target, backend: &BackendServer) -> Round {
         rps: throughput.rps,
         p50_us: latency.p50_us,
         p99_us: latency.p99_us,
-        cpu_per_100k: (is_proxy && throughput.requests > 0)
-            .then(|| cpu * 100_000.0 / throughput.requests as f64),
+        cpu_per_100k: (is_proxy && throughput.requests > 0).then(|| {
+            let per_100k = 100_000.0 / throughput.requests as f64;
+            ((cpu.0 - cpu_before.0) * per_100k, (cpu.1 - cpu_before.1) * per_100k)
+        }),
         reuse: (is_proxy && reqs > 0).then(|| 1.0 - conns as f64 / reqs as f64),
     }
 }
@@ -321,8 +369,8 @@ fn process_tree(pid: u32) -> Vec<u32> {
     all
 }
 
-/// utime + stime of `pids`, in seconds.
-fn cpu_seconds(pids: &[u32]) -> f64 {
+/// utime and stime of `pids`, in seconds.
+fn cpu_seconds(pids: &[u32]) -> (f64, f64) {
     // Linux reports these in USER_HZ, which is 100 on every architecture we run on.
     const TICKS_PER_SECOND: f64 = 100.0;
     pids.iter()
@@ -333,9 +381,9 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
             let fields: Vec<&str> = after.split_whitespace().collect();
             let utime: f64 = fields.get(11)?.parse().ok()?;
             let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / TICKS_PER_SECOND)
+            Some((utime / TICKS_PER_SECOND, stime / TICKS_PER_SECOND))
         })
-        .sum()
+        .fold((0.0, 0.0), |(u, s), (du, ds)| (u + du, s + ds))
 }
 
 /// Peak resident memory of `pids`, in KiB (VmHWM summed).
@@ -375,7 +423,7 @@ fn render(targets: &[Target], results: &[Vec<Round>]) -> String {
         "wrk -t1; {ROUNDS} rounds rotating between targets; medians. req/s at 50 connections ({THROUGHPUT_SECS} s); \
          added latency at 1 connection ({LATENCY_SECS} s), target minus direct within each round \
          (direct: p50 {direct_p50:.0} us, p99 {direct_p99:.0} us).\n\n\
-         | target | req/s (c50) | lb-proxy ÷ target | added p50 | added p99 | CPU s / 100k req | peak RSS | backend conn reuse |\n\
+         | target | req/s (c50) | lb-proxy ÷ target | added p50 | added p99 | CPU s / 100k req (user + sys) | peak RSS | backend conn reuse |\n\
          |---|---|---|---|---|---|---|---|\n"
     );
     for (i, t) in targets.iter().enumerate() {
@@ -383,7 +431,8 @@ fn render(targets: &[Target], results: &[Vec<Round>]) -> String {
         let ratio = ours.map_or("-".to_string(), |o| format!("{:.2}×", o / rps));
         let is_proxy = t.child.is_some();
         let shown = |v: f64| if is_proxy { format!("{v:+.0} us") } else { "-".to_string() };
-        let cpu = med(i, &|r| r.cpu_per_100k);
+        let (user, sys) =
+            (med(i, &|r| r.cpu_per_100k.map(|c| c.0)), med(i, &|r| r.cpu_per_100k.map(|c| c.1)));
         let reuse = med(i, &|r| r.reuse);
         let rss =
             peak_rss_kib(&t.pids()).map_or("-".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
@@ -394,7 +443,11 @@ fn render(targets: &[Target], results: &[Vec<Round>]) -> String {
             ratio,
             shown(added(i, &|r| r.p50_us)),
             shown(added(i, &|r| r.p99_us)),
-            if cpu.is_finite() { format!("{cpu:.2}") } else { "-".to_string() },
+            if user.is_finite() {
+                format!("{:.2} ({user:.2} + {sys:.2})", user + sys)
+            } else {
+                "-".to_string()
+            },
             if is_proxy { rss } else { "-".to_string() },
             if reuse.is_finite() { format!("{:.3} %", reuse * 100.0) } else { "-".to_string() },
         ));

@@ -98,17 +98,13 @@ pub async fn start(args: &DemoArgs) -> Result<Demo, Box<dyn std::error::Error + 
     Ok(Demo { proxy, backends, stop_backends, backend_tasks })
 }
 
-/// `lb-proxy demo`: starts, prints what to try, and stops cleanly on Ctrl-C.
+/// `lb-proxy demo`: starts, prints what to try, and stops cleanly on Ctrl-C or SIGTERM.
 pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let demo = start(&args).await?;
     // Listen before printing: a Ctrl-C right after the instructions must stop cleanly.
-    #[cfg(unix)]
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut stop = crate::StopSignal::listen()?;
     println!("{}", demo.instructions());
-    #[cfg(unix)]
-    interrupt.recv().await;
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
+    stop.wait().await;
     println!("stopping");
     demo.shutdown().await;
     Ok(())

@@ -62,9 +62,11 @@ fn main() -> ExitCode {
             };
             let threads = *config.global.worker_threads.get_ref();
             run_on_runtime(threads, async move {
+                let mut stop = lb_proxy::StopSignal::listen()?;
                 let proxy = lb_proxy::Proxy::new(config).start().await?;
                 tracing::info!(listen = ?proxy.listen_addresses(), admin = ?proxy.admin_address(), "lb-proxy running");
-                let _ = tokio::signal::ctrl_c().await;
+                stop.wait().await;
+                tracing::info!("stopping");
                 proxy.shutdown().await;
                 Ok(())
             })

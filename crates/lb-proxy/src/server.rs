@@ -95,6 +95,7 @@ impl Proxy {
         }
         let mut admin_address = None;
         if let Some(handle) = metrics {
+            tasks.push(tokio::spawn(admin::upkeep(handle.clone(), stopped.clone())));
             let address = *self.config.admin.listen.get_ref();
             let listener = bind(address).await?;
             admin_address = Some(listener.local_addr().unwrap_or(address));

@@ -118,8 +118,26 @@ async fn the_demo_serves_by_weight_and_exposes_metrics() {
     demo.shutdown().await;
 }
 
-#[test]
-fn the_demo_binary_prints_what_to_try_and_stops_on_ctrl_c() {
+/// Sends `signal` to `child` and waits (bounded) for a clean exit.
+fn stops_cleanly_on(child: &mut std::process::Child, signal: &str) {
+    let killed = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let mut status = None;
+    for _ in 0..250 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("did not stop on {signal}")
+    });
+    assert!(status.success(), "clean exit on {signal}: {status}");
+}
+
+fn the_demo_binary_prints_what_to_try_and_stops_on(signal: &str) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
@@ -133,21 +151,48 @@ fn the_demo_binary_prints_what_to_try_and_stops_on_ctrl_c() {
     assert!(first.starts_with("lb-proxy demo: proxy on http://127.0.0.1:"), "{first}");
     let rest: Vec<String> = lines.by_ref().take(6).map(Result::unwrap).collect();
     assert!(rest.iter().any(|l| l.contains("/metrics")), "{rest:?}");
-    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let mut status = None;
-    for _ in 0..250 {
-        if let Some(s) = child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let status = status.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("the demo did not stop on SIGINT")
-    });
-    assert!(status.success(), "clean exit: {status}");
+    stops_cleanly_on(&mut child, signal);
     let tail: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(tail.iter().any(|l| l == "stopping"), "{tail:?}");
+}
+
+#[test]
+fn the_demo_binary_prints_what_to_try_and_stops_on_ctrl_c() {
+    the_demo_binary_prints_what_to_try_and_stops_on("-INT");
+}
+
+#[test]
+fn the_demo_binary_stops_on_sigterm() {
+    the_demo_binary_prints_what_to_try_and_stops_on("-TERM");
+}
+
+#[test]
+fn the_run_command_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = std::env::temp_dir().join(format!("lb-proxy-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("lb.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n\
+         [upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9\"]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let running = lines.by_ref().take(20).map_while(Result::ok).any(|l| l.contains("lb-proxy running"));
+    assert!(running, "the proxy should log that it runs");
+    stops_cleanly_on(&mut child, "-TERM");
+    let tail: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(tail.iter().any(|l| l.contains("stopping")), "{tail:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
