@@ -59,6 +59,9 @@ pub(crate) async fn serve(
         let (handle, runtime) = (handle.clone(), Arc::clone(&runtime));
         serve_local(stream, move |req| respond(req.uri().path(), &handle, &runtime.load()))
     })
+    .await
+    // Admin answers are immediate; an idle scraper connection need not hold up a stop.
+    .shutdown()
     .await;
 }
 

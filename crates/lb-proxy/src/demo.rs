@@ -156,5 +156,7 @@ async fn serve_named(listener: TcpListener, name: String, stopped: watch::Receiv
             Response::new(Full::new(text))
         })
     })
+    .await
+    .shutdown()
     .await;
 }

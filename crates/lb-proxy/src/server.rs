@@ -18,7 +18,7 @@ use lb_core::{Clock, MonotonicClock};
 use std::future::Future;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::{Config, Global};
 use crate::runtime::Runtime;
@@ -91,7 +91,9 @@ impl Proxy {
             let listener = bind(address).await?;
             listen_addresses.push(listener.local_addr().unwrap_or(address));
             let builder = connection_builder(&self.config.global);
-            tasks.push(tokio::spawn(serve_proxy(listener, builder, Arc::clone(&shared), stopped.clone())));
+            let drain_timeout = self.config.global.drain_timeout;
+            let serving = serve_proxy(listener, builder, Arc::clone(&shared), stopped.clone(), drain_timeout);
+            tasks.push(tokio::spawn(serving));
         }
         let mut admin_address = None;
         if let Some(handle) = metrics {
@@ -127,11 +129,12 @@ async fn serve_proxy(
     builder: auto::Builder<TokioExecutor>,
     runtime: Arc<ArcSwap<Runtime>>,
     stopped: watch::Receiver<bool>,
+    drain_timeout: Duration,
 ) {
     let builder = Arc::new(builder);
-    accept_loop(listener, stopped, move |stream, peer| {
-        let runtime = Arc::clone(&runtime);
-        let builder = Arc::clone(&builder);
+    let stop = stopped.clone();
+    let connections = accept_loop(listener, stopped, move |stream, peer| {
+        let (runtime, builder, mut stop) = (Arc::clone(&runtime), Arc::clone(&builder), stop.clone());
         async move {
             // Written once per connection rather than per request.
             let peer_ip = crate::headers::ip_value(peer.ip());
@@ -140,23 +143,52 @@ async fn serve_proxy(
                 let peer_ip = peer_ip.clone();
                 async move { Ok::<_, Infallible>(forward::handle(rt, req, peer, &peer_ip).await) }
             });
-            if let Err(error) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stop_requested(&mut stop) => {
+                    // An idle connection closes now; a busy one after its current response.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%peer, %error, "client connection ended with an error");
             }
         }
     })
     .await;
+    drain(connections, drain_timeout).await;
+}
+
+/// Waits up to `timeout` for `connections` to finish, then drops what is left.
+async fn drain(mut connections: JoinSet<()>, timeout: Duration) {
+    let all_done = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(timeout, all_done).await.is_err() {
+        tracing::warn!(open = connections.len(), ?timeout, "drain timeout: dropping connections still open");
+    }
+    connections.shutdown().await;
+}
+
+/// Resolves once a stop was requested (even before this call), or when the
+/// [`RunningProxy`] that could request one is gone.
+async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopping| *stopping).await;
 }
 
 /// Accepts connections until `stopped` turns, serving each on its own task.
+/// Returns the connections still open, for the caller to drain or drop.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     mut stopped: watch::Receiver<bool>,
     mut serve: F,
-) where
+) -> JoinSet<()>
+where
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -168,10 +200,12 @@ pub(crate) async fn accept_loop<F, Fut>(
                     continue;
                 }
             },
-            _ = stopped.changed() => return,
+            _ = stop_requested(&mut stopped) => return connections,
         };
+        // Reap the connections that ended, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(stream, peer));
+        connections.spawn(serve(stream, peer));
     }
 }
 
@@ -234,8 +268,10 @@ impl RunningProxy {
             .collect()
     }
 
-    /// Stops accepting, stops background tasks and waits for them.
-    /// Connections already accepted finish their current exchange or are dropped with the runtime.
+    /// Stops accepting and drains: idle client connections close at once, and
+    /// each busy one finishes its current response, for up to the configured
+    /// `drain_timeout`; what is still open then is dropped. Background tasks
+    /// (discovery, health checks, metrics upkeep) stop and are waited for.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {

@@ -52,6 +52,9 @@ pub struct Global {
     /// Close a client connection idle this long between requests.
     #[serde(with = "duration")]
     pub client_idle_timeout: Duration,
+    /// On stop, how long requests in flight get to finish before their connections are dropped.
+    #[serde(with = "duration")]
+    pub drain_timeout: Duration,
     /// One line per request on the `access_log` tracing target.
     pub access_log: AccessLog,
 }
@@ -65,6 +68,7 @@ impl Default for Global {
             max_body_bytes: 0,
             replay_buffer_bytes: 64 * 1024,
             client_idle_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
             access_log: AccessLog::Off,
         }
     }
