@@ -22,6 +22,7 @@ use crate::body::{BodyEnd, BodyError, OnEnd, ReplayBody, RequestBody, ResponseBo
 use crate::config::{HostHeader, RetryOn};
 use crate::headers::{self, ClientSide, REQUEST_ID};
 use crate::health::Admission;
+use crate::otel::RequestSpan;
 use crate::pool::{Conn, SendError};
 use crate::runtime::Runtime;
 use crate::upstream::{Backend, Snapshot, Upstream};
@@ -53,6 +54,7 @@ pub(crate) async fn handle(
     }
     let request_id = rt.request_ids.ensure(&mut parts.headers);
     prepare_headers(&mut parts, peer_ip, peer, upstream, upgrade);
+    let span = rt.tracing.as_ref().map(|t| t.request_span(&mut parts, &upstream.name));
     let body = if hyper::body::Body::is_end_stream(&body) {
         RequestBody::Empty
     } else {
@@ -70,6 +72,16 @@ pub(crate) async fn handle(
         (local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n"), None)
     };
     response.headers_mut().insert(REQUEST_ID, request_id.clone());
+    if let Some(mut span) = span {
+        if let Some(backend) = &backend {
+            span.set_backend(backend);
+        }
+        match response.body_mut() {
+            // A streamed response ends its span when the body ends.
+            ResponseBody::Upstream { on_end: Some(finish), .. } => finish.span = Some(span),
+            _ => span.end(response.status(), BodyEnd::Complete),
+        }
+    }
     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, response.status()) {
         tunnel::spawn(client, hyper::upgrade::on(&mut response));
     }
@@ -274,6 +286,7 @@ async fn forward(
                     started: try_started,
                     clock: Arc::clone(&rt.clock),
                     upstream: Arc::clone(upstream),
+                    span: None,
                 };
                 return (into_client_response(response, finish), label);
             }
@@ -422,10 +435,14 @@ pub(crate) struct Finish {
     started: Instant,
     clock: Arc<dyn Clock>,
     upstream: Arc<Upstream>,
+    span: Option<RequestSpan>,
 }
 
 impl OnEnd for Finish {
     fn on_end(mut self, end: BodyEnd) {
+        if let Some(span) = self.span.take() {
+            span.end(self.status, end);
+        }
         let outcome =
             if end == BodyEnd::Failed { Outcome::Reset } else { Outcome::from_status(self.status.as_u16()) };
         if let Some(pick) = self.pick.take() {

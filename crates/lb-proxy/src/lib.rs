@@ -50,6 +50,7 @@ pub mod demo;
 mod forward;
 pub mod headers;
 mod health;
+mod otel;
 mod pool;
 mod route;
 mod runtime;

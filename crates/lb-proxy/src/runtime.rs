@@ -10,6 +10,7 @@ use crate::balancing::parse_algorithm;
 use crate::body::ReplayStats;
 use crate::config::{AccessLog, Config, Discovery, StaticEndpoint};
 use crate::headers::RequestIds;
+use crate::otel::Tracing;
 use crate::route::{Route, Routes};
 use crate::upstream::Upstream;
 
@@ -24,12 +25,14 @@ pub(crate) struct Runtime {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) replay_stats: Arc<ReplayStats>,
     pub(crate) request_ids: RequestIds,
+    /// OpenTelemetry spans, when the configuration asks for them.
+    pub(crate) tracing: Option<Arc<Tracing>>,
 }
 
 impl Runtime {
     /// Compiles `config` (already validated). Static upstreams get their
     /// endpoints here; the others start empty until discovery reports.
-    pub(crate) fn build(config: &Config, clock: Arc<dyn Clock>) -> Runtime {
+    pub(crate) fn build(config: &Config, clock: Arc<dyn Clock>, tracing: Option<Arc<Tracing>>) -> Runtime {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut upstream_names = BTreeMap::new();
         for (name, cfg) in &config.upstreams {
@@ -68,6 +71,7 @@ impl Runtime {
             clock,
             replay_stats: Arc::new(ReplayStats::default()),
             request_ids: RequestIds::default(),
+            tracing,
         }
     }
 

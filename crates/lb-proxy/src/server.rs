@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::{Config, Global};
+use crate::otel::Tracing;
 use crate::runtime::Runtime;
 use crate::{admin, background, forward};
 
@@ -35,6 +36,9 @@ pub enum StartError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The OpenTelemetry exporter could not be set up.
+    #[error("tracing: {0}")]
+    Tracing(String),
     /// A background task (discovery, health checks) could not be set up.
     #[error("upstream `{upstream}`: {reason}")]
     Upstream {
@@ -82,7 +86,11 @@ impl Proxy {
     /// until [`RunningProxy::shutdown`]. Must run inside a tokio runtime.
     pub async fn start(self) -> Result<RunningProxy, StartError> {
         let metrics = self.config.admin.enabled.then(admin::metrics_handle);
-        let runtime = Arc::new(Runtime::build(&self.config, Arc::clone(&self.clock)));
+        let tracing = match &self.config.tracing {
+            Some(cfg) => Some(Arc::new(Tracing::new(cfg).map_err(StartError::Tracing)?)),
+            None => None,
+        };
+        let runtime = Arc::new(Runtime::build(&self.config, Arc::clone(&self.clock), tracing.clone()));
         let (stop, stopped) = watch::channel(false);
         let mut tasks = background::spawn(&self.config, &runtime, &stopped)?;
         let shared = Arc::new(ArcSwap::new(Arc::clone(&runtime)));
@@ -103,7 +111,7 @@ impl Proxy {
             admin_address = Some(listener.local_addr().unwrap_or(address));
             tasks.push(tokio::spawn(admin::serve(listener, handle, Arc::clone(&shared), stopped.clone())));
         }
-        Ok(RunningProxy { listen_addresses, admin_address, stop, tasks, runtime: shared })
+        Ok(RunningProxy { listen_addresses, admin_address, stop, tasks, runtime: shared, tracing })
     }
 }
 
@@ -230,6 +238,7 @@ pub struct RunningProxy {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     runtime: Arc<ArcSwap<Runtime>>,
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl std::fmt::Debug for RunningProxy {
@@ -271,11 +280,16 @@ impl RunningProxy {
     /// Stops accepting and drains: idle client connections close at once, and
     /// each busy one finishes its current response, for up to the configured
     /// `drain_timeout`; what is still open then is dropped. Background tasks
-    /// (discovery, health checks, metrics upkeep) stop and are waited for.
+    /// (discovery, health checks, metrics upkeep) stop and are waited for, and
+    /// the spans not yet exported are sent.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(tracing) = self.tracing {
+            // Exports the last spans; the exporter blocks, so not on a runtime thread.
+            let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
         }
     }
 }

@@ -33,6 +33,35 @@ pub struct Config {
     /// The upstreams by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Spanned<Upstream>>,
+    /// OpenTelemetry tracing; off when the section is absent.
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
+}
+
+/// OpenTelemetry tracing: a server span per request, exported over OTLP/HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tracing {
+    /// The collector's OTLP/HTTP traces URL (protobuf), plain `http://`.
+    pub otlp_endpoint: Spanned<String>,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// Share of new traces sampled, 0 to 1; a caller's sampled flag always wins.
+    pub sample_ratio: Spanned<f64>,
+    /// How long one export may take.
+    #[serde(with = "duration")]
+    pub export_timeout: Duration,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Tracing {
+            otlp_endpoint: Spanned::new(0..0, "http://127.0.0.1:4318/v1/traces".to_string()),
+            service_name: "lb-proxy".to_string(),
+            sample_ratio: Spanned::new(0..0, 1.0),
+            export_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Process-wide settings.

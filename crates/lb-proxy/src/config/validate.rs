@@ -5,13 +5,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::error::Violation;
-use super::model::{BackoffKind, Config, Discovery, HashKey, Retry, Upstream};
+use super::model::{BackoffKind, Config, Discovery, HashKey, Retry, Tracing, Upstream};
 use crate::balancing::{AlgorithmChoice, parse_algorithm};
 
 /// Every broken rule, in file order of the first one found per section.
 pub(crate) fn check(config: &Config) -> Vec<Violation> {
     let mut found = Vec::new();
     check_global(config, &mut found);
+    if let Some(tracing) = &config.tracing {
+        check_tracing(tracing, &mut found);
+    }
     check_listeners(config, &mut found);
     for upstream in config.upstreams.values() {
         check_upstream(upstream.get_ref(), upstream.span(), &mut found);
@@ -28,6 +31,28 @@ fn check_global(config: &Config, found: &mut Vec<Violation>) {
     }
     if *g.max_header_bytes.get_ref() < 8192 {
         found.push(Violation::new(g.max_header_bytes.span(), "max_header_bytes must be at least 8192"));
+    }
+}
+
+fn check_tracing(tracing: &Tracing, found: &mut Vec<Violation>) {
+    let endpoint = &tracing.otlp_endpoint;
+    match endpoint.get_ref().parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
+        Ok(uri) if uri.scheme_str() == Some("https") => found.push(Violation::new(
+            endpoint.span(),
+            "otlp_endpoint must be plain http:// (a local collector or agent); the exporter has no TLS",
+        )),
+        Ok(_) => found.push(Violation::new(
+            endpoint.span(),
+            "otlp_endpoint must be a full http:// URL, such as \"http://127.0.0.1:4318/v1/traces\"",
+        )),
+        Err(error) => {
+            found.push(Violation::new(endpoint.span(), format!("otlp_endpoint is not a URL: {error}")))
+        }
+    }
+    let ratio = *tracing.sample_ratio.get_ref();
+    if !(0.0..=1.0).contains(&ratio) {
+        found.push(Violation::new(tracing.sample_ratio.span(), "sample_ratio must be between 0 and 1"));
     }
 }
 

@@ -1,0 +1,113 @@
+//! OpenTelemetry tracing: one server span per request, named `handle-request`
+//! as in the user's guide, child of the caller's W3C `traceparent` when there
+//! is one. The span's own context goes to the endpoint in `traceparent`, so
+//! the backend's spans join the same trace. Spans leave in batches over
+//! OTLP/HTTP (protobuf) from the SDK's own thread, never from the request path.
+//!
+//! Off unless the configuration has a `[tracing]` section; then a request
+//! pays one `Option` check.
+
+use http::request::Parts;
+use http::uri::Authority;
+use http::{HeaderMap, StatusCode};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+
+use crate::body::BodyEnd;
+use crate::config;
+
+/// The tracer of a running proxy.
+pub(crate) struct Tracing {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    propagator: TraceContextPropagator,
+}
+
+impl std::fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracing").finish_non_exhaustive()
+    }
+}
+
+impl Tracing {
+    /// Builds the exporter and the tracer for a validated `[tracing]` section.
+    pub(crate) fn new(cfg: &config::Tracing) -> Result<Tracing, String> {
+        // The exporter's HTTP client is reqwest with rustls compiled in; it
+        // needs a process-wide crypto provider even for plain http.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(cfg.otlp_endpoint.get_ref().clone())
+            .with_timeout(cfg.export_timeout)
+            .build()
+            .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(*cfg.sample_ratio.get_ref())));
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(sampler)
+            .with_resource(Resource::builder().with_service_name(cfg.service_name.clone()).build())
+            .build();
+        let tracer = provider.tracer("lb-proxy");
+        Ok(Tracing { provider, tracer, propagator: TraceContextPropagator::new() })
+    }
+
+    /// Starts the span of one request and writes its context into the
+    /// headers that go to the endpoint, replacing the caller's.
+    pub(crate) fn request_span(&self, parts: &mut Parts, upstream: &str) -> RequestSpan {
+        let parent = self.propagator.extract(&HeaderExtractor(&parts.headers));
+        let span = self
+            .tracer
+            .span_builder("handle-request")
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", parts.method.as_str().to_owned()),
+                KeyValue::new("url.path", parts.uri.path().to_owned()),
+                KeyValue::new("lb.upstream", upstream.to_owned()),
+            ])
+            .start_with_context(&self.tracer, &parent);
+        inject(&self.propagator, &span, &mut parts.headers);
+        RequestSpan(span)
+    }
+
+    /// Exports what is still buffered and stops the exporter. Blocks up to
+    /// the export timeout, so call it off the runtime's threads.
+    pub(crate) fn shutdown(&self) {
+        if let Err(error) = self.provider.shutdown() {
+            tracing::warn!(%error, "OpenTelemetry exporter did not shut down cleanly");
+        }
+    }
+}
+
+fn inject(propagator: &TraceContextPropagator, span: &Span, headers: &mut HeaderMap) {
+    let context = Context::new().with_remote_span_context(span.span_context().clone());
+    propagator.inject_context(&context, &mut HeaderInjector(headers));
+}
+
+/// The span of one request, ended once with how the request ended.
+#[derive(Debug)]
+pub(crate) struct RequestSpan(Span);
+
+impl RequestSpan {
+    /// Names the endpoint that answered (the guide's `backend` attribute).
+    pub(crate) fn set_backend(&mut self, backend: &Authority) {
+        self.0.set_attribute(KeyValue::new("backend", backend.as_str().to_owned()));
+    }
+
+    /// Ends the span with the status the client got, and how the body ended.
+    pub(crate) fn end(mut self, status: StatusCode, body: BodyEnd) {
+        self.0.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+        if status.is_server_error() {
+            self.0.set_status(Status::error(status.canonical_reason().unwrap_or("server error")));
+        } else if body == BodyEnd::Failed {
+            self.0.set_status(Status::error("the response body failed mid-stream"));
+        }
+        self.0.end();
+    }
+}

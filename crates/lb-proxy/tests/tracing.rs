@@ -1,0 +1,182 @@
+//! OpenTelemetry: a `handle-request` span per request, joined to the caller's
+//! W3C trace and passed on to the endpoint, exported over OTLP/HTTP.
+//!
+//! No OpenTelemetry collector can be installed on our machines, so the
+//! receiver here is a contract stand-in: a hyper server on loopback that
+//! decodes what arrives with the OTLP protobuf schema (`opentelemetry-proto`)
+//! and hands the requests to the test.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Backend, config, full, get, proxy};
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message;
+use tokio::sync::mpsc;
+
+/// Starts the OTLP/HTTP receiver; every decoded export request comes out of the channel.
+async fn otlp_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (exports, received) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let exports = exports.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let exports = exports.clone();
+                    async move {
+                        let path_ok = req.uri().path() == "/v1/traces";
+                        let protobuf =
+                            req.headers().get("content-type").is_some_and(|v| v == "application/x-protobuf");
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let status = match ExportTraceServiceRequest::decode(body) {
+                            Ok(export) if path_ok && protobuf => {
+                                let _ = exports.send(export);
+                                StatusCode::OK
+                            }
+                            _ => StatusCode::BAD_REQUEST,
+                        };
+                        let mut response = Response::new(full(""));
+                        *response.status_mut() = status;
+                        response
+                            .headers_mut()
+                            .insert("content-type", "application/x-protobuf".parse().unwrap());
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (address, received)
+}
+
+/// A backend that reports the `traceparent` each request carried.
+async fn traceparent_backend() -> (Backend, mpsc::UnboundedReceiver<Option<String>>) {
+    let (seen, traceparents) = mpsc::unbounded_channel();
+    let backend = Backend::start(move |req| {
+        let value = req.headers().get("traceparent").map(|v| v.to_str().unwrap().to_string());
+        let _ = seen.send(value);
+        async { Response::new(full("ok")) }
+    })
+    .await;
+    (backend, traceparents)
+}
+
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()
+}
+
+fn text(value: &str) -> Option<any_value::Value> {
+    Some(any_value::Value::StringValue(value.to_string()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test]
+async fn each_request_gets_a_server_span_joined_to_the_callers_trace_and_passed_on() {
+    let (collector, mut exports) = otlp_receiver().await;
+    let (backend, mut traceparents) = traceparent_backend().await;
+    let tracing = format!(
+        "[tracing]\notlp_endpoint = \"http://{collector}/v1/traces\"\nservice_name = \"lb-proxy-test\"\n"
+    );
+    let proxy = proxy(&format!("{tracing}{}", config("round_robin", &[(backend.addr, 1)], ""))).await;
+    let address = proxy.listen_addresses()[0];
+
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    assert_eq!(get(address, "/joined", &[("traceparent", &caller)]).await.0, StatusCode::OK);
+    assert_eq!(get(address, "/fresh", &[]).await.0, StatusCode::OK);
+    let sent: Vec<String> = [traceparents.recv().await, traceparents.recv().await]
+        .into_iter()
+        .map(|t| t.flatten().expect("the endpoint gets a traceparent"))
+        .collect();
+
+    // Stopping exports what is buffered.
+    tokio::time::timeout(Duration::from_secs(20), proxy.shutdown()).await.expect("bounded");
+    let mut spans: Vec<Span> = Vec::new();
+    let mut service_names = Vec::new();
+    while spans.len() < 2 {
+        let export = tokio::time::timeout(Duration::from_secs(10), exports.recv())
+            .await
+            .expect("the spans are exported")
+            .expect("the receiver runs");
+        for resource_spans in export.resource_spans {
+            let resource = resource_spans.resource.unwrap_or_default();
+            service_names.push(attribute(&resource.attributes, "service.name").cloned());
+            spans.extend(resource_spans.scope_spans.into_iter().flat_map(|s| s.spans));
+        }
+    }
+    assert!(service_names.iter().all(|n| *n == text("lb-proxy-test")), "{service_names:?}");
+    assert_eq!(spans.len(), 2, "one span per request");
+    let path = |s: &Span| attribute(&s.attributes, "url.path").cloned();
+    let joined = spans.iter().find(|s| path(s) == text("/joined")).expect("the first request's span");
+    let fresh = spans.iter().find(|s| path(s) == text("/fresh")).expect("the second request's span");
+
+    for span in [joined, fresh] {
+        assert_eq!(span.name, "handle-request");
+        assert_eq!(span.kind, SpanKind::Server as i32);
+        assert_eq!(attribute(&span.attributes, "backend").cloned(), text(&backend.addr.to_string()));
+        assert_eq!(attribute(&span.attributes, "lb.upstream").cloned(), text("web"));
+        assert_eq!(attribute(&span.attributes, "http.request.method").cloned(), text("GET"));
+        assert_eq!(
+            attribute(&span.attributes, "http.response.status_code").cloned(),
+            Some(any_value::Value::IntValue(200))
+        );
+        assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+    }
+    // The caller's trace goes on through the proxy to the endpoint.
+    assert_eq!(hex(&joined.trace_id), CALLER_TRACE);
+    assert_eq!(hex(&joined.parent_span_id), CALLER_SPAN);
+    assert_eq!(sent[0], format!("00-{CALLER_TRACE}-{}-01", hex(&joined.span_id)));
+    // Without a caller, the proxy starts the trace.
+    assert!(fresh.parent_span_id.is_empty());
+    assert_ne!(hex(&fresh.trace_id), CALLER_TRACE);
+    assert_eq!(sent[1], format!("00-{}-{}-01", hex(&fresh.trace_id), hex(&fresh.span_id)));
+    backend.kill().await;
+}
+
+#[tokio::test]
+async fn without_a_tracing_section_trace_context_passes_through_untouched() {
+    let (backend, mut traceparents) = traceparent_backend().await;
+    let proxy = proxy(&config("round_robin", &[(backend.addr, 1)], "")).await;
+    let address = proxy.listen_addresses()[0];
+    let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    assert_eq!(get(address, "/", &[("traceparent", &caller)]).await.0, StatusCode::OK);
+    assert_eq!(get(address, "/", &[]).await.0, StatusCode::OK);
+    assert_eq!(traceparents.recv().await.flatten(), Some(caller));
+    assert_eq!(traceparents.recv().await.flatten(), None, "no trace is started");
+    proxy.shutdown().await;
+    backend.kill().await;
+}
+
+#[test]
+fn tracing_settings_are_checked_with_their_position() {
+    let base = config("round_robin", &[("127.0.0.1:1".parse().unwrap(), 1)], "");
+    let https = format!("[tracing]\notlp_endpoint = \"https://collector:4318/v1/traces\"\n{base}");
+    let error = lb_proxy::Config::parse(&https, "t.toml").unwrap_err().to_string();
+    assert!(error.starts_with("t.toml:2:17: otlp_endpoint must be plain http://"), "{error}");
+    let ratio = format!("[tracing]\nsample_ratio = 1.5\n{base}");
+    let error = lb_proxy::Config::parse(&ratio, "t.toml").unwrap_err().to_string();
+    assert_eq!(error, "t.toml:2:16: sample_ratio must be between 0 and 1");
+    let unknown = format!("[tracing]\nendpoint = \"http://x/v1/traces\"\n{base}");
+    let error = lb_proxy::Config::parse(&unknown, "t.toml").unwrap_err().to_string();
+    assert!(error.starts_with("t.toml:2:1: unknown field `endpoint`"), "{error}");
+}
