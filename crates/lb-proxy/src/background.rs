@@ -1,6 +1,7 @@
 //! Background tasks per upstream: discovery feeding new snapshots, the
 //! balancer's timer (slow start, peak-EWMA decay) and active health checks.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use lb_health::prober::{ProbeSet, Prober};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, Discovery, DnsDiscovery};
+use crate::config::{self, Config, Discovery, DnsDiscovery};
 use crate::health::active_check_config;
 use crate::runtime::Runtime;
 use crate::server::StartError;
@@ -19,37 +20,57 @@ use crate::upstream::Upstream;
 /// How often balancers get their time-driven upkeep.
 const TICK: Duration = Duration::from_millis(250);
 
-/// Starts every background task of `runtime`; they end when `stopped` turns true.
+/// The background tasks of one upstream, stopped together: on shutdown, or
+/// when a reload replaces or removes the upstream.
+pub(crate) struct UpstreamTasks {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl UpstreamTasks {
+    /// Stops the tasks and waits for them.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the background tasks of every upstream of `runtime`, by name.
 pub(crate) fn spawn(
     config: &Config,
     runtime: &Runtime,
-    stopped: &watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<()>>, StartError> {
-    let mut tasks = Vec::new();
+) -> Result<BTreeMap<String, UpstreamTasks>, StartError> {
+    let mut all = BTreeMap::new();
     for (name, cfg) in &config.upstreams {
         let Some(upstream) = runtime.upstream(name) else { continue };
-        let cfg = cfg.get_ref();
-        let fail = |reason: String| StartError::Upstream { upstream: name.clone(), reason };
-        if let Some(stream) = discovery_stream(cfg.discovery.get_ref()).map_err(fail)? {
-            tasks.push(tokio::spawn(follow(
-                stream,
-                Arc::clone(upstream),
-                Arc::clone(&runtime.clock),
-                stopped.clone(),
-            )));
-        }
-        let prober = match &cfg.health_check {
-            Some(check) => Some(Prober::new(active_check_config(check)).map_err(|e| fail(e.to_string()))?),
-            None => None,
-        };
-        tasks.push(tokio::spawn(tick(
-            Arc::clone(upstream),
-            prober,
-            Arc::clone(&runtime.clock),
-            stopped.clone(),
-        )));
+        all.insert(name.clone(), spawn_upstream(name, cfg.get_ref(), upstream, &runtime.clock)?);
     }
-    Ok(tasks)
+    Ok(all)
+}
+
+/// Starts one upstream's discovery follower (unless its list is static) and
+/// its timer, which also drives the active health checks.
+pub(crate) fn spawn_upstream(
+    name: &str,
+    cfg: &config::Upstream,
+    upstream: &Arc<Upstream>,
+    clock: &Arc<dyn Clock>,
+) -> Result<UpstreamTasks, StartError> {
+    let fail = |reason: String| StartError::Upstream { upstream: name.to_string(), reason };
+    let stream = discovery_stream(cfg.discovery.get_ref()).map_err(fail)?;
+    let prober = match &cfg.health_check {
+        Some(check) => Some(Prober::new(active_check_config(check)).map_err(|e| fail(e.to_string()))?),
+        None => None,
+    };
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(stream) = stream {
+        tasks.push(tokio::spawn(follow(stream, Arc::clone(upstream), Arc::clone(clock), stopped.clone())));
+    }
+    tasks.push(tokio::spawn(tick(Arc::clone(upstream), prober, Arc::clone(clock), stopped)));
+    Ok(UpstreamTasks { stop, tasks })
 }
 
 /// The change stream of a dynamic source; `None` for a static list.

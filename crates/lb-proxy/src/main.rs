@@ -52,8 +52,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => {
-            let config = match Config::load(&config) {
+        Command::Run { config: path } => {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(error) => {
                     eprintln!("{error}");
@@ -63,15 +63,33 @@ fn main() -> ExitCode {
             let threads = *config.global.worker_threads.get_ref();
             run_on_runtime(threads, async move {
                 let mut stop = lb_proxy::StopSignal::listen()?;
-                let proxy = lb_proxy::Proxy::new(config).start().await?;
+                let mut reload = lb_proxy::ReloadSignal::listen()?;
+                let mut proxy = lb_proxy::Proxy::new(config).start().await?;
                 tracing::info!(listen = ?proxy.listen_addresses(), admin = ?proxy.admin_address(), "lb-proxy running");
-                stop.wait().await;
+                loop {
+                    tokio::select! {
+                        _ = stop.wait() => break,
+                        _ = reload.wait() => reload_from(&mut proxy, &path).await,
+                    }
+                }
                 tracing::info!("stopping");
                 proxy.shutdown().await;
                 Ok(())
             })
         }
         Command::Demo(args) => run_on_runtime(1, lb_proxy::demo::run(args)),
+    }
+}
+
+/// Re-reads `path` and applies it; any error leaves the running configuration in force.
+async fn reload_from(proxy: &mut lb_proxy::RunningProxy, path: &std::path::Path) {
+    let outcome = match Config::load(path) {
+        Ok(config) => proxy.reload(config).await.map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    match outcome {
+        Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+        Err(error) => tracing::error!("reload refused; the running configuration stays: {error}"),
     }
 }
 

@@ -8,7 +8,7 @@ use lb_core::{Clock, Endpoint, EndpointSet};
 
 use crate::balancing::parse_algorithm;
 use crate::body::ReplayStats;
-use crate::config::{AccessLog, Config, Discovery, StaticEndpoint};
+use crate::config::{self, AccessLog, Config, Discovery, StaticEndpoint};
 use crate::headers::RequestIds;
 use crate::otel::Tracing;
 use crate::route::{Route, Routes};
@@ -32,22 +32,43 @@ pub(crate) struct Runtime {
 impl Runtime {
     /// Compiles `config` (already validated). Static upstreams get their
     /// endpoints here; the others start empty until discovery reports.
-    pub(crate) fn build(config: &Config, clock: Arc<dyn Clock>, tracing: Option<Arc<Tracing>>) -> Runtime {
+    ///
+    /// On a reload, `previous` is the running generation: an upstream whose
+    /// section did not change is carried over whole (endpoints, health,
+    /// breakers, pooled connections, background tasks); a changed one whose
+    /// discovery source is the same starts from the endpoints it had.
+    pub(crate) fn build(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        tracing: Option<Arc<Tracing>>,
+        previous: Option<Previous<'_>>,
+    ) -> Runtime {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut upstream_names = BTreeMap::new();
         for (name, cfg) in &config.upstreams {
             let cfg = cfg.get_ref();
-            // Validation already refused unknown names.
-            let Ok(choice) = parse_algorithm(cfg.algorithm.get_ref(), &cfg.algorithm_params, cfg.slow_start)
-            else {
-                continue;
+            let upstream = match previous.and_then(|p| p.unchanged(name, cfg)) {
+                Some(same) => same,
+                None => {
+                    // Validation already refused unknown names.
+                    let Ok(choice) =
+                        parse_algorithm(cfg.algorithm.get_ref(), &cfg.algorithm_params, cfg.slow_start)
+                    else {
+                        continue;
+                    };
+                    let upstream = Upstream::new(name, cfg, choice);
+                    if let Discovery::Static(list) = cfg.discovery.get_ref() {
+                        let endpoints = list.endpoints.iter().map(static_endpoint);
+                        upstream.install(EndpointSet::new(endpoints, clock.now()));
+                    } else if let Some(set) = previous.and_then(|p| p.same_source_endpoints(name, cfg)) {
+                        // Until discovery reports again; a reload must not empty an upstream.
+                        upstream.install(set);
+                    }
+                    Arc::new(upstream)
+                }
             };
-            let upstream = Upstream::new(name, cfg, choice);
-            if let Discovery::Static(list) = cfg.discovery.get_ref() {
-                upstream.install(EndpointSet::new(list.endpoints.iter().map(static_endpoint), clock.now()));
-            }
             upstream_names.insert(name.clone(), upstreams.len());
-            upstreams.push(Arc::new(upstream));
+            upstreams.push(upstream);
         }
         let routes = config
             .routes
@@ -78,6 +99,33 @@ impl Runtime {
     /// The upstream called `name`.
     pub(crate) fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstream_names.get(name).map(|&i| &self.upstreams[i])
+    }
+}
+
+/// The running generation a reload starts from.
+#[derive(Clone, Copy)]
+pub(crate) struct Previous<'a> {
+    /// What the running generation was built from.
+    pub(crate) config: &'a Config,
+    /// The running generation.
+    pub(crate) runtime: &'a Runtime,
+}
+
+impl Previous<'_> {
+    /// The running upstream `name`, if its section is exactly `cfg`.
+    fn unchanged(&self, name: &str, cfg: &config::Upstream) -> Option<Arc<Upstream>> {
+        let before = self.config.upstreams.get(name)?;
+        (before.get_ref() == cfg).then(|| self.runtime.upstream(name).cloned()).flatten()
+    }
+
+    /// The endpoints upstream `name` has now, if it is discovered from the same source as `cfg` says.
+    fn same_source_endpoints(&self, name: &str, cfg: &config::Upstream) -> Option<EndpointSet> {
+        let before = self.config.upstreams.get(name)?;
+        if before.get_ref().discovery != cfg.discovery {
+            return None;
+        }
+        let snapshot = self.runtime.upstream(name)?.current.load();
+        Some(lb_core::Balancer::endpoints(&**snapshot).clone())
     }
 }
 

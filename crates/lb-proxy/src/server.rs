@@ -1,6 +1,7 @@
 //! Starting and stopping a proxy: listeners, the admin listener and the
 //! background tasks (discovery, health checks).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::background::UpstreamTasks;
 use crate::config::{Config, Global};
 use crate::otel::Tracing;
 use crate::runtime::Runtime;
@@ -90,9 +92,10 @@ impl Proxy {
             Some(cfg) => Some(Arc::new(Tracing::new(cfg).map_err(StartError::Tracing)?)),
             None => None,
         };
-        let runtime = Arc::new(Runtime::build(&self.config, Arc::clone(&self.clock), tracing.clone()));
+        let runtime = Arc::new(Runtime::build(&self.config, Arc::clone(&self.clock), tracing.clone(), None));
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = background::spawn(&self.config, &runtime, &stopped)?;
+        let upstream_tasks = background::spawn(&self.config, &runtime)?;
+        let mut tasks = Vec::new();
         let shared = Arc::new(ArcSwap::new(Arc::clone(&runtime)));
         let mut listen_addresses = Vec::new();
         for address in self.config.listen_addresses() {
@@ -111,7 +114,16 @@ impl Proxy {
             admin_address = Some(listener.local_addr().unwrap_or(address));
             tasks.push(tokio::spawn(admin::serve(listener, handle, Arc::clone(&shared), stopped.clone())));
         }
-        Ok(RunningProxy { listen_addresses, admin_address, stop, tasks, runtime: shared, tracing })
+        Ok(RunningProxy {
+            listen_addresses,
+            admin_address,
+            stop,
+            tasks,
+            upstream_tasks,
+            runtime: shared,
+            tracing,
+            config: self.config,
+        })
     }
 }
 
@@ -236,9 +248,14 @@ pub struct RunningProxy {
     listen_addresses: Vec<SocketAddr>,
     admin_address: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    /// Listeners, the admin listener and the metrics upkeep.
     tasks: Vec<JoinHandle<()>>,
-    runtime: Arc<ArcSwap<Runtime>>,
-    tracing: Option<Arc<Tracing>>,
+    /// Each upstream's discovery and timer tasks, by upstream name.
+    pub(crate) upstream_tasks: BTreeMap<String, UpstreamTasks>,
+    pub(crate) runtime: Arc<ArcSwap<Runtime>>,
+    pub(crate) tracing: Option<Arc<Tracing>>,
+    /// What the running generation was built from.
+    pub(crate) config: Config,
 }
 
 impl std::fmt::Debug for RunningProxy {
@@ -286,6 +303,9 @@ impl RunningProxy {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        for (_, upstream) in self.upstream_tasks {
+            upstream.stop().await;
         }
         if let Some(tracing) = self.tracing {
             // Exports the last spans; the exporter blocks, so not on a runtime thread.

@@ -1,4 +1,5 @@
-//! Live endpoint changes from a watched file, the admin metrics, and the demo.
+//! Live endpoint changes from a watched file, the admin metrics, the demo,
+//! and the `run` command's signals (reload on SIGHUP, stop on SIGTERM).
 
 mod common;
 
@@ -166,19 +167,35 @@ fn the_demo_binary_stops_on_sigterm() {
     the_demo_binary_prints_what_to_try_and_stops_on("-TERM");
 }
 
-#[test]
-fn the_run_command_stops_cleanly_on_sigterm() {
+/// The next line of the proxy's log that contains `needle` (bounded wait).
+async fn log_line_with(logs: &mut tokio::sync::mpsc::UnboundedReceiver<String>, needle: &str) -> String {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = logs.recv().await {
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    });
+    found.await.ok().flatten().unwrap_or_else(|| panic!("no log line with `{needle}`"))
+}
+
+#[tokio::test]
+async fn the_run_command_reloads_on_sighup_keeps_running_on_a_bad_file_and_stops_on_sigterm() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
+    let (a, b) = (Backend::named("a").await, Backend::named("b").await);
     let dir = std::env::temp_dir().join(format!("lb-proxy-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("lb.toml");
-    std::fs::write(
-        &config,
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n\
-         [upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9\"]\n",
-    )
-    .unwrap();
+    let write_config = |backend: std::net::SocketAddr| {
+        let text = format!(
+            "[admin]\nenabled = false\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n\
+             [upstreams.web]\ndiscovery.static.endpoints = [\"{backend}\"]\n"
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config(a.addr);
     let mut child = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
         .args(["run", "--config"])
         .arg(&config)
@@ -188,11 +205,38 @@ fn the_run_command_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let running = lines.by_ref().take(20).map_while(Result::ok).any(|l| l.contains("lb-proxy running"));
-    assert!(running, "the proxy should log that it runs");
+    let (lines, mut logs) = tokio::sync::mpsc::unbounded_channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let running = log_line_with(&mut logs, "lb-proxy running").await;
+    let listen = running.split_once("listen=[").and_then(|(_, rest)| rest.split_once(']')).map(|(a, _)| a);
+    let address: std::net::SocketAddr =
+        listen.and_then(|a| a.parse().ok()).expect("the listen address is logged");
+    let hangup = |child: &std::process::Child| {
+        assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    };
+    assert_eq!(get(address, "/", &[]).await.1, "a");
+
+    std::fs::write(&config, "[[routes]\nbroken").unwrap();
+    hangup(&child);
+    let refused = log_line_with(&mut logs, "reload refused").await;
+    assert!(refused.contains("lb.toml:1:"), "the error names the file and position: {refused}");
+    assert_eq!(get(address, "/", &[]).await.1, "a", "the running configuration stays");
+
+    write_config(b.addr);
+    hangup(&child);
+    log_line_with(&mut logs, "configuration reloaded").await;
+    assert_eq!(get(address, "/", &[]).await.1, "b");
+
     stops_cleanly_on(&mut child, "-TERM");
-    let tail: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(tail.iter().any(|l| l.contains("stopping")), "{tail:?}");
+    log_line_with(&mut logs, "stopping").await;
     let _ = std::fs::remove_dir_all(&dir);
+    a.kill().await;
+    b.kill().await;
 }

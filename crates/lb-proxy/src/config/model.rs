@@ -15,7 +15,7 @@ use toml::Spanned;
 use super::duration;
 
 /// A whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Process-wide settings.
@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 /// OpenTelemetry tracing: a server span per request, exported over OTLP/HTTP.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tracing {
     /// The collector's OTLP/HTTP traces URL (protobuf), plain `http://`.
@@ -65,7 +65,7 @@ impl Default for Tracing {
 }
 
 /// Process-wide settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Global {
     /// Runtime worker threads; 1 runs everything on one thread.
@@ -117,7 +117,7 @@ pub enum AccessLog {
 }
 
 /// The admin listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Address of the admin HTTP listener (`/metrics`, `/healthz`).
@@ -133,7 +133,7 @@ impl Default for Admin {
 }
 
 /// One client-facing listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// A name for logs.
@@ -147,7 +147,7 @@ pub struct Listener {
 ///
 /// The most specific rule wins: an exact host beats any host, then the
 /// longest path prefix.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// The `Host` to match (port ignored, case-insensitive); any host when absent.
@@ -165,7 +165,7 @@ fn root_path() -> Spanned<String> {
 }
 
 /// A named group of endpoints and how to balance, protect and forward to them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// Where the endpoints come from.
@@ -213,7 +213,7 @@ fn default_algorithm() -> Spanned<String> {
 }
 
 /// Tuning of the selection algorithms; a key that does not apply to the chosen algorithm is ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlgorithmParams {
     /// `p2c`: Envoy's `active_request_bias` (default 1.0).
@@ -235,7 +235,7 @@ pub struct AlgorithmParams {
 }
 
 /// Where an upstream's endpoints come from; exactly one source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Discovery {
     /// A fixed list in the file.
@@ -249,7 +249,7 @@ pub enum Discovery {
 }
 
 /// A fixed list of endpoints.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticDiscovery {
     /// The endpoints.
@@ -309,7 +309,7 @@ fn one() -> u32 {
 }
 
 /// A watched file of endpoints.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileDiscovery {
     /// The file, relative to the configuration file's directory.
@@ -317,7 +317,7 @@ pub struct FileDiscovery {
 }
 
 /// A DNS name to resolve, re-resolved as its records' TTL says.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsDiscovery {
     /// The name: A/AAAA records when `port` is set, SRV records (which carry ports and weights) otherwise.
@@ -341,7 +341,7 @@ fn five_minutes() -> Duration {
 }
 
 /// A Consul service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsulDiscovery {
     /// The service name.
@@ -387,7 +387,7 @@ pub enum HostHeader {
 }
 
 /// Active HTTP health checks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// The path to GET.
@@ -424,7 +424,7 @@ fn three() -> Spanned<u32> {
 }
 
 /// Passive outlier detection (Envoy's consecutive detectors).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutlierDetection {
     /// Eject after this many 5xx answers in a row.
@@ -458,7 +458,7 @@ impl Default for OutlierDetection {
 }
 
 /// A per-endpoint circuit breaker (gobreaker's model).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreaker {
     /// Open after this many failures in a row.
@@ -485,7 +485,7 @@ impl Default for CircuitBreaker {
 }
 
 /// Retrying a failed request on another endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retry {
     /// Total tries including the first; 1 disables retries. Clamped to 5 as in gRPC.
@@ -563,7 +563,7 @@ pub enum RetryOn {
 }
 
 /// Timeouts of one upstream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Connecting to an endpoint.
@@ -592,7 +592,7 @@ impl Default for Timeouts {
 }
 
 /// Connection and concurrency limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Idle keep-alive connections kept per endpoint.

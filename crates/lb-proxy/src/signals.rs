@@ -1,5 +1,6 @@
-//! The signals that stop the proxy: Ctrl-C (SIGINT) and, on Unix, SIGTERM,
-//! which is how systemd, Kubernetes and `kill` ask a server to stop.
+//! The signals a running proxy answers: Ctrl-C (SIGINT) and, on Unix, SIGTERM
+//! stop it; SIGHUP reloads its configuration. SIGTERM
+//! is how systemd, Kubernetes and `kill` ask a server to stop.
 
 /// Stop signals, listened for from [`StopSignal::listen`] on: a signal that
 /// arrives before [`wait`](StopSignal::wait) is kept, not lost.
@@ -35,5 +36,34 @@ impl StopSignal {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP, the conventional "reload your configuration" signal; on other
+/// platforms it never arrives.
+#[derive(Debug)]
+pub struct ReloadSignal {
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl ReloadSignal {
+    /// Starts listening. Must run inside a tokio runtime.
+    pub fn listen() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ReloadSignal { hangup: signal(SignalKind::hangup())? })
+        }
+        #[cfg(not(unix))]
+        Ok(ReloadSignal {})
+    }
+
+    /// Waits for the next reload request.
+    pub async fn wait(&mut self) {
+        #[cfg(unix)]
+        let _ = self.hangup.recv().await;
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await;
     }
 }

@@ -1,0 +1,99 @@
+//! Reloading a running proxy with a new configuration (`SIGHUP` in `lb-proxy run`).
+//!
+//! A reload builds the next generation off the request path and swaps it in
+//! atomically. Requests in flight finish on the generation they started on.
+//! Upstreams whose section did not change are carried over whole, and a
+//! changed one keeps its endpoints when its discovery source is the same.
+//! Anything a reload cannot apply refuses the whole reload; the running
+//! configuration stays, so a bad edit never costs traffic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::background::{self, UpstreamTasks};
+use crate::config::Config;
+use crate::runtime::{Previous, Runtime};
+use crate::server::{RunningProxy, StartError};
+
+/// Why a reload was refused. The running configuration stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new configuration changes settings that only a restart applies.
+    #[error("these settings only change with a restart: {}", .0.join(", "))]
+    NeedsRestart(Vec<&'static str>),
+    /// A new or changed upstream's background tasks could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+impl RunningProxy {
+    /// Applies `config` (already loaded and validated) to the running proxy.
+    ///
+    /// Routes, upstreams and the request-level global settings
+    /// (`max_body_bytes`, `replay_buffer_bytes`, `access_log`) change live.
+    /// Listeners, the admin listener, tracing and the connection-level global
+    /// settings need a restart; changing them refuses the reload.
+    pub async fn reload(&mut self, config: Config) -> Result<(), ReloadError> {
+        let needs_restart = restart_only_changes(&self.config, &config);
+        if !needs_restart.is_empty() {
+            return Err(ReloadError::NeedsRestart(needs_restart));
+        }
+        let running = self.runtime.load_full();
+        let previous = Previous { config: &self.config, runtime: &running };
+        let next = Arc::new(Runtime::build(
+            &config,
+            Arc::clone(&running.clock),
+            self.tracing.clone(),
+            Some(previous),
+        ));
+        let carried_over = |name: &str| matches!((running.upstream(name), next.upstream(name)), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+        // Start the new upstreams' tasks first: if one cannot start, nothing has changed.
+        let mut started: BTreeMap<String, UpstreamTasks> = BTreeMap::new();
+        for (name, cfg) in &config.upstreams {
+            let Some(upstream) = next.upstream(name) else { continue };
+            if carried_over(name) {
+                continue;
+            }
+            match background::spawn_upstream(name, cfg.get_ref(), upstream, &next.clock) {
+                Ok(tasks) => {
+                    started.insert(name.clone(), tasks);
+                }
+                Err(error) => {
+                    for (_, tasks) in started {
+                        tasks.stop().await;
+                    }
+                    return Err(error.into());
+                }
+            }
+        }
+        self.runtime.store(Arc::clone(&next));
+        for (name, tasks) in std::mem::take(&mut self.upstream_tasks) {
+            if carried_over(&name) {
+                started.insert(name, tasks);
+            } else {
+                tasks.stop().await;
+            }
+        }
+        self.upstream_tasks = started;
+        self.config = config;
+        Ok(())
+    }
+}
+
+/// The settings that differ between `running` and `next` and that only a restart applies.
+fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
+    let (a, b) = (&running.global, &next.global);
+    [
+        ("listeners", running.listeners != next.listeners),
+        ("admin", running.admin != next.admin),
+        ("tracing", running.tracing != next.tracing),
+        ("global.worker_threads", a.worker_threads != b.worker_threads),
+        ("global.max_header_bytes", a.max_header_bytes != b.max_header_bytes),
+        ("global.max_headers", a.max_headers != b.max_headers),
+        ("global.client_idle_timeout", a.client_idle_timeout != b.client_idle_timeout),
+        ("global.drain_timeout", a.drain_timeout != b.drain_timeout),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
