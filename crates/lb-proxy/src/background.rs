@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{Balancer, Clock, EndpointSet};
-use lb_discovery::{ChangeStream, DnsConfig, DnsQuery, DnsSource, FileSource, changes, watch_snapshots};
+use lb_discovery::{ChangeStream, DnsConfig, DnsQuery, DnsSource, FileSource, changes, fold_snapshots};
 use lb_health::prober::{ProbeSet, Prober};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -104,7 +104,12 @@ async fn follow(
     clock: Arc<dyn Clock>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut snapshots = watch_snapshots(stream, clock);
+    // Fold onto what is installed: after a reload that carried endpoints over,
+    // those that stay keep their live state (health, load), which probes and
+    // breakers already hold.
+    let installed = upstream.current.load().endpoints().clone();
+    let (publish, mut snapshots) = watch::channel(installed);
+    tokio::spawn(fold_snapshots(stream, clock, publish));
     loop {
         tokio::select! {
             changed = snapshots.changed() => {

@@ -15,18 +15,18 @@ use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
-use lb_core::{Balancer, Clock, Outcome, OwnedPick, PickContext, Report};
+use lb_core::{Balancer, Clock, Outcome, OwnedPick, PickContext};
 
 use crate::access_log::AccessEntry;
-use crate::body::{BodyEnd, BodyError, OnEnd, ReplayBody, RequestBody, ResponseBody};
+use crate::attempt::{Attempt, Finish};
+use crate::body::{BodyEnd, BodyError, ReplayBody, RequestBody, ResponseBody};
 use crate::config::{HostHeader, RetryOn};
 use crate::headers::{self, ClientSide, REQUEST_ID};
 use crate::health::Admission;
-use crate::otel::RequestSpan;
-use crate::pool::{Conn, SendError};
+use crate::pool::SendError;
+use crate::route;
 use crate::runtime::Runtime;
-use crate::upstream::{Backend, Snapshot, Upstream};
-use crate::{route, tunnel};
+use crate::upstream::{Backend, InFlight, Snapshot, Upstream};
 
 /// The response type of the proxy service.
 pub(crate) type ProxyResponse = Response<ResponseBody<Finish>>;
@@ -66,8 +66,8 @@ pub(crate) async fn handle(
         ))
     };
     let access = rt.access_log.enabled().then(|| (parts.method.clone(), parts.uri.clone()));
-    let (mut response, backend) = if upstream.admit() {
-        forward(&rt, upstream, parts, body, peer, started).await
+    let (mut response, backend) = if let Some(in_flight) = upstream.admit() {
+        forward(&rt, upstream, in_flight, parts, body, peer, started).await
     } else {
         (local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n"), None)
     };
@@ -83,7 +83,7 @@ pub(crate) async fn handle(
         }
     }
     if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, response.status()) {
-        tunnel::spawn(client, hyper::upgrade::on(&mut response));
+        rt.tunnels.spawn(client, hyper::upgrade::on(&mut response));
     }
     if let Some((method, uri)) = access {
         rt.access_log.write(&AccessEntry {
@@ -199,6 +199,7 @@ fn retryable(outcome: Outcome, retry_on: &[RetryOn], method: &Method, non_idempo
 async fn forward(
     rt: &Runtime,
     upstream: &Arc<Upstream>,
+    in_flight: InFlight,
     mut parts: Parts,
     body: RequestBody,
     peer: SocketAddr,
@@ -217,18 +218,17 @@ async fn forward(
     let copy_for_retry = max_tries > 1
         && (parts.method.is_idempotent() || settings.retry.non_idempotent)
         && settings.retry.retry_on.iter().any(|r| *r != RetryOn::ConnectError);
-    for attempt in 0..max_tries {
-        let last_try = attempt + 1 == max_tries;
+    for try_no in 0..max_tries {
+        let last_try = try_no + 1 == max_tries;
         let Some(try_body) = body.replay() else { break };
         let now = rt.clock.now();
-        let exclude = &tried[..attempt];
+        let exclude = &tried[..try_no];
         let limit = settings.limits.max_in_flight_per_endpoint;
         let mut ip_buf = [0u8; 16];
         let key = settings.hash_key.as_ref().and_then(|k| route::hash_key(k, &parts, peer.ip(), &mut ip_buf));
         let Some((pick, admission)) = pick_admitted(&upstream.current.load(), key, exclude, now, limit)
         else {
-            if attempt == 0 {
-                upstream.release();
+            if try_no == 0 {
                 return (local(StatusCode::SERVICE_UNAVAILABLE, "no healthy endpoint is available\n"), None);
             }
             break;
@@ -237,17 +237,16 @@ async fn forward(
             upstream.budget_deposit(now);
             budget_deposited = true;
         }
-        tried[attempt] = pick.index();
-        let backend = &pick.balancer().backends[pick.index()];
+        let attempt = Attempt::start(pick, admission, &rt.clock);
+        tried[try_no] = attempt.index();
+        let backend = attempt.backend();
         let headers = match unsent_headers.take() {
             Some(headers) => headers,
             None if copy_for_retry && !last_try => parts.headers.clone(),
             None => std::mem::take(&mut parts.headers),
         };
         let request = upstream_request(&parts, headers, backend, &settings.host_header, try_body);
-        backend.metrics.started();
-        let try_started = Instant::now();
-        let left = deadline.saturating_duration_since(try_started);
+        let left = deadline.saturating_duration_since(attempt.started());
         let sending = backend.pool.send(&backend.authority, request);
         let result = tokio::time::timeout(upstream.try_timeout(left), sending).await;
         let error = match result {
@@ -270,24 +269,16 @@ async fn forward(
                 {
                     let status = response.status();
                     drop(response);
-                    finish_try(rt.clock.as_ref(), pick, admission, outcome, status, try_started);
+                    attempt.finish(outcome, status);
                     upstream.retries.increment(1);
                     pause(wait).await;
                     continue;
                 }
-                let label = Some(pick.balancer().backends[pick.index()].authority.clone());
+                let label = Some(attempt.backend().authority.clone());
                 let upgrading = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-                let finish = Finish {
-                    // An upgraded connection belongs to the tunnel, never to the pool.
-                    conn: (!upgrading).then_some(conn),
-                    pick: Some(pick),
-                    admission,
-                    status: response.status(),
-                    started: try_started,
-                    clock: Arc::clone(&rt.clock),
-                    upstream: Arc::clone(upstream),
-                    span: None,
-                };
+                // An upgraded connection belongs to the tunnel, never to the pool.
+                let conn = (!upgrading).then_some(conn);
+                let finish = Finish::new(attempt, conn, response.status(), in_flight);
                 return (into_client_response(response, finish), label);
             }
             Ok(Err(SendError::Connect(unsent))) => {
@@ -299,7 +290,7 @@ async fn forward(
         };
         let outcome = error.outcome();
         let status = error.status_and_text().0;
-        finish_try(rt.clock.as_ref(), pick, admission, outcome, status, try_started);
+        attempt.finish(outcome, status);
         let wait = if !last_try
             && retryable(outcome, &settings.retry.retry_on, &parts.method, settings.retry.non_idempotent)
         {
@@ -314,7 +305,6 @@ async fn forward(
         upstream.retries.increment(1);
         pause(wait).await;
     }
-    upstream.release();
     (last_error.response(), None)
 }
 
@@ -405,55 +395,4 @@ fn into_client_response(response: Response<Incoming>, finish: Finish) -> ProxyRe
     }
     parts.extensions = http::Extensions::new();
     Response::from_parts(parts, ResponseBody::Upstream { body, on_end: Some(finish) })
-}
-
-/// Reports one finished try everywhere it counts.
-fn finish_try(
-    clock: &dyn Clock,
-    pick: OwnedPick<Snapshot>,
-    admission: Admission,
-    outcome: Outcome,
-    status: StatusCode,
-    started: Instant,
-) {
-    let now = clock.now();
-    let latency = started.elapsed();
-    let snapshot = pick.balancer();
-    let backend = &snapshot.backends[pick.index()];
-    backend.guards.record(admission, outcome, now);
-    backend.metrics.finished(status, outcome, latency);
-    snapshot.observe_outlier(pick.index(), &Report { outcome, latency, at: now });
-    pick.complete(Report { outcome, latency, at: now });
-}
-
-/// What runs when a forwarded response's body ends or is dropped.
-pub(crate) struct Finish {
-    conn: Option<Conn>,
-    pick: Option<OwnedPick<Snapshot>>,
-    admission: Admission,
-    status: StatusCode,
-    started: Instant,
-    clock: Arc<dyn Clock>,
-    upstream: Arc<Upstream>,
-    span: Option<RequestSpan>,
-}
-
-impl OnEnd for Finish {
-    fn on_end(mut self, end: BodyEnd) {
-        if let Some(span) = self.span.take() {
-            span.end(self.status, end);
-        }
-        let outcome =
-            if end == BodyEnd::Failed { Outcome::Reset } else { Outcome::from_status(self.status.as_u16()) };
-        if let Some(pick) = self.pick.take() {
-            // Only a connection whose response was read to the end can carry another request.
-            if end == BodyEnd::Complete
-                && let Some(conn) = self.conn.take()
-            {
-                pick.balancer().backends[pick.index()].pool.put(conn);
-            }
-            finish_try(self.clock.as_ref(), pick, self.admission, outcome, self.status, self.started);
-        }
-        self.upstream.release();
-    }
 }

@@ -40,6 +40,7 @@
 
 mod access_log;
 mod admin;
+mod attempt;
 mod background;
 mod backoff;
 mod balancing;

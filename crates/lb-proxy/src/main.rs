@@ -72,8 +72,11 @@ fn main() -> ExitCode {
                         _ = reload.wait() => reload_from(&mut proxy, &path).await,
                     }
                 }
-                tracing::info!("stopping");
-                proxy.shutdown().await;
+                tracing::info!("stopping: draining connections (a second signal stops at once)");
+                tokio::select! {
+                    () = proxy.shutdown() => {}
+                    () = stop.wait() => tracing::warn!("second stop signal: not waiting for the drain"),
+                }
                 Ok(())
             })
         }

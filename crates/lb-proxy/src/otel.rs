@@ -25,6 +25,7 @@ use crate::config;
 /// The tracer of a running proxy.
 pub(crate) struct Tracing {
     provider: SdkTracerProvider,
+    export_timeout: std::time::Duration,
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
 }
@@ -55,7 +56,12 @@ impl Tracing {
             .with_resource(Resource::builder().with_service_name(cfg.service_name.clone()).build())
             .build();
         let tracer = provider.tracer("lb-proxy");
-        Ok(Tracing { provider, tracer, propagator: TraceContextPropagator::new() })
+        Ok(Tracing {
+            provider,
+            export_timeout: cfg.export_timeout,
+            tracer,
+            propagator: TraceContextPropagator::new(),
+        })
     }
 
     /// Starts the span of one request and writes its context into the
@@ -79,7 +85,7 @@ impl Tracing {
     /// Exports what is still buffered and stops the exporter. Blocks up to
     /// the export timeout, so call it off the runtime's threads.
     pub(crate) fn shutdown(&self) {
-        if let Err(error) = self.provider.shutdown() {
+        if let Err(error) = self.provider.shutdown_with_timeout(self.export_timeout) {
             tracing::warn!(%error, "OpenTelemetry exporter did not shut down cleanly");
         }
     }
@@ -88,11 +94,28 @@ impl Tracing {
 fn inject(propagator: &TraceContextPropagator, span: &Span, headers: &mut HeaderMap) {
     let context = Context::new().with_remote_span_context(span.span_context().clone());
     propagator.inject_context(&context, &mut HeaderInjector(headers));
+    // The propagator writes an empty `tracestate` when there is none; send none instead.
+    if headers.get(TRACESTATE).is_some_and(|v| v.is_empty()) {
+        headers.remove(TRACESTATE);
+    }
 }
 
-/// The span of one request, ended once with how the request ended.
+const TRACESTATE: &str = "tracestate";
+
+/// The span of one request, ended once with how the request ended. Dropped
+/// without [`end`](RequestSpan::end) (the client went away, a drain ran out),
+/// it ends with an error status saying so.
 #[derive(Debug)]
 pub(crate) struct RequestSpan(Span);
+
+impl Drop for RequestSpan {
+    fn drop(&mut self) {
+        if self.0.is_recording() {
+            self.0.set_status(Status::error("the request was cancelled before its response ended"));
+            self.0.end();
+        }
+    }
+}
 
 impl RequestSpan {
     /// Names the endpoint that answered (the guide's `backend` attribute).

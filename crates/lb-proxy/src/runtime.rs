@@ -12,6 +12,7 @@ use crate::config::{self, AccessLog, Config, Discovery, StaticEndpoint};
 use crate::headers::RequestIds;
 use crate::otel::Tracing;
 use crate::route::{Route, Routes};
+use crate::tunnel::Tunnels;
 use crate::upstream::Upstream;
 
 /// Everything a request needs, built once per configuration.
@@ -27,6 +28,8 @@ pub(crate) struct Runtime {
     pub(crate) request_ids: RequestIds,
     /// OpenTelemetry spans, when the configuration asks for them.
     pub(crate) tracing: Option<Arc<Tracing>>,
+    /// Upgraded connections, shared by every generation so a stop drains them all.
+    pub(crate) tunnels: Arc<Tunnels>,
 }
 
 impl Runtime {
@@ -90,9 +93,10 @@ impl Runtime {
             max_body_bytes: config.global.max_body_bytes,
             access_log: config.global.access_log,
             clock,
-            replay_stats: Arc::new(ReplayStats::default()),
+            replay_stats: previous.map_or_else(Default::default, |p| Arc::clone(&p.runtime.replay_stats)),
             request_ids: RequestIds::default(),
             tracing,
+            tunnels: previous.map_or_else(Default::default, |p| Arc::clone(&p.runtime.tunnels)),
         }
     }
 

@@ -296,14 +296,19 @@ impl RunningProxy {
 
     /// Stops accepting and drains: idle client connections close at once, and
     /// each busy one finishes its current response, for up to the configured
-    /// `drain_timeout`; what is still open then is dropped. Background tasks
+    /// `drain_timeout`; upgraded connections (WebSocket) get what is left of
+    /// that time. What is still open at the deadline is dropped. Background tasks
     /// (discovery, health checks, metrics upkeep) stop and are waited for, and
     /// the spans not yet exported are sent.
     pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + self.config.global.drain_timeout;
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        // No connection is left to upgrade now; the tunnels get what is left of the drain.
+        let tunnels = self.runtime.load().tunnels.take();
+        drain(tunnels, deadline.saturating_duration_since(tokio::time::Instant::now())).await;
         for (_, upstream) in self.upstream_tasks {
             upstream.stop().await;
         }

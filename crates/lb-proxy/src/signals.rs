@@ -2,8 +2,9 @@
 //! stop it; SIGHUP reloads its configuration. SIGTERM
 //! is how systemd, Kubernetes and `kill` ask a server to stop.
 
-/// Stop signals, listened for from [`StopSignal::listen`] on: a signal that
-/// arrives before [`wait`](StopSignal::wait) is kept, not lost.
+/// Stop signals. On Unix they are listened for from [`StopSignal::listen`]
+/// on, so one that arrives before [`wait`](StopSignal::wait) is kept, not
+/// lost; elsewhere Ctrl-C is listened for from `wait` on.
 #[derive(Debug)]
 pub struct StopSignal {
     #[cfg(unix)]

@@ -8,6 +8,9 @@ use http::StatusCode;
 use lb_core::{ErrorType, Outcome};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
+/// nginx's "client closed request".
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// Statuses common enough to get a pre-registered counter.
 const COMMON_STATUSES: [u16; 16] =
     [200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504, 499];
@@ -59,7 +62,17 @@ impl BackendMetrics {
         if let Some(kind) = outcome.error_type() {
             self.errors[kind as usize].increment(1);
         }
-        let code = status.as_u16();
+        self.count_status(status.as_u16());
+    }
+
+    /// The client went away before the endpoint answered: counted under
+    /// nginx's 499, and not as the endpoint's error.
+    pub(crate) fn cancelled(&self) {
+        self.in_flight.decrement(1.0);
+        self.count_status(CLIENT_CLOSED_REQUEST);
+    }
+
+    fn count_status(&self, code: u16) {
         match self.statuses.iter().find(|(s, _)| *s == code) {
             Some((_, c)) => c.increment(1),
             None => counter!("requests_total", "upstream" => self.upstream.clone(),

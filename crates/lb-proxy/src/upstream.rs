@@ -90,6 +90,16 @@ impl Balancer for Snapshot {
     }
 }
 
+/// One request counted against its upstream's `max_in_flight`. A guard, so a
+/// request dropped at any point (the client left, a drain ended) still ends its count.
+pub(crate) struct InFlight(Arc<Upstream>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The retry budget a retry section describes.
 pub(crate) fn retry_budget(retry: &config::Retry) -> Result<RetryBudget, lb_health::BudgetError> {
     let percent = f64::from(*retry.budget_percent.get_ref()) / 100.0;
@@ -195,16 +205,17 @@ impl Upstream {
         }
     }
 
-    /// Counts a request against the upstream's in-flight limit; `false` when full.
+    /// Counts a request against the upstream's in-flight limit until the
+    /// returned guard drops; `None` when the upstream is full.
     #[inline]
-    pub(crate) fn admit(&self) -> bool {
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<InFlight> {
         let limit = self.settings.limits.max_in_flight;
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
         if limit != 0 && before >= limit {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return false;
+            return None;
         }
-        true
+        Some(InFlight(Arc::clone(self)))
     }
 
     /// Counts a first try in the retry budget.
@@ -217,12 +228,6 @@ impl Upstream {
     #[inline]
     pub(crate) fn budget_withdraw(&self, now: Timestamp) -> bool {
         self.budget.try_withdraw(now)
-    }
-
-    /// Ends a request admitted by [`admit`](Upstream::admit).
-    #[inline]
-    pub(crate) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Refreshes the gauges that mirror state (health, breaker) for `/metrics`.

@@ -5,7 +5,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Backend, config, full, get, proxy};
+use common::{Backend, config, eventually, full, get, metrics, proxy};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -38,6 +38,42 @@ async fn a_slow_backend_gives_504_after_the_per_try_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3), "answered at the timeout, not after the backend");
     proxy.shutdown().await;
     slow.kill().await;
+}
+
+#[tokio::test]
+async fn a_request_the_client_abandons_gives_back_its_slot_and_counts_as_499() {
+    let held = Backend::start(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/hold" {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Response::new(full("done"))
+    })
+    .await;
+    let extra = "[upstreams.web.limits]\nmax_in_flight = 1";
+    let proxy = proxy(&config("round_robin", &[(held.addr, 1)], extra)).await;
+    let (addr, admin) = (proxy.listen_addresses()[0], proxy.admin_address().unwrap());
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET /hold HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    assert!(eventually(|| held.requests.load(std::sync::atomic::Ordering::SeqCst) == 1).await);
+    drop(client);
+
+    let abandoned = format!("requests_total{{upstream=\"web\",backend=\"{}\",status=\"499\"}} 1", held.addr);
+    let mut counted = false;
+    for _ in 0..250 {
+        if metrics(admin).await.contains(&abandoned) {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(counted, "the abandoned request is counted as 499");
+    assert_eq!(
+        get(addr, "/", &[]).await,
+        (StatusCode::OK, "done".to_string()),
+        "its in-flight slot came back"
+    );
+    proxy.shutdown().await;
+    held.kill().await;
 }
 
 #[tokio::test]

@@ -5,11 +5,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Backend, config, full, get, proxy};
+use common::{Backend, config, eventually, full, get, proxy};
 use http::{Response, StatusCode};
+use lb_core::HealthStatus;
 use lb_proxy::{Config, ReloadError};
 use tokio::sync::{mpsc, watch};
 
@@ -99,20 +101,43 @@ async fn an_unchanged_upstream_keeps_its_connections_and_a_changed_one_starts_af
     api.kill().await;
 }
 
+/// An upstream `web` discovered from an endpoint file listing `backend`, in a
+/// fresh directory; the config text takes the algorithm and extra upstream tables.
+struct FileDiscovered {
+    dir: std::path::PathBuf,
+    endpoints: std::path::PathBuf,
+}
+
+impl FileDiscovered {
+    fn new(name: &str, backend: SocketAddr) -> FileDiscovered {
+        let dir = std::env::temp_dir().join(format!("lb-proxy-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let endpoints = dir.join("endpoints.toml");
+        std::fs::write(&endpoints, format!("[[endpoints]]\naddress = \"{backend}\"\n")).unwrap();
+        FileDiscovered { dir, endpoints }
+    }
+
+    fn config(&self, algorithm: &str, extra: &str) -> String {
+        format!(
+            "[admin]\nenabled = false\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n\
+             [upstreams.web]\nalgorithm = \"{algorithm}\"\ndiscovery.file.path = \"{}\"\n{extra}",
+            self.endpoints.display()
+        )
+    }
+}
+
+impl Drop for FileDiscovered {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test]
 async fn a_changed_upstream_with_the_same_discovery_source_keeps_its_endpoints() {
     let backend = Backend::named("a").await;
-    let dir = std::env::temp_dir().join(format!("lb-proxy-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let endpoints = dir.join("endpoints.toml");
-    std::fs::write(&endpoints, format!("[[endpoints]]\naddress = \"{}\"\n", backend.addr)).unwrap();
-    let with = |algorithm: &str| {
-        format!(
-            "[admin]\nenabled = false\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n\
-             [upstreams.web]\nalgorithm = \"{algorithm}\"\ndiscovery.file.path = \"{}\"\n",
-            endpoints.display()
-        )
-    };
+    let files = FileDiscovered::new("reload", backend.addr);
+    let with = |algorithm: &str| files.config(algorithm, "");
+    let endpoints = &files.endpoints;
     let mut proxy = proxy(&with("round_robin")).await;
     let address = proxy.listen_addresses()[0];
     for _ in 0..200 {
@@ -125,13 +150,44 @@ async fn a_changed_upstream_with_the_same_discovery_source_keeps_its_endpoints()
 
     // A broken file: the new generation's watcher can read nothing from it, so
     // only the endpoints carried over can serve after the reload.
-    std::fs::write(&endpoints, "[[endpoints]\nthis is not toml").unwrap();
+    std::fs::write(endpoints, "[[endpoints]\nthis is not toml").unwrap();
     proxy.reload(parse(&with("least_conn"))).await.expect("the reload applies");
     assert_eq!(proxy.endpoint_status("web").len(), 1);
     assert_eq!(get(address, "/", &[]).await, (StatusCode::OK, "a".to_string()));
     proxy.shutdown().await;
     backend.kill().await;
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn active_checks_keep_working_on_an_upstream_rebuilt_with_the_same_source() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&healthy);
+    let backend = Backend::start(move |req| {
+        let failing = req.uri().path() == "/health" && !flag.load(Ordering::SeqCst);
+        async move {
+            let mut response = Response::new(full("a"));
+            if failing {
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            response
+        }
+    })
+    .await;
+    let files = FileDiscovered::new("reload-checks", backend.addr);
+    let checks = "[upstreams.web.health_check]\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2\n";
+    let with = |algorithm: &str| files.config(algorithm, checks);
+    let status = |proxy: &lb_proxy::RunningProxy| proxy.endpoint_status("web").first().map(|(_, s)| *s);
+    let mut proxy = proxy(&with("round_robin")).await;
+    assert!(eventually(|| status(&proxy) == Some(HealthStatus::Healthy)).await, "discovered and healthy");
+
+    proxy.reload(parse(&with("least_conn"))).await.expect("the reload applies");
+    healthy.store(false, Ordering::SeqCst);
+    assert!(
+        eventually(|| status(&proxy) == Some(HealthStatus::Unhealthy)).await,
+        "the checks of the rebuilt upstream still take a failing endpoint out"
+    );
+    proxy.shutdown().await;
+    backend.kill().await;
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::Duration;
 
-use common::{Backend, config, full, get, proxy};
+use common::{Backend, config, eventually, full, get, proxy};
 use http::{Response, StatusCode};
 use lb_core::{HealthStatus, ManualClock};
 
@@ -33,17 +33,6 @@ async fn start_with_clock(text: &str, clock: Arc<ManualClock>) -> lb_proxy::Runn
 fn status_of(proxy: &lb_proxy::RunningProxy, backend: &Backend) -> HealthStatus {
     let address = backend.addr.to_string();
     proxy.endpoint_status("web").into_iter().find(|(a, _)| *a == address).expect("the endpoint is listed").1
-}
-
-/// Polls `cond` every 20 ms for at most 5 s.
-async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    for _ in 0..250 {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test]

@@ -148,6 +148,17 @@ pub async fn get(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (St
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Waits (bounded: 5 s in 20 ms steps) until `cond` holds; whether it did.
+pub async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// Fetches the admin `/metrics` text.
 pub async fn metrics(admin: SocketAddr) -> String {
     get(admin, "/metrics", &[]).await.1
