@@ -23,6 +23,7 @@ use crate::body::{BodyEnd, BodyError, ReplayBody, RequestBody, ResponseBody};
 use crate::config::{HostHeader, RetryOn};
 use crate::headers::{self, ClientSide, REQUEST_ID};
 use crate::health::Admission;
+use crate::otel::RequestSpan;
 use crate::pool::SendError;
 use crate::route;
 use crate::runtime::Runtime;
@@ -54,7 +55,7 @@ pub(crate) async fn handle(
     }
     let request_id = rt.request_ids.ensure(&mut parts.headers);
     prepare_headers(&mut parts, peer_ip, peer, upstream, upgrade);
-    let span = rt.tracing.as_ref().map(|t| t.request_span(&mut parts, &upstream.name));
+    let mut span = rt.tracing.as_ref().map(|t| t.request_span(&mut parts, &upstream.name));
     let body = if hyper::body::Body::is_end_stream(&body) {
         RequestBody::Empty
     } else {
@@ -67,7 +68,8 @@ pub(crate) async fn handle(
     };
     let access = rt.access_log.enabled().then(|| (parts.method.clone(), parts.uri.clone()));
     let (mut response, backend) = if let Some(in_flight) = upstream.admit() {
-        forward(&rt, upstream, in_flight, parts, body, peer, started).await
+        let arrival = Arrival { peer, at: started };
+        forward(&rt, upstream, in_flight, parts, body, arrival, &mut span).await
     } else {
         (local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n"), None)
     };
@@ -196,17 +198,24 @@ fn retryable(outcome: Outcome, retry_on: &[RetryOn], method: &Method, non_idempo
     wanted && (outcome == Outcome::ConnectError || non_idempotent || method.is_idempotent())
 }
 
+/// Who sent a request, and when it arrived.
+#[derive(Clone, Copy)]
+struct Arrival {
+    peer: SocketAddr,
+    at: Instant,
+}
+
 async fn forward(
     rt: &Runtime,
     upstream: &Arc<Upstream>,
     in_flight: InFlight,
     mut parts: Parts,
     body: RequestBody,
-    peer: SocketAddr,
-    started: Instant,
+    arrival: Arrival,
+    span: &mut Option<RequestSpan>,
 ) -> (ProxyResponse, Option<Authority>) {
     let settings = &upstream.settings;
-    let deadline = started + settings.timeouts.request;
+    let deadline = arrival.at + settings.timeouts.request;
     let max_tries = (*settings.retry.attempts.get_ref() as usize).clamp(1, MAX_TRIES);
     let mut tried = [usize::MAX; MAX_TRIES];
     let mut last_error = TryError::Connect;
@@ -225,7 +234,10 @@ async fn forward(
         let exclude = &tried[..try_no];
         let limit = settings.limits.max_in_flight_per_endpoint;
         let mut ip_buf = [0u8; 16];
-        let key = settings.hash_key.as_ref().and_then(|k| route::hash_key(k, &parts, peer.ip(), &mut ip_buf));
+        let key = settings
+            .hash_key
+            .as_ref()
+            .and_then(|k| route::hash_key(k, &parts, arrival.peer.ip(), &mut ip_buf));
         let Some((pick, admission)) = pick_admitted(&upstream.current.load(), key, exclude, now, limit)
         else {
             if try_no == 0 {
@@ -271,6 +283,9 @@ async fn forward(
                     drop(response);
                     attempt.finish(outcome, status);
                     upstream.retries.increment(1);
+                    if let Some(span) = span.as_mut() {
+                        span.retry(try_no + 1, outcome);
+                    }
                     pause(wait).await;
                     continue;
                 }
@@ -303,6 +318,9 @@ async fn forward(
             break;
         };
         upstream.retries.increment(1);
+        if let Some(span) = span.as_mut() {
+            span.retry(try_no + 1, outcome);
+        }
         pause(wait).await;
     }
     (last_error.response(), None)

@@ -10,6 +10,7 @@
 use http::request::Parts;
 use http::uri::Authority;
 use http::{HeaderMap, StatusCode};
+use lb_core::{ErrorType, Outcome};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -121,6 +122,18 @@ impl RequestSpan {
     /// Names the endpoint that answered (the guide's `backend` attribute).
     pub(crate) fn set_backend(&mut self, backend: &Authority) {
         self.0.set_attribute(KeyValue::new("backend", backend.as_str().to_owned()));
+    }
+
+    /// Notes that try number `failed_try` (from 1) failed with `outcome` and the request goes again.
+    pub(crate) fn retry(&mut self, failed_try: usize, outcome: Outcome) {
+        let error = outcome.error_type().map_or("none", ErrorType::label);
+        self.0.add_event(
+            "retry",
+            vec![
+                KeyValue::new("lb.try", i64::try_from(failed_try).unwrap_or(i64::MAX)),
+                KeyValue::new("error.type", error),
+            ],
+        );
     }
 
     /// Ends the span with the status the client got, and how the body ended.

@@ -88,6 +88,30 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Receives exports until `n` spans arrived (bounded); the spans and each export's `service.name`.
+async fn collect_spans(
+    exports: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+    n: usize,
+) -> (Vec<Span>, Vec<Option<any_value::Value>>) {
+    let (mut spans, mut service_names) = (Vec::new(), Vec::new());
+    while spans.len() < n {
+        let export = tokio::time::timeout(Duration::from_secs(10), exports.recv())
+            .await
+            .expect("the spans are exported")
+            .expect("the receiver runs");
+        for resource_spans in export.resource_spans {
+            let resource = resource_spans.resource.unwrap_or_default();
+            service_names.push(attribute(&resource.attributes, "service.name").cloned());
+            spans.extend(resource_spans.scope_spans.into_iter().flat_map(|s| s.spans));
+        }
+    }
+    (spans, service_names)
+}
+
+fn tracing_section(collector: SocketAddr) -> String {
+    format!("[tracing]\notlp_endpoint = \"http://{collector}/v1/traces\"\nservice_name = \"lb-proxy-test\"\n")
+}
+
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -95,9 +119,7 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 async fn each_request_gets_a_server_span_joined_to_the_callers_trace_and_passed_on() {
     let (collector, mut exports) = otlp_receiver().await;
     let (backend, mut traceparents) = traceparent_backend().await;
-    let tracing = format!(
-        "[tracing]\notlp_endpoint = \"http://{collector}/v1/traces\"\nservice_name = \"lb-proxy-test\"\n"
-    );
+    let tracing = tracing_section(collector);
     let proxy = proxy(&format!("{tracing}{}", config("round_robin", &[(backend.addr, 1)], ""))).await;
     let address = proxy.listen_addresses()[0];
 
@@ -111,19 +133,7 @@ async fn each_request_gets_a_server_span_joined_to_the_callers_trace_and_passed_
 
     // Stopping exports what is buffered.
     tokio::time::timeout(Duration::from_secs(20), proxy.shutdown()).await.expect("bounded");
-    let mut spans: Vec<Span> = Vec::new();
-    let mut service_names = Vec::new();
-    while spans.len() < 2 {
-        let export = tokio::time::timeout(Duration::from_secs(10), exports.recv())
-            .await
-            .expect("the spans are exported")
-            .expect("the receiver runs");
-        for resource_spans in export.resource_spans {
-            let resource = resource_spans.resource.unwrap_or_default();
-            service_names.push(attribute(&resource.attributes, "service.name").cloned());
-            spans.extend(resource_spans.scope_spans.into_iter().flat_map(|s| s.spans));
-        }
-    }
+    let (spans, service_names) = collect_spans(&mut exports, 2).await;
     assert!(service_names.iter().all(|n| *n == text("lb-proxy-test")), "{service_names:?}");
     assert_eq!(spans.len(), 2, "one span per request");
     let path = |s: &Span| attribute(&s.attributes, "url.path").cloned();
@@ -150,6 +160,28 @@ async fn each_request_gets_a_server_span_joined_to_the_callers_trace_and_passed_
     assert!(fresh.parent_span_id.is_empty());
     assert_ne!(hex(&fresh.trace_id), CALLER_TRACE);
     assert_eq!(sent[1], format!("00-{}-{}-01", hex(&fresh.trace_id), hex(&fresh.span_id)));
+    backend.kill().await;
+}
+
+#[tokio::test]
+async fn a_retry_is_an_event_on_the_span_and_the_answering_endpoint_its_backend() {
+    let (collector, mut exports) = otlp_receiver().await;
+    let (backend, _traceparents) = traceparent_backend().await;
+    let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let upstream = config("round_robin", &[(refused, 1), (backend.addr, 1)], "");
+    let proxy = proxy(&format!("{}{upstream}", tracing_section(collector))).await;
+    for _ in 0..2 {
+        assert_eq!(get(proxy.listen_addresses()[0], "/", &[]).await.0, StatusCode::OK);
+    }
+    tokio::time::timeout(Duration::from_secs(20), proxy.shutdown()).await.expect("bounded");
+    let (spans, _) = collect_spans(&mut exports, 2).await;
+    let retried: Vec<&Span> = spans.iter().filter(|s| !s.events.is_empty()).collect();
+    assert_eq!(retried.len(), 1, "round robin sends one of the two requests to the refused port first");
+    let event = &retried[0].events[0];
+    assert_eq!(event.name, "retry");
+    assert_eq!(attribute(&event.attributes, "lb.try").cloned(), Some(any_value::Value::IntValue(1)));
+    assert_eq!(attribute(&event.attributes, "error.type").cloned(), text("connect"));
+    assert_eq!(attribute(&retried[0].attributes, "backend").cloned(), text(&backend.addr.to_string()));
     backend.kill().await;
 }
 
