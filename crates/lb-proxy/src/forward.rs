@@ -54,6 +54,9 @@ pub(crate) async fn handle(
         return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
     }
     let request_id = rt.request_ids.ensure(&mut parts.headers);
+    // `TE` is hop-by-hop, but gRPC over HTTP/2 needs `te: trailers` passed on.
+    let te_trailers =
+        parts.headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     prepare_headers(&mut parts, peer_ip, peer, upstream, upgrade);
     let mut span = rt.tracing.as_ref().map(|t| t.request_span(&mut parts, &upstream.name));
     let body = if hyper::body::Body::is_end_stream(&body) {
@@ -68,7 +71,7 @@ pub(crate) async fn handle(
     };
     let access = rt.access_log.enabled().then(|| (parts.method.clone(), parts.uri.clone()));
     let (mut response, backend) = if let Some(in_flight) = upstream.admit() {
-        let arrival = Arrival { peer, at: started };
+        let arrival = Arrival { peer, at: started, te_trailers };
         forward(&rt, upstream, in_flight, parts, body, arrival, &mut span).await
     } else {
         (local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n"), None)
@@ -198,11 +201,13 @@ fn retryable(outcome: Outcome, retry_on: &[RetryOn], method: &Method, non_idempo
     wanted && (outcome == Outcome::ConnectError || non_idempotent || method.is_idempotent())
 }
 
-/// Who sent a request, and when it arrived.
+/// Who sent a request, when it arrived, and what of its hop-by-hop headers still matters.
 #[derive(Clone, Copy)]
 struct Arrival {
     peer: SocketAddr,
     at: Instant,
+    /// The client sent `te: trailers`.
+    te_trailers: bool,
 }
 
 async fn forward(
@@ -257,7 +262,10 @@ async fn forward(
             None if copy_for_retry && !last_try => parts.headers.clone(),
             None => std::mem::take(&mut parts.headers),
         };
-        let request = upstream_request(&parts, headers, backend, &settings.host_header, try_body);
+        let mut request = upstream_request(&parts, headers, backend, &settings.host_header, try_body);
+        if backend.pool.is_http2() {
+            into_http2(&mut request, backend, arrival.te_trailers);
+        }
         let left = deadline.saturating_duration_since(attempt.started());
         let sending = backend.pool.send(&backend.authority, request);
         let result = tokio::time::timeout(upstream.try_timeout(left), sending).await;
@@ -401,6 +409,24 @@ fn upstream_request(
         request.headers_mut().insert(header::HOST, backend.host_value.clone());
     }
     request
+}
+
+/// Reshapes an HTTP/1.1 request for an HTTP/2 endpoint: the host moves into
+/// the URI (HTTP/2's `:authority`), and `te: trailers` comes back if the
+/// client sent it.
+fn into_http2(request: &mut Request<RequestBody>, backend: &Backend, te_trailers: bool) {
+    let host = request.headers_mut().remove(header::HOST);
+    let authority = host
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| backend.authority.clone());
+    let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if let Ok(uri) = Uri::builder().scheme("http").authority(authority).path_and_query(path).build() {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = Version::HTTP_2;
+    if te_trailers {
+        request.headers_mut().insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 fn into_client_response(response: Response<Incoming>, finish: Finish) -> ProxyResponse {

@@ -17,12 +17,13 @@ use crate::backoff::{self, Pacer};
 use crate::balancing::{Algorithm, AlgorithmChoice, AnyBalancer};
 use crate::config;
 use crate::health::Guards;
-use crate::pool::EndpointPool;
+use crate::pool::Connections;
 use crate::telemetry::{BackendMetrics, retry_counter};
 
 /// The per-upstream settings the forwarding path reads.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    pub(crate) protocol: config::UpstreamProtocol,
     pub(crate) hash_key: Option<config::HashKey>,
     pub(crate) host_header: config::HostHeader,
     pub(crate) forwarded_header: bool,
@@ -41,7 +42,7 @@ pub(crate) struct Backend {
     pub(crate) metrics: BackendMetrics,
     pub(crate) guards: Guards,
     /// Keep-alive connections to this endpoint; outlives snapshots with the backend.
-    pub(crate) pool: EndpointPool,
+    pub(crate) pool: Connections,
 }
 
 /// An immutable view of an upstream: a balancer over one endpoint set plus
@@ -141,6 +142,7 @@ impl Upstream {
         Upstream {
             name: Arc::from(name),
             settings: Settings {
+                protocol: cfg.protocol,
                 hash_key: cfg.hash_key.clone(),
                 host_header: cfg.host_header.clone(),
                 forwarded_header: cfg.forwarded_header,
@@ -196,7 +198,8 @@ impl Upstream {
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             metrics: BackendMetrics::new(&self.name, address),
             guards: self.guard_config.guards_for(address),
-            pool: EndpointPool::new(
+            pool: Connections::new(
+                self.settings.protocol,
                 self.settings.limits.max_idle_connections_per_endpoint,
                 self.settings.timeouts.idle,
                 self.settings.timeouts.connect,

@@ -173,6 +173,9 @@ pub struct Upstream {
     /// The selection algorithm, by name (`round_robin`, `weighted_round_robin`, `least_conn`, ...).
     #[serde(default = "default_algorithm")]
     pub algorithm: Spanned<String>,
+    /// How requests reach the endpoints: HTTP/1.1, or HTTP/2 in cleartext (gRPC).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// Parameters of the algorithm; each takes its default when absent.
     #[serde(default)]
     pub algorithm_params: AlgorithmParams,
@@ -232,6 +235,17 @@ pub struct AlgorithmParams {
     pub balance_factor: Option<f64>,
     /// Slow start: the share a new endpoint starts from, in percent (default 10).
     pub slow_start_min_weight_percent: Option<u8>,
+}
+
+/// The protocol spoken to an upstream's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 in cleartext with prior knowledge, one multiplexed connection per endpoint (gRPC).
+    H2c,
 }
 
 /// Where an upstream's endpoints come from; exactly one source.

@@ -17,9 +17,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::SendError;
 use crate::body::RequestBody;
 
 type Sender = SendRequest<RequestBody>;
@@ -31,16 +31,6 @@ pub(crate) struct Conn(Sender);
 struct Idle {
     sender: Sender,
     since: Instant,
-}
-
-/// Why a request got no response head.
-#[derive(Debug)]
-pub(crate) enum SendError {
-    /// No connection could be made (refused, unreachable, connect timeout).
-    /// Nothing was sent; the request comes back.
-    Connect(Box<Request<RequestBody>>),
-    /// The connection failed after the request was handed to it.
-    Failed(hyper::Error),
 }
 
 /// The idle connections of one endpoint and how to make new ones.
@@ -135,11 +125,7 @@ impl EndpointPool {
     }
 
     async fn connect(&self, authority: &Authority) -> std::io::Result<Sender> {
-        let connecting = TcpStream::connect(authority.as_str());
-        let stream = tokio::time::timeout(self.connect_timeout, connecting)
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
+        let stream = super::dial(authority, self.connect_timeout).await?;
         let (sender, connection) =
             http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         tokio::spawn(async move {

@@ -1,0 +1,88 @@
+//! HTTP/2 in cleartext to the endpoints (`protocol = "h2c"`), as gRPC needs:
+//! an HTTP/2 client's calls go out as streams on one connection per
+//! endpoint, with `te: trailers` passed on and the response trailers
+//! (`grpc-status`) brought back.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::{Backend, TestBody, config, proxy};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// What an endpoint saw of each call: the HTTP version and the `te` header.
+type Seen = Arc<Mutex<Vec<(Version, Option<HeaderValue>)>>>;
+
+/// A gRPC-shaped endpoint: answers its `name` and the trailer `grpc-status: 0`.
+async fn grpc_like(name: &'static str) -> (Backend, Seen) {
+    let seen: Seen = Arc::default();
+    let log = Arc::clone(&seen);
+    let backend = Backend::start(move |req: http::Request<hyper::body::Incoming>| {
+        log.lock().unwrap().push((req.version(), req.headers().get("te").cloned()));
+        async move {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            let frames = [Ok(Frame::data(Bytes::from(name))), Ok(Frame::trailers(trailers))];
+            let body: TestBody = StreamBody::new(futures_util::stream::iter(frames)).boxed();
+            let mut response = Response::new(body);
+            response.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+            response
+        }
+    })
+    .await;
+    (backend, seen)
+}
+
+#[tokio::test]
+async fn grpc_shaped_calls_reach_h2c_endpoints_as_streams_with_their_trailers() {
+    let (a, seen_a) = grpc_like("a").await;
+    let (b, seen_b) = grpc_like("b").await;
+    let proxy = proxy(&config("round_robin", &[(a.addr, 1), (b.addr, 1)], "protocol = \"h2c\"")).await;
+    let address = proxy.listen_addresses()[0];
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut client, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let call = Request::post(format!("http://{address}/greet.Greeter/SayHello"))
+            .version(Version::HTTP_2)
+            .header("te", "trailers")
+            .header("content-type", "application/grpc")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap();
+        let response = client.send_request(call).await.expect("an answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        let collected = response.into_body().collect().await.expect("the whole body");
+        let trailers = collected.trailers().cloned().expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0");
+        answers.push(String::from_utf8(collected.to_bytes().to_vec()).unwrap());
+    }
+    answers.sort();
+    assert_eq!(answers, ["a", "a", "b", "b"], "round robin over both endpoints");
+    for seen in [&seen_a, &seen_b] {
+        for (version, te) in seen.lock().unwrap().iter() {
+            assert_eq!(*version, Version::HTTP_2);
+            assert_eq!(te.as_ref().map(HeaderValue::as_bytes), Some(&b"trailers"[..]));
+        }
+    }
+    for backend in [&a, &b] {
+        assert_eq!(backend.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one shared connection");
+    }
+    proxy.shutdown().await;
+    a.kill().await;
+    b.kill().await;
+}
+
+#[test]
+fn an_unknown_protocol_is_refused_where_it_is_written() {
+    let text = config("round_robin", &[("127.0.0.1:1".parse().unwrap(), 1)], "protocol = \"h3\"");
+    let error = lb_proxy::Config::parse(&text, "p.toml").unwrap_err().to_string();
+    assert!(error.contains("unknown variant `h3`, expected `http1` or `h2c`"), "{error}");
+    assert!(error.starts_with("p.toml:14:12:"), "{error}");
+}
