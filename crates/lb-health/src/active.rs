@@ -109,6 +109,9 @@ pub struct ActiveCheckConfig {
     pub initial: InitialState,
     /// How responses are classified.
     pub classification: Classification,
+    /// Check over HTTP/2 in cleartext with prior knowledge (h2c), for
+    /// servers that speak only HTTP/2, such as gRPC servers (off: HTTP/1.1).
+    pub http2: bool,
 }
 
 impl Default for ActiveCheckConfig {
@@ -126,6 +129,7 @@ impl Default for ActiveCheckConfig {
             fall: 3,
             initial: InitialState::Healthy,
             classification: Classification::Expected,
+            http2: false,
         }
     }
 }

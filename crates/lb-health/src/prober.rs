@@ -41,7 +41,10 @@ impl Prober {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeout));
-        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .http2_only(config.http2)
+            .build(connector);
         Ok(Prober { config: Arc::new(config), method, client })
     }
 

@@ -61,7 +61,9 @@ pub(crate) fn spawn_upstream(
     let fail = |reason: String| StartError::Upstream { upstream: name.to_string(), reason };
     let stream = discovery_stream(cfg.discovery.get_ref()).map_err(fail)?;
     let prober = match &cfg.health_check {
-        Some(check) => Some(Prober::new(active_check_config(check)).map_err(|e| fail(e.to_string()))?),
+        Some(check) => {
+            Some(Prober::new(active_check_config(check, cfg.protocol)).map_err(|e| fail(e.to_string()))?)
+        }
         None => None,
     };
     let (stop, stopped) = watch::channel(false);

@@ -93,8 +93,13 @@ pub(crate) fn outlier_config(o: &config::OutlierDetection) -> OutlierConfig {
 }
 
 /// The active checker's settings for a `[health_check]` section.
-pub(crate) fn active_check_config(c: &config::HealthCheck) -> ActiveCheckConfig {
+/// The checks of an upstream's `[health_check]` section; they speak the upstream's protocol.
+pub(crate) fn active_check_config(
+    c: &config::HealthCheck,
+    protocol: config::UpstreamProtocol,
+) -> ActiveCheckConfig {
     ActiveCheckConfig {
+        http2: protocol == config::UpstreamProtocol::H2c,
         interval: c.interval,
         jitter: c.interval / 10,
         timeout: c.timeout,

@@ -5,14 +5,19 @@
 
 mod common;
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{Backend, TestBody, config, proxy};
+use common::{Backend, TestBody, config, eventually, proxy};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use lb_core::HealthStatus;
 
 /// What an endpoint saw of each call: the HTTP version and the `te` header.
 type Seen = Arc<Mutex<Vec<(Version, Option<HeaderValue>)>>>;
@@ -72,11 +77,51 @@ async fn grpc_shaped_calls_reach_h2c_endpoints_as_streams_with_their_trailers() 
         }
     }
     for backend in [&a, &b] {
-        assert_eq!(backend.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one shared connection");
+        assert_eq!(backend.connections.load(Ordering::SeqCst), 1, "one shared connection");
     }
     proxy.shutdown().await;
     a.kill().await;
     b.kill().await;
+}
+
+/// An endpoint that speaks only HTTP/2, as gRPC servers do; `/health` fails while `healthy` is false.
+async fn h2_only(healthy: Arc<AtomicBool>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let healthy = Arc::clone(&healthy);
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let failing = req.uri().path() == "/health" && !healthy.load(Ordering::SeqCst);
+                let status = if failing { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+                let mut response = Response::new(Full::new(Bytes::from_static(b"h2")));
+                *response.status_mut() = status;
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let serving = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(serving);
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn active_checks_of_an_h2c_upstream_speak_http2() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let endpoint = h2_only(Arc::clone(&healthy)).await;
+    let extra = "protocol = \"h2c\"\n[upstreams.web.health_check]\npath = \"/health\"\ninterval = \"50ms\"\n\
+                 timeout = \"500ms\"\nrise = 2\nfall = 2";
+    let proxy = proxy(&config("round_robin", &[(endpoint, 1)], extra)).await;
+    let status = || proxy.endpoint_status("web").first().map(|(_, s)| *s);
+    healthy.store(false, Ordering::SeqCst);
+    assert!(eventually(|| status() == Some(HealthStatus::Unhealthy)).await, "failing checks take it out");
+    healthy.store(true, Ordering::SeqCst);
+    assert!(
+        eventually(|| status() == Some(HealthStatus::Healthy)).await,
+        "HTTP/2 checks that pass bring it back"
+    );
+    proxy.shutdown().await;
 }
 
 #[test]
