@@ -20,7 +20,7 @@ use lb_core::{Balancer, Clock, Outcome, OwnedPick, PickContext};
 use crate::access_log::AccessEntry;
 use crate::attempt::{Attempt, Finish};
 use crate::body::{BodyEnd, BodyError, ReplayBody, RequestBody, ResponseBody};
-use crate::config::{HostHeader, RetryOn};
+use crate::config::{HostHeader, RetryOn, UpstreamProtocol};
 use crate::headers::{self, ClientSide, REQUEST_ID};
 use crate::health::Admission;
 use crate::otel::RequestSpan;
@@ -55,8 +55,8 @@ pub(crate) async fn handle(
     }
     let request_id = rt.request_ids.ensure(&mut parts.headers);
     // `TE` is hop-by-hop, but gRPC over HTTP/2 needs `te: trailers` passed on.
-    let te_trailers =
-        parts.headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let te_trailers = upstream.settings.protocol == UpstreamProtocol::H2c
+        && parts.headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     prepare_headers(&mut parts, peer_ip, peer, upstream, upgrade);
     let mut span = rt.tracing.as_ref().map(|t| t.request_span(&mut parts, &upstream.name));
     let body = if hyper::body::Body::is_end_stream(&body) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Backend, config, eventually, full, get, proxy};
+use common::{Backend, admin_page_shows, config, eventually, full, get, proxy};
 use http::{Response, StatusCode};
 use lb_core::HealthStatus;
 use lb_proxy::{Config, ReloadError};
@@ -199,15 +199,7 @@ async fn active_checks_keep_working_on_an_upstream_rebuilt_with_the_same_source(
     std::fs::write(&files.endpoints, format!("[[endpoints]]\naddress = \"{}\"\nweight = 2\n", backend.addr))
         .unwrap();
     let admin = proxy.admin_address().unwrap();
-    let mut reported = false;
-    for _ in 0..250 {
-        if get(admin, "/upstreams", &[]).await.1.contains("\"weight\":2") {
-            reported = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(reported, "the new watcher read the file");
+    assert!(admin_page_shows(admin, "/upstreams", "\"weight\":2").await, "the new watcher read the file");
 
     healthy.store(false, Ordering::SeqCst);
     assert!(

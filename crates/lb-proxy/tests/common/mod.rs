@@ -159,6 +159,17 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Waits (bounded, like [`eventually`]) until the admin page at `path` contains `needle`; whether it did.
+pub async fn admin_page_shows(admin: SocketAddr, path: &str, needle: &str) -> bool {
+    for _ in 0..250 {
+        if get(admin, path, &[]).await.1.contains(needle) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// Fetches the admin `/metrics` text.
 pub async fn metrics(admin: SocketAddr) -> String {
     get(admin, "/metrics", &[]).await.1
