@@ -15,7 +15,6 @@ use lb_core::{Clock, Outcome, OwnedPick, Report};
 use crate::body::{BodyEnd, OnEnd};
 use crate::health::Admission;
 use crate::otel::RequestSpan;
-use crate::pool::Conn;
 use crate::upstream::{Backend, InFlight, Snapshot};
 
 /// A try in progress. Finish it with [`Attempt::finish`]; dropped unfinished,
@@ -51,6 +50,12 @@ impl Attempt {
         &pick.balancer().backends[pick.index()]
     }
 
+    /// The endpoint's forwarding data, shared (for a body that outlives the attempt's borrow).
+    pub(crate) fn backend_arc(&self) -> Arc<Backend> {
+        let pick = self.pick();
+        Arc::clone(&pick.balancer().backends[pick.index()])
+    }
+
     /// When the try started.
     pub(crate) fn started(&self) -> Instant {
         self.started
@@ -72,23 +77,35 @@ impl Attempt {
     }
 }
 
-impl Drop for Attempt {
-    fn drop(&mut self) {
+impl Attempt {
+    /// Ends the try for a reason on the client's side (it went away, its body
+    /// was malformed or too large), counted under `status`: the endpoint is
+    /// not to blame, so the breaker gets its permit back and the balancer and
+    /// the outlier detector learn nothing.
+    pub(crate) fn cancel(mut self, status: StatusCode) {
+        self.release(status);
+    }
+
+    fn release(&mut self, status: StatusCode) {
         if let Some((pick, admission)) = self.held.take() {
             let backend = &pick.balancer().backends[pick.index()];
             // A local rejection is excluded by the breaker: its half-open permit comes back.
             backend.guards.record(admission, Outcome::LocallyRejected, self.clock.now());
-            backend.metrics.cancelled();
+            backend.metrics.cancelled(status);
             // Dropping the pick ends its in-flight count without a report.
         }
     }
 }
 
-/// What runs when a forwarded response's body ends or is dropped.
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.release(crate::telemetry::CLIENT_CLOSED_REQUEST);
+    }
+}
+
+/// What runs when a forwarded response's body ends or is dropped (the HTTP/2 front).
 pub(crate) struct Finish {
     attempt: Option<Attempt>,
-    /// The connection goes back to the pool only if the body was read to its end.
-    conn: Option<Conn>,
     status: StatusCode,
     /// Held until the body ends: the request counts against the upstream until then.
     _in_flight: InFlight,
@@ -97,15 +114,9 @@ pub(crate) struct Finish {
 }
 
 impl Finish {
-    /// The end of `attempt`'s response, received on `conn` (none for an upgrade, whose
-    /// connection belongs to the tunnel).
-    pub(crate) fn new(
-        attempt: Attempt,
-        conn: Option<Conn>,
-        status: StatusCode,
-        in_flight: InFlight,
-    ) -> Finish {
-        Finish { attempt: Some(attempt), conn, status, _in_flight: in_flight, span: None }
+    /// The end of `attempt`'s response.
+    pub(crate) fn new(attempt: Attempt, status: StatusCode, in_flight: InFlight) -> Finish {
+        Finish { attempt: Some(attempt), status, _in_flight: in_flight, span: None }
     }
 }
 
@@ -117,11 +128,6 @@ impl OnEnd for Finish {
         let outcome =
             if end == BodyEnd::Failed { Outcome::Reset } else { Outcome::from_status(self.status.as_u16()) };
         if let Some(attempt) = self.attempt.take() {
-            if end == BodyEnd::Complete
-                && let Some(conn) = self.conn.take()
-            {
-                attempt.backend().pool.put(conn);
-            }
             attempt.finish(outcome, self.status);
         }
     }

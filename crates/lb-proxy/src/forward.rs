@@ -1,190 +1,221 @@
-//! The data path: route, pick, forward, retry, report.
+//! The attempt loop every request goes through, whichever engine carries it.
 //!
-//! Per request: find the upstream, load its current snapshot (one atomic),
-//! pick an endpoint the breaker admits, send through the pooled client under
-//! the per-try timeout, and report the outcome to the balancer, the breaker
-//! and the metrics when the response body ends. Failures before the response
-//! starts are retried on another endpoint while the policy, the budget and
-//! the replay buffer allow, after the upstream's backoff (see [`crate::backoff`]).
+//! Per try: pick an endpoint the breaker admits and that is under its
+//! in-flight limit, hand the request to the engine's [`Exchange`], and
+//! report how it went to the breaker, the metrics, the outlier detector and
+//! the balancer. Failures before the response starts go again on another
+//! endpoint while the policy, the budget, the deadline and the body's replay
+//! buffer allow, after the upstream's backoff (see [`crate::backoff`]).
+//! Failures on the client's side (an aborted upload, a malformed body) end
+//! the request at once and are never charged to the endpoint.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::request::Parts;
-use http::uri::{Authority, PathAndQuery};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
-use lb_core::{Balancer, Clock, Outcome, OwnedPick, PickContext};
+use http::{Method, StatusCode};
+use lb_core::{Balancer, Outcome, OwnedPick, PickContext};
 
-use crate::access_log::AccessEntry;
-use crate::attempt::{Attempt, Finish};
-use crate::body::{BodyEnd, BodyError, ReplayBody, RequestBody, ResponseBody};
-use crate::config::{HostHeader, RetryOn, UpstreamProtocol};
-use crate::headers::{self, ClientSide, REQUEST_ID};
+use crate::attempt::Attempt;
+use crate::config::RetryOn;
 use crate::health::Admission;
 use crate::otel::RequestSpan;
-use crate::pool::SendError;
-use crate::route;
 use crate::runtime::Runtime;
-use crate::upstream::{Backend, InFlight, Snapshot, Upstream};
-
-/// The response type of the proxy service.
-pub(crate) type ProxyResponse = Response<ResponseBody<Finish>>;
+use crate::upstream::{Backend, Snapshot, Upstream};
 
 /// Most tries per request (gRPC clamps `maxAttempts` to 5 too).
-const MAX_TRIES: usize = 5;
+pub(crate) const MAX_TRIES: usize = 5;
 
-/// Serves one client request.
-pub(crate) async fn handle(
-    rt: Arc<Runtime>,
-    mut req: Request<Incoming>,
-    peer: SocketAddr,
-    peer_ip: &HeaderValue,
-) -> ProxyResponse {
-    let started = Instant::now();
-    let upgrade = headers::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    let Some(index) = rt.routes.find(route::request_host(&parts), parts.uri.path()) else {
-        return local(StatusCode::NOT_FOUND, "no route for this host and path\n");
-    };
-    let upstream = &rt.upstreams[index];
-    if rt.max_body_bytes != 0 && content_length(&parts.headers).is_some_and(|n| n > rt.max_body_bytes) {
-        return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-    }
-    let request_id = rt.request_ids.ensure(&mut parts.headers);
-    // `TE` is hop-by-hop, but gRPC over HTTP/2 needs `te: trailers` passed on.
-    let te_trailers = upstream.settings.protocol == UpstreamProtocol::H2c
-        && parts.headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    prepare_headers(&mut parts, peer_ip, peer, upstream, upgrade);
-    let mut span = rt.tracing.as_ref().map(|t| t.request_span(&mut parts, &upstream.name));
-    let body = if hyper::body::Body::is_end_stream(&body) {
-        RequestBody::Empty
-    } else {
-        RequestBody::Streamed(ReplayBody::new(
-            body,
-            rt.replay_limit,
-            rt.max_body_bytes,
-            Arc::clone(&rt.replay_stats),
-        ))
-    };
-    let access = rt.access_log.enabled().then(|| (parts.method.clone(), parts.uri.clone()));
-    let (mut response, backend) = if let Some(in_flight) = upstream.admit() {
-        let arrival = Arrival { peer, at: started, te_trailers };
-        forward(&rt, upstream, in_flight, parts, body, arrival, &mut span).await
-    } else {
-        (local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n"), None)
-    };
-    response.headers_mut().insert(REQUEST_ID, request_id.clone());
-    if let Some(mut span) = span {
-        if let Some(backend) = &backend {
-            span.set_backend(backend);
-        }
-        match response.body_mut() {
-            // A streamed response ends its span when the body ends.
-            ResponseBody::Upstream { on_end: Some(finish), .. } => finish.span = Some(span),
-            _ => span.end(response.status(), BodyEnd::Complete),
-        }
-    }
-    if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, response.status()) {
-        rt.tunnels.spawn(client, hyper::upgrade::on(&mut response));
-    }
-    if let Some((method, uri)) = access {
-        rt.access_log.write(&AccessEntry {
-            client: peer,
-            method: &method,
-            uri: &uri,
-            status: response.status(),
-            backend: backend.as_ref(),
-            duration: started.elapsed(),
-            request_id: &request_id,
-        });
-    }
-    response
-}
-
-fn prepare_headers(
-    parts: &mut Parts,
-    peer_ip: &HeaderValue,
-    peer: SocketAddr,
-    upstream: &Upstream,
-    upgrade: bool,
-) {
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    // Cloning the parsed header shares its bytes; only HTTP/2 builds a value from :authority.
-    let host = match parts.headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    let client = ClientSide { ip: peer.ip(), proto: "http", host: host.as_ref(), ip_text: Some(peer_ip) };
-    headers::add_forwarding(&mut parts.headers, client, upstream.settings.forwarded_header);
-    if parts.version == Version::HTTP_2
-        && let Some(host) = host.clone()
-    {
-        // HTTP/2 carries the host in :authority; an HTTP/1.1 endpoint needs the header.
-        parts.headers.entry(header::HOST).or_insert(host);
-    }
-    if let HostHeader::Set(value) = &upstream.settings.host_header
-        && let Ok(value) = HeaderValue::from_str(value)
-    {
-        parts.headers.insert(header::HOST, value);
-    }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-/// A response made by the proxy itself.
-pub(crate) fn local(status: StatusCode, text: &'static str) -> ProxyResponse {
-    let mut response = Response::new(ResponseBody::text(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    response
-}
-
-/// How one try ended before any response body.
-enum TryError {
-    Connect,
+/// Something on the client's side that ends a request: not the endpoint's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientFault {
+    /// The client went away mid-request (nginx's 499).
+    Aborted,
+    /// The client stalled sending its body.
     Timeout,
-    Reset,
+    /// The body's framing was malformed.
+    BadBody,
+    /// The body grew past `max_body_bytes`.
     TooLarge,
 }
 
-impl TryError {
-    fn outcome(&self) -> Outcome {
+impl ClientFault {
+    /// The status the request counts as (and is answered with, if the client can still hear it).
+    pub(crate) fn status(self) -> StatusCode {
         match self {
-            TryError::Connect => Outcome::ConnectError,
-            TryError::Timeout => Outcome::Timeout,
-            TryError::Reset => Outcome::Reset,
-            TryError::TooLarge => Outcome::LocallyRejected,
+            ClientFault::Aborted => crate::telemetry::CLIENT_CLOSED_REQUEST,
+            ClientFault::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ClientFault::BadBody => StatusCode::BAD_REQUEST,
+            ClientFault::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
-    fn status_and_text(&self) -> (StatusCode, &'static str) {
+    fn text(self) -> &'static str {
+        match self {
+            ClientFault::Aborted => "",
+            ClientFault::Timeout => "timed out reading the request body\n",
+            ClientFault::BadBody => "malformed request body\n",
+            ClientFault::TooLarge => "request body too large\n",
+        }
+    }
+}
+
+/// How one try ended without an answer to relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TryError {
+    /// No connection could be made; nothing was sent.
+    Connect,
+    /// No response head within the try's time.
+    Timeout,
+    /// The connection broke before a response head.
+    Reset,
+    /// The endpoint sent a malformed or ambiguously framed response head.
+    BadResponse,
+    /// The client's side failed.
+    Client(ClientFault),
+}
+
+impl TryError {
+    fn outcome(self) -> Outcome {
+        match self {
+            TryError::Connect => Outcome::ConnectError,
+            TryError::Timeout => Outcome::Timeout,
+            TryError::Reset | TryError::BadResponse => Outcome::Reset,
+            TryError::Client(_) => Outcome::LocallyRejected,
+        }
+    }
+
+    /// The proxy's own answer for this failure.
+    pub(crate) fn status_and_text(self) -> (StatusCode, &'static str) {
         match self {
             TryError::Connect => (StatusCode::BAD_GATEWAY, "could not connect to the upstream\n"),
             TryError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "the upstream did not answer in time\n"),
             TryError::Reset => (StatusCode::BAD_GATEWAY, "the upstream connection failed\n"),
-            TryError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+            TryError::BadResponse => (StatusCode::BAD_GATEWAY, "the upstream sent an invalid response\n"),
+            TryError::Client(fault) => (fault.status(), fault.text()),
         }
     }
+}
 
-    fn response(&self) -> ProxyResponse {
-        let (status, text) = self.status_and_text();
-        local(status, text)
-    }
+/// One request as the attempt loop sees it; each engine has its own.
+pub(crate) trait Exchange {
+    /// A response head an endpoint sent, and what its body needs to be relayed.
+    type Answer;
 
-    fn classify(error: &hyper::Error) -> TryError {
-        let mut source = std::error::Error::source(error);
-        while let Some(e) = source {
-            if let Some(BodyError::TooLarge(_)) = e.downcast_ref::<BodyError>() {
-                return TryError::TooLarge;
+    /// The request's method (retries of non-idempotent methods are opt-in).
+    fn method(&self) -> &Method;
+
+    /// Whether another try could still send the whole request.
+    fn replayable(&self) -> bool;
+
+    /// Sends the request to `backend` and waits for its response head.
+    /// `timeout` bounds connecting and the wait for the head; an upload in
+    /// between is bounded by the body timeouts instead.
+    async fn send(&mut self, backend: &Backend, timeout: Duration) -> Result<Self::Answer, TryError>;
+
+    /// The status of an answer.
+    fn status(answer: &Self::Answer) -> StatusCode;
+}
+
+/// How the attempt loop ended.
+pub(crate) enum Forwarded<A> {
+    /// An endpoint answered: relay `answer`, then finish `attempt` with how its body ended.
+    Answer { answer: A, attempt: Attempt },
+    /// No answer: the proxy responds itself.
+    Local { status: StatusCode, text: &'static str },
+}
+
+/// Runs the attempt loop for one request to `upstream`; `key` is its hash
+/// key, `arrived` when its head was read.
+pub(crate) async fn forward<E: Exchange>(
+    rt: &Runtime,
+    upstream: &Upstream,
+    exchange: &mut E,
+    key: Option<&[u8]>,
+    arrived: Instant,
+    span: &mut Option<RequestSpan>,
+) -> Forwarded<E::Answer> {
+    let settings = &upstream.settings;
+    let deadline = arrived + settings.timeouts.request;
+    let max_tries = (*settings.retry.attempts.get_ref() as usize).clamp(1, MAX_TRIES);
+    let mut tried = [usize::MAX; MAX_TRIES];
+    let mut last_error = TryError::Connect;
+    let mut budget_deposited = false;
+    let mut waits = upstream.pacer.start();
+    for try_no in 0..max_tries {
+        if try_no > 0 && !exchange.replayable() {
+            break;
+        }
+        let last_try = try_no + 1 == max_tries;
+        let now = rt.clock.now();
+        let limit = settings.limits.max_in_flight_per_endpoint;
+        let Some((pick, admission)) =
+            pick_admitted(&upstream.current.load(), key, &tried[..try_no], now, limit)
+        else {
+            if try_no == 0 {
+                return Forwarded::Local {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    text: "no healthy endpoint is available\n",
+                };
             }
-            source = e.source();
+            break;
+        };
+        if !budget_deposited {
+            upstream.budget_deposit(now);
+            budget_deposited = true;
         }
-        TryError::Reset
+        let attempt = Attempt::start(pick, admission, &rt.clock);
+        tried[try_no] = attempt.index();
+        let left = deadline.saturating_duration_since(attempt.started());
+        let (outcome, status, error) =
+            match exchange.send(attempt.backend(), upstream.try_timeout(left)).await {
+                Ok(answer) => {
+                    let status = E::status(&answer);
+                    let outcome = Outcome::from_status(status.as_u16());
+                    // Past the deadline the backend's own answer beats a 504.
+                    let again = !last_try
+                        && exchange.replayable()
+                        && retryable(
+                            outcome,
+                            &settings.retry.retry_on,
+                            exchange.method(),
+                            settings.retry.non_idempotent,
+                        );
+                    let wait = if again { waits.next(false, Instant::now(), deadline) } else { None };
+                    match wait.filter(|_| upstream.budget_withdraw(rt.clock.now())) {
+                        Some(wait) => {
+                            drop(answer);
+                            attempt.finish(outcome, status);
+                            note_retry(upstream, span, try_no, outcome);
+                            pause(wait).await;
+                            continue;
+                        }
+                        None => return Forwarded::Answer { answer, attempt },
+                    }
+                }
+                Err(TryError::Client(fault)) => {
+                    attempt.cancel(fault.status());
+                    let (status, text) = TryError::Client(fault).status_and_text();
+                    return Forwarded::Local { status, text };
+                }
+                Err(error) => (error.outcome(), error.status_and_text().0, error),
+            };
+        attempt.finish(outcome, status);
+        last_error = error;
+        let again = !last_try
+            && retryable(outcome, &settings.retry.retry_on, exchange.method(), settings.retry.non_idempotent);
+        let wait =
+            if again { waits.next(outcome == Outcome::ConnectError, Instant::now(), deadline) } else { None };
+        let Some(wait) = wait.filter(|_| upstream.budget_withdraw(rt.clock.now())) else { break };
+        note_retry(upstream, span, try_no, outcome);
+        pause(wait).await;
+    }
+    let (status, text) = last_error.status_and_text();
+    Forwarded::Local { status, text }
+}
+
+fn note_retry(upstream: &Upstream, span: &mut Option<RequestSpan>, try_no: usize, outcome: Outcome) {
+    upstream.retries.increment(1);
+    if let Some(span) = span.as_mut() {
+        span.retry(try_no + 1, outcome);
     }
 }
 
@@ -201,139 +232,6 @@ fn retryable(outcome: Outcome, retry_on: &[RetryOn], method: &Method, non_idempo
     wanted && (outcome == Outcome::ConnectError || non_idempotent || method.is_idempotent())
 }
 
-/// Who sent a request, when it arrived, and what of its hop-by-hop headers still matters.
-#[derive(Clone, Copy)]
-struct Arrival {
-    peer: SocketAddr,
-    at: Instant,
-    /// The client sent `te: trailers`.
-    te_trailers: bool,
-}
-
-async fn forward(
-    rt: &Runtime,
-    upstream: &Arc<Upstream>,
-    in_flight: InFlight,
-    mut parts: Parts,
-    body: RequestBody,
-    arrival: Arrival,
-    span: &mut Option<RequestSpan>,
-) -> (ProxyResponse, Option<Authority>) {
-    let settings = &upstream.settings;
-    let deadline = arrival.at + settings.timeouts.request;
-    let max_tries = (*settings.retry.attempts.get_ref() as usize).clamp(1, MAX_TRIES);
-    let mut tried = [usize::MAX; MAX_TRIES];
-    let mut last_error = TryError::Connect;
-    let mut budget_deposited = false;
-    let mut waits = upstream.pacer.start();
-    // Headers of a request that came back unsent (a failed connect).
-    let mut unsent_headers: Option<HeaderMap> = None;
-    // Only a retry after the request went out needs a copy of its headers.
-    let copy_for_retry = max_tries > 1
-        && (parts.method.is_idempotent() || settings.retry.non_idempotent)
-        && settings.retry.retry_on.iter().any(|r| *r != RetryOn::ConnectError);
-    for try_no in 0..max_tries {
-        let last_try = try_no + 1 == max_tries;
-        let Some(try_body) = body.replay() else { break };
-        let now = rt.clock.now();
-        let exclude = &tried[..try_no];
-        let limit = settings.limits.max_in_flight_per_endpoint;
-        let mut ip_buf = [0u8; 16];
-        let key = settings
-            .hash_key
-            .as_ref()
-            .and_then(|k| route::hash_key(k, &parts, arrival.peer.ip(), &mut ip_buf));
-        let Some((pick, admission)) = pick_admitted(&upstream.current.load(), key, exclude, now, limit)
-        else {
-            if try_no == 0 {
-                return (local(StatusCode::SERVICE_UNAVAILABLE, "no healthy endpoint is available\n"), None);
-            }
-            break;
-        };
-        if !budget_deposited {
-            upstream.budget_deposit(now);
-            budget_deposited = true;
-        }
-        let attempt = Attempt::start(pick, admission, &rt.clock);
-        tried[try_no] = attempt.index();
-        let backend = attempt.backend();
-        let headers = match unsent_headers.take() {
-            Some(headers) => headers,
-            None if copy_for_retry && !last_try => parts.headers.clone(),
-            None => std::mem::take(&mut parts.headers),
-        };
-        let mut request = upstream_request(&parts, headers, backend, &settings.host_header, try_body);
-        if backend.pool.is_http2() {
-            into_http2(&mut request, backend, arrival.te_trailers);
-        }
-        let left = deadline.saturating_duration_since(attempt.started());
-        let sending = backend.pool.send(&backend.authority, request);
-        let result = tokio::time::timeout(upstream.try_timeout(left), sending).await;
-        let error = match result {
-            Ok(Ok((response, conn))) => {
-                let outcome = Outcome::from_status(response.status().as_u16());
-                // Past the deadline the backend's own answer beats a 504.
-                let wait = if !last_try
-                    && retryable(
-                        outcome,
-                        &settings.retry.retry_on,
-                        &parts.method,
-                        settings.retry.non_idempotent,
-                    ) {
-                    waits.next(false, Instant::now(), deadline)
-                } else {
-                    None
-                };
-                if let Some(wait) = wait
-                    && upstream.budget_withdraw(rt.clock.now())
-                {
-                    let status = response.status();
-                    drop(response);
-                    attempt.finish(outcome, status);
-                    upstream.retries.increment(1);
-                    if let Some(span) = span.as_mut() {
-                        span.retry(try_no + 1, outcome);
-                    }
-                    pause(wait).await;
-                    continue;
-                }
-                let label = Some(attempt.backend().authority.clone());
-                let upgrading = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-                // An upgraded connection belongs to the tunnel, never to the pool.
-                let conn = (!upgrading).then_some(conn);
-                let finish = Finish::new(attempt, conn, response.status(), in_flight);
-                return (into_client_response(response, finish), label);
-            }
-            Ok(Err(SendError::Connect(unsent))) => {
-                unsent_headers = Some(unsent.into_parts().0.headers);
-                TryError::Connect
-            }
-            Ok(Err(SendError::Failed(e))) => TryError::classify(&e),
-            Err(_elapsed) => TryError::Timeout,
-        };
-        let outcome = error.outcome();
-        let status = error.status_and_text().0;
-        attempt.finish(outcome, status);
-        let wait = if !last_try
-            && retryable(outcome, &settings.retry.retry_on, &parts.method, settings.retry.non_idempotent)
-        {
-            waits.next(outcome == Outcome::ConnectError, Instant::now(), deadline)
-        } else {
-            None
-        };
-        last_error = error;
-        let Some(wait) = wait.filter(|_| upstream.budget_withdraw(rt.clock.now())) else {
-            break;
-        };
-        upstream.retries.increment(1);
-        if let Some(span) = span.as_mut() {
-            span.retry(try_no + 1, outcome);
-        }
-        pause(wait).await;
-    }
-    (last_error.response(), None)
-}
-
 /// Waits before a retry; an immediate retry does not yield.
 async fn pause(wait: Duration) {
     if !wait.is_zero() {
@@ -345,7 +243,7 @@ async fn pause(wait: Duration) {
 /// in-flight limit. A retry that finds every endpoint excluded tries again
 /// without exclusions: another connection to the same endpoint beats failing.
 fn pick_admitted(
-    snapshot: &Arc<Snapshot>,
+    snapshot: &std::sync::Arc<Snapshot>,
     key: Option<&[u8]>,
     exclude: &[usize],
     now: lb_core::Timestamp,
@@ -385,58 +283,4 @@ fn pick_admitted(
         drop(pick);
     }
     None
-}
-
-fn upstream_request(
-    parts: &Parts,
-    headers: HeaderMap,
-    backend: &Backend,
-    host_header: &HostHeader,
-    body: RequestBody,
-) -> Request<RequestBody> {
-    // HTTP/1.1 to an origin server takes the origin form: path and query only.
-    let uri = match parts.uri.path_and_query() {
-        Some(_) if parts.uri.scheme().is_none() => parts.uri.clone(),
-        Some(path) => Uri::from(path.clone()),
-        None => Uri::from(PathAndQuery::from_static("/")),
-    };
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    if *host_header == HostHeader::Endpoint || !request.headers().contains_key(header::HOST) {
-        request.headers_mut().insert(header::HOST, backend.host_value.clone());
-    }
-    request
-}
-
-/// Reshapes an HTTP/1.1 request for an HTTP/2 endpoint: the host moves into
-/// the URI (HTTP/2's `:authority`), and `te: trailers` comes back if the
-/// client sent it.
-fn into_http2(request: &mut Request<RequestBody>, backend: &Backend, te_trailers: bool) {
-    let host = request.headers_mut().remove(header::HOST);
-    let authority = host
-        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-        .unwrap_or_else(|| backend.authority.clone());
-    let path = request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    if let Ok(uri) = Uri::builder().scheme("http").authority(authority).path_and_query(path).build() {
-        *request.uri_mut() = uri;
-    }
-    *request.version_mut() = Version::HTTP_2;
-    if te_trailers {
-        request.headers_mut().insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-fn into_client_response(response: Response<Incoming>, finish: Finish) -> ProxyResponse {
-    let (mut parts, body) = response.into_parts();
-    let upgraded = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    headers::strip_hop_by_hop(&mut parts.headers, upgraded);
-    if upgraded {
-        // The tunnel needs the upgrade handle hyper keeps in the extensions.
-        return Response::from_parts(parts, ResponseBody::Upstream { body, on_end: Some(finish) });
-    }
-    parts.extensions = http::Extensions::new();
-    Response::from_parts(parts, ResponseBody::Upstream { body, on_end: Some(finish) })
 }

@@ -1,160 +1,237 @@
-//! Header rules applied to every forwarded request and response.
+//! The header rules every forwarded request follows, whichever engine
+//! carries it (lb's HTTP/1.1 engine or hyper's HTTP/2).
 //!
-//! Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection and are
-//! removed, including every header the `Connection` header names; an
-//! `Upgrade` handshake keeps `Connection: upgrade` and `Upgrade` so WebSocket
-//! still works. The proxy adds `X-Forwarded-For/-Proto/-Host`, optionally the
-//! RFC 7239 `Forwarded` header, and a request id.
+//! Forwarding headers say who the client is, and only a trusted proxy may
+//! vouch for what came before it (nginx's `set_real_ip_from`, Envoy's
+//! `xff_num_trusted_hops`, whose default trusts nobody):
+//!
+//! | field | peer in `trusted_proxies` | any other peer |
+//! |---|---|---|
+//! | `X-Forwarded-For` | its list, then the peer | the peer alone |
+//! | `X-Forwarded-Proto` | its value, else our scheme | our scheme |
+//! | `X-Forwarded-Host` | its value, else the Host asked for | the Host asked for |
+//! | `Forwarded` (RFC 7239) | its elements, then ours when enabled | ours when enabled, else none |
+//!
+//! A request keeps the client's `X-Request-Id` or gets a new one.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::http1::fields::FieldName;
 
 /// The request id header, propagated when present and generated otherwise.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Hop-by-hop headers that are always removed (Upgrade is handled apart).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+/// Networks whose connections may vouch for earlier hops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TrustedProxies(Vec<ipnet::IpNet>);
 
-/// Whether the message asks to switch protocols (`Connection: upgrade` plus `Upgrade`).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// Removes hop-by-hop headers and those named in `Connection`. When `upgrade`
-/// is true, `Upgrade` and `Connection: upgrade` survive.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        // Rare (HTTP/1.1 keeps alive by default), so collecting here is fine.
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter(|t| !(upgrade && t.eq_ignore_ascii_case("upgrade")))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+impl TrustedProxies {
+    pub(crate) fn new(networks: Vec<ipnet::IpNet>) -> Self {
+        TrustedProxies(networks)
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
-    }
-}
 
-/// What the proxy knows about the client side of a request.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientSide<'a> {
-    /// The client's IP address.
-    pub ip: IpAddr,
-    /// `http` or `https`, as the client spoke to us.
-    pub proto: &'static str,
-    /// The `Host` the client asked for, if any.
-    pub host: Option<&'a HeaderValue>,
-    /// `ip` as text from [`ip_value`], made once per connection; `None` formats it here.
-    pub ip_text: Option<&'a HeaderValue>,
-}
-
-/// The client's IP address as a header value, for [`ClientSide::ip_text`].
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
-    let mut text = [0u8; 48];
-    HeaderValue::from_bytes(write_ip(&mut text, ip, false))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
-/// Adds `X-Forwarded-For` (appended to any earlier hops), `-Proto` and
-/// `-Host` (this hop's view), and with `rfc7239` the `Forwarded` header.
-pub fn add_forwarding(headers: &mut HeaderMap, client: ClientSide<'_>, rfc7239: bool) {
-    let made;
-    let ip_value = match client.ip_text {
-        Some(value) => value,
-        None => {
-            made = ip_value(client.ip);
-            &made
-        }
-    };
-    let ip = ip_value.as_bytes();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(earlier) if !earlier.is_empty() => {
-            let mut joined = Vec::with_capacity(earlier.len() + 2 + ip.len());
-            joined.extend_from_slice(earlier);
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(ip);
-            HeaderValue::from_bytes(&joined)
-        }
-        _ => Ok(ip_value.clone()),
-    };
-    if let Ok(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
-    if let Some(host) = client.host {
-        headers.insert(X_FORWARDED_HOST, host.clone());
-    }
-    if rfc7239 {
-        let mut element = String::with_capacity(64);
-        element.push_str("for=");
-        let mut quoted = [0u8; 48];
-        element.push_str(std::str::from_utf8(write_ip(&mut quoted, client.ip, true)).unwrap_or("unknown"));
-        element.push_str(";proto=");
-        element.push_str(client.proto);
-        if let Some(host) = client.host.and_then(|h| h.to_str().ok()) {
-            element.push_str(";host=\"");
-            element.push_str(host);
-            element.push('"');
-        }
-        let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-            Some(earlier) => format!("{earlier}, {element}"),
-            None => element,
+    /// Whether `peer` is one of them (an IPv4-mapped IPv6 address counts as IPv4).
+    pub(crate) fn contains(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
         };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(header::FORWARDED, value);
+        self.0.iter().any(|net| net.contains(&peer))
+    }
+}
+
+/// This hop as the proxy describes it to the endpoint.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hop<'a> {
+    pub(crate) peer: IpAddr,
+    /// `peer` as text, made once per connection.
+    pub(crate) peer_text: &'a [u8],
+    /// `http` or `https`, as the client spoke to us.
+    pub(crate) proto: &'static str,
+    /// The peer may vouch for earlier hops.
+    pub(crate) trusted: bool,
+    /// Also write RFC 7239 `Forwarded`.
+    pub(crate) rfc7239: bool,
+}
+
+/// The client's own forwarding fields, whichever head type holds them.
+pub(crate) trait ClientFields {
+    /// Calls `each` with every value of the fields of `kind`, in order.
+    fn values(&self, kind: FieldName, each: &mut dyn FnMut(&[u8]));
+    /// The value of the first field of `kind`.
+    fn first(&self, kind: FieldName) -> Option<&[u8]>;
+}
+
+/// Where the rules write fields: the bytes of an HTTP/1.1 head, or a `HeaderMap`.
+pub(crate) trait FieldWriter {
+    /// Starts a field called `name`.
+    fn begin(&mut self, name: &'static str);
+    /// Adds bytes to its value.
+    fn push(&mut self, bytes: &[u8]);
+    /// Ends the field.
+    fn end(&mut self);
+}
+
+/// The forwarding fields of the kinds the rules own; the writer replaces the client's.
+pub(crate) const FORWARDING: [FieldName; 4] =
+    [FieldName::XForwardedFor, FieldName::XForwardedProto, FieldName::XForwardedHost, FieldName::Forwarded];
+
+/// Writes the forwarding fields for a request from `client` that asked for `host`.
+pub(crate) fn forwarding(
+    out: &mut impl FieldWriter,
+    client: &impl ClientFields,
+    host: Option<&[u8]>,
+    hop: &Hop<'_>,
+) {
+    out.begin("x-forwarded-for");
+    if hop.trusted {
+        client.values(FieldName::XForwardedFor, &mut |v| {
+            if !v.is_empty() {
+                out.push(v);
+                out.push(b", ");
+            }
+        });
+    }
+    out.push(hop.peer_text);
+    out.end();
+    let trusted_first = |kind| if hop.trusted { client.first(kind).filter(|v| !v.is_empty()) } else { None };
+    out.begin("x-forwarded-proto");
+    out.push(trusted_first(FieldName::XForwardedProto).unwrap_or(hop.proto.as_bytes()));
+    out.end();
+    let given_host = trusted_first(FieldName::XForwardedHost);
+    if given_host.is_some() || host.is_some() {
+        out.begin("x-forwarded-host");
+        out.push(given_host.or(host).unwrap_or_default());
+        out.end();
+    }
+    let mut earlier = false;
+    if hop.trusted {
+        client.values(FieldName::Forwarded, &mut |_| earlier = true);
+    }
+    if !(earlier || hop.rfc7239) {
+        return;
+    }
+    out.begin("forwarded");
+    let mut first = true;
+    if hop.trusted {
+        client.values(FieldName::Forwarded, &mut |v| {
+            if !v.is_empty() {
+                if !first {
+                    out.push(b", ");
+                }
+                out.push(v);
+                first = false;
+            }
+        });
+    }
+    if hop.rfc7239 {
+        if !first {
+            out.push(b", ");
+        }
+        forwarded_element(out, host, hop);
+    }
+    out.end();
+}
+
+/// This hop's RFC 7239 element, `for=...;proto=...;host=...`, quoted as §4 asks.
+fn forwarded_element(out: &mut impl FieldWriter, host: Option<&[u8]>, hop: &Hop<'_>) {
+    out.push(b"for=");
+    match hop.peer {
+        IpAddr::V4(_) => out.push(hop.peer_text),
+        IpAddr::V6(_) => {
+            out.push(b"\"[");
+            out.push(hop.peer_text);
+            out.push(b"]\"");
+        }
+    }
+    out.push(b";proto=");
+    out.push(hop.proto.as_bytes());
+    if let Some(host) = host {
+        out.push(b";host=");
+        quoted(out, host);
+    }
+}
+
+/// Writes `value` as a token when it is one, else as a quoted string with `"` and `\` escaped.
+fn quoted(out: &mut impl FieldWriter, value: &[u8]) {
+    let is_tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if !value.is_empty() && value.iter().all(is_tchar) {
+        out.push(value);
+        return;
+    }
+    out.push(b"\"");
+    for piece in value.split_inclusive(|&b| b == b'"' || b == b'\\') {
+        match piece.split_last() {
+            Some((&last, rest)) if last == b'"' || last == b'\\' => {
+                out.push(rest);
+                out.push(b"\\");
+                out.push(&[last]);
+            }
+            _ => out.push(piece),
+        }
+    }
+    out.push(b"\"");
+}
+
+/// The client's IP address as text, for [`Hop::peer_text`].
+pub(crate) fn ip_text(ip: IpAddr, out: &mut [u8; 48]) -> usize {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut out[..]);
+    let _ = write!(cursor, "{ip}");
+    cursor.position() as usize
+}
+
+/// The header name of a forwarding field kind.
+fn forwarding_name(kind: FieldName) -> Option<&'static str> {
+    match kind {
+        FieldName::XForwardedFor => Some("x-forwarded-for"),
+        FieldName::XForwardedProto => Some("x-forwarded-proto"),
+        FieldName::XForwardedHost => Some("x-forwarded-host"),
+        FieldName::Forwarded => Some("forwarded"),
+        _ => None,
+    }
+}
+
+impl ClientFields for HeaderMap {
+    fn values(&self, kind: FieldName, each: &mut dyn FnMut(&[u8])) {
+        for value in forwarding_name(kind).into_iter().flat_map(|name| self.get_all(name)) {
+            each(value.as_bytes());
+        }
+    }
+    fn first(&self, kind: FieldName) -> Option<&[u8]> {
+        self.get(forwarding_name(kind)?).map(HeaderValue::as_bytes)
+    }
+}
+
+/// Writes fields into a `HeaderMap` (the HTTP/2 path), replacing any of the same name.
+#[derive(Debug, Default)]
+pub(crate) struct MapWriter {
+    pub(crate) map: HeaderMap,
+    name: Option<&'static str>,
+    value: Vec<u8>,
+}
+
+impl FieldWriter for MapWriter {
+    fn begin(&mut self, name: &'static str) {
+        self.name = Some(name);
+        self.value.clear();
+    }
+    fn push(&mut self, bytes: &[u8]) {
+        self.value.extend_from_slice(bytes);
+    }
+    fn end(&mut self) {
+        if let (Some(name), Ok(value)) = (self.name.take(), HeaderValue::from_bytes(&self.value)) {
+            self.map.insert(HeaderName::from_static(name), value);
         }
     }
 }
 
-/// Writes `ip` as text into `buf`; RFC 7239 quotes IPv6 as `"[::1]"`.
-fn write_ip(buf: &mut [u8; 48], ip: IpAddr, rfc7239: bool) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let written = match ip {
-        IpAddr::V6(v6) if rfc7239 => write!(cursor, "\"[{v6}]\""),
-        other => write!(cursor, "{other}"),
-    };
-    let len = if written.is_ok() { cursor.position() as usize } else { 0 };
-    &buf[..len]
-}
-
-/// Makes request ids: unique per process, hex, no allocation beyond the header value.
+/// Makes request ids: unique per process, hex, written in place.
 #[derive(Debug)]
-pub struct RequestIds {
+pub(crate) struct RequestIds {
     prefix: u64,
     next: AtomicU64,
 }
@@ -165,22 +242,18 @@ impl Default for RequestIds {
     }
 }
 
+/// A generated request id: 16 hex digits, `-`, 16 hex digits.
+pub(crate) type RequestId = [u8; 33];
+
 impl RequestIds {
-    /// Keeps the client's `X-Request-Id`, or sets a new one; returns the id.
-    pub fn ensure(&self, headers: &mut HeaderMap) -> HeaderValue {
-        if let Some(id) = headers.get(&REQUEST_ID)
-            && !id.is_empty()
-        {
-            return id.clone();
-        }
+    /// A new id.
+    pub(crate) fn next(&self) -> RequestId {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut text = [0u8; 33];
         hex(&mut text[..16], self.prefix);
         text[16] = b'-';
         hex(&mut text[17..], n);
-        let value = HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        headers.insert(REQUEST_ID, value.clone());
-        value
+        text
     }
 }
 
@@ -196,6 +269,23 @@ fn hex(out: &mut [u8], mut n: u64) {
 mod tests {
     use super::*;
 
+    /// Writes fields as `name: value` lines.
+    #[derive(Default)]
+    struct Lines(Vec<String>, Vec<u8>, &'static str);
+
+    impl FieldWriter for Lines {
+        fn begin(&mut self, name: &'static str) {
+            self.2 = name;
+            self.1.clear();
+        }
+        fn push(&mut self, bytes: &[u8]) {
+            self.1.extend_from_slice(bytes);
+        }
+        fn end(&mut self) {
+            self.0.push(format!("{}: {}", self.2, String::from_utf8_lossy(&self.1)));
+        }
+    }
+
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -204,76 +294,90 @@ mod tests {
         h
     }
 
+    fn written(
+        client: &HeaderMap,
+        host: Option<&str>,
+        peer: &str,
+        trusted: bool,
+        rfc7239: bool,
+    ) -> Vec<String> {
+        let peer: IpAddr = peer.parse().unwrap();
+        let mut text = [0u8; 48];
+        let len = ip_text(peer, &mut text);
+        let hop = Hop { peer, peer_text: &text[..len], proto: "http", trusted, rfc7239 };
+        let mut lines = Lines::default();
+        forwarding(&mut lines, client, host.map(str::as_bytes), &hop);
+        lines.0
+    }
+
     #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = map(&[
-            ("connection", "close, X-Secret"),
-            ("x-secret", "1"),
-            ("keep-alive", "timeout=5"),
-            ("transfer-encoding", "chunked"),
-            ("te", "trailers"),
-            ("upgrade", "websocket"),
-            ("x-kept", "yes"),
+    fn an_untrusted_peer_cannot_vouch_for_anything() {
+        let client = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=evil;host=evil"),
         ]);
-        strip_hop_by_hop(&mut h, false);
-        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["x-kept"]);
-    }
-
-    #[test]
-    fn an_upgrade_handshake_survives() {
-        let mut h =
-            map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket"), ("keep-alive", "1")]);
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.get("upgrade").unwrap(), "websocket");
-        assert_eq!(h.get("connection").unwrap(), "upgrade");
-        assert!(h.get("keep-alive").is_none());
-        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])), "Upgrade without Connection is no handshake");
-    }
-
-    #[test]
-    fn forwarding_headers_append_and_describe_this_hop() {
-        let host = HeaderValue::from_static("shop.example");
-        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("forwarded", "for=10.0.0.1")]);
-        let client =
-            ClientSide { ip: "::1".parse().unwrap(), proto: "http", host: Some(&host), ip_text: None };
-        add_forwarding(&mut h, client, true);
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, ::1");
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
-        assert_eq!(h.get("x-forwarded-host").unwrap(), "shop.example");
         assert_eq!(
-            h.get("forwarded").unwrap(),
-            "for=10.0.0.1, for=\"[::1]\";proto=http;host=\"shop.example\""
+            written(&client, Some("shop.example"), "192.0.2.7", false, false),
+            ["x-forwarded-for: 192.0.2.7", "x-forwarded-proto: http", "x-forwarded-host: shop.example"]
         );
-        let mut fresh = HeaderMap::new();
-        add_forwarding(
-            &mut fresh,
-            ClientSide { ip: "192.0.2.7".parse().unwrap(), proto: "http", host: None, ip_text: None },
-            false,
+        assert_eq!(
+            written(&client, Some("shop.example:8080"), "::1", false, true),
+            [
+                "x-forwarded-for: ::1",
+                "x-forwarded-proto: http",
+                "x-forwarded-host: shop.example:8080",
+                "forwarded: for=\"[::1]\";proto=http;host=\"shop.example:8080\""
+            ]
         );
-        assert_eq!(fresh.get("x-forwarded-for").unwrap(), "192.0.2.7");
-        let ip = "2001:db8::7".parse().unwrap();
-        let made_once = ip_value(ip);
-        let mut with_text = map(&[("x-forwarded-for", "10.0.0.1")]);
-        add_forwarding(
-            &mut with_text,
-            ClientSide { ip, proto: "http", host: None, ip_text: Some(&made_once) },
-            false,
-        );
-        assert_eq!(with_text.get("x-forwarded-for").unwrap(), "10.0.0.1, 2001:db8::7");
-        assert!(fresh.get("forwarded").is_none());
     }
 
     #[test]
-    fn request_ids_are_kept_or_made_unique() {
+    fn a_trusted_peer_extends_the_chain() {
+        let client = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=203.0.113.9"),
+        ]);
+        assert_eq!(
+            written(&client, Some("shop.example"), "10.0.0.1", true, true),
+            [
+                "x-forwarded-for: 203.0.113.9, 10.0.0.2, 10.0.0.1",
+                "x-forwarded-proto: https",
+                "x-forwarded-host: shop.example",
+                "forwarded: for=203.0.113.9, for=10.0.0.1;proto=http;host=shop.example"
+            ]
+        );
+        let plain = map(&[("forwarded", "for=203.0.113.9")]);
+        assert_eq!(written(&plain, None, "10.0.0.1", true, false)[2], "forwarded: for=203.0.113.9");
+    }
+
+    #[test]
+    fn quoted_strings_escape_quotes_and_backslashes() {
+        let mut lines = Lines::default();
+        lines.begin("x");
+        quoted(&mut lines, br#"a"b\c"#);
+        lines.end();
+        assert_eq!(lines.0, [r#"x: "a\"b\\c""#]);
+    }
+
+    #[test]
+    fn trusted_networks_match_mapped_addresses_too() {
+        let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]);
+        assert!(trusted.contains("10.1.2.3".parse().unwrap()));
+        assert!(trusted.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(trusted.contains("::1".parse().unwrap()));
+        assert!(!trusted.contains("11.0.0.1".parse().unwrap()));
+        assert!(!TrustedProxies::default().contains("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn request_ids_are_unique_hex() {
         let ids = RequestIds::default();
-        let mut given = map(&[("x-request-id", "abc")]);
-        assert_eq!(ids.ensure(&mut given), "abc");
-        let (mut a, mut b) = (HeaderMap::new(), HeaderMap::new());
-        let (ida, idb) = (ids.ensure(&mut a), ids.ensure(&mut b));
-        assert_ne!(ida, idb);
-        assert_eq!(ida.len(), 33);
-        assert_eq!(a.get("x-request-id").unwrap(), ida);
+        let (a, b) = (ids.next(), ids.next());
+        assert_ne!(a, b);
+        assert!(a.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-'));
     }
 }

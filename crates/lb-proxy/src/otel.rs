@@ -7,14 +7,12 @@
 //! Off unless the configuration has a `[tracing]` section; then a request
 //! pays one `Option` check.
 
-use http::request::Parts;
+use http::StatusCode;
 use http::uri::Authority;
-use http::{HeaderMap, StatusCode};
 use lb_core::{ErrorType, Outcome};
-use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -65,22 +63,23 @@ impl Tracing {
         })
     }
 
-    /// Starts the span of one request and writes its context into the
-    /// headers that go to the endpoint, replacing the caller's.
-    pub(crate) fn request_span(&self, parts: &mut Parts, upstream: &str) -> RequestSpan {
-        let parent = self.propagator.extract(&HeaderExtractor(&parts.headers));
+    /// Starts the span of one request, a child of the caller's trace context if it sent one.
+    pub(crate) fn request_span(&self, request: &impl TraceCarrier, upstream: &str) -> RequestSpan {
+        let parent = self.propagator.extract(&CarrierExtractor(request));
         let span = self
             .tracer
             .span_builder("handle-request")
             .with_kind(SpanKind::Server)
             .with_attributes([
-                KeyValue::new("http.request.method", parts.method.as_str().to_owned()),
-                KeyValue::new("url.path", parts.uri.path().to_owned()),
+                KeyValue::new("http.request.method", request.method().to_owned()),
+                KeyValue::new("url.path", String::from_utf8_lossy(request.path()).into_owned()),
                 KeyValue::new("lb.upstream", upstream.to_owned()),
             ])
             .start_with_context(&self.tracer, &parent);
-        inject(&self.propagator, &span, &mut parts.headers);
-        RequestSpan(span)
+        let mut fields = ContextFields::default();
+        let context = Context::new().with_remote_span_context(span.span_context().clone());
+        self.propagator.inject_context(&context, &mut fields);
+        RequestSpan { span, fields: fields.0 }
     }
 
     /// Exports what is still buffered and stops the exporter. Blocks up to
@@ -92,42 +91,98 @@ impl Tracing {
     }
 }
 
-fn inject(propagator: &TraceContextPropagator, span: &Span, headers: &mut HeaderMap) {
-    let context = Context::new().with_remote_span_context(span.span_context().clone());
-    propagator.inject_context(&context, &mut HeaderInjector(headers));
-    // The propagator writes an empty `tracestate` when there is none; send none instead.
-    if headers.get(TRACESTATE).is_some_and(|v| v.is_empty()) {
-        headers.remove(TRACESTATE);
+/// What a request's trace context is read from, whichever engine parsed it.
+pub(crate) trait TraceCarrier {
+    fn method(&self) -> &str;
+    fn path(&self) -> &[u8];
+    /// The value of the field called `name` (lower case), if it is text.
+    fn field(&self, name: &str) -> Option<&str>;
+}
+
+struct CarrierExtractor<'a, C>(&'a C);
+
+impl<C: TraceCarrier> Extractor for CarrierExtractor<'_, C> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.field(key)
+    }
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
     }
 }
 
-const TRACESTATE: &str = "tracestate";
+/// The trace context fields to send on: `traceparent`, and `tracestate` when it says something.
+#[derive(Debug, Default)]
+struct ContextFields(Vec<(&'static str, String)>);
+
+impl Injector for ContextFields {
+    fn set(&mut self, key: &str, value: String) {
+        let name = match key {
+            "traceparent" => "traceparent",
+            "tracestate" if !value.is_empty() => "tracestate",
+            _ => return,
+        };
+        self.0.push((name, value));
+    }
+}
+
+impl TraceCarrier for crate::http1::write::HeadIn<'_> {
+    fn method(&self) -> &str {
+        self.head.method.as_str()
+    }
+    fn path(&self) -> &[u8] {
+        crate::route::split_query(self.head.path.of(self.buf)).0
+    }
+    fn field(&self, name: &str) -> Option<&str> {
+        self.head.field(self.buf, name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+impl TraceCarrier for http::request::Parts {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+    fn path(&self) -> &[u8] {
+        self.uri.path().as_bytes()
+    }
+    fn field(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
 
 /// The span of one request, ended once with how the request ended. Dropped
 /// without [`end`](RequestSpan::end) (the client went away, a drain ran out),
 /// it ends with an error status saying so.
 #[derive(Debug)]
-pub(crate) struct RequestSpan(Span);
+pub(crate) struct RequestSpan {
+    span: Span,
+    /// This span's context as fields for the endpoint, replacing the caller's.
+    fields: Vec<(&'static str, String)>,
+}
 
 impl Drop for RequestSpan {
     fn drop(&mut self) {
-        if self.0.is_recording() {
-            self.0.set_status(Status::error("the request was cancelled before its response ended"));
-            self.0.end();
+        if self.span.is_recording() {
+            self.span.set_status(Status::error("the request was cancelled before its response ended"));
+            self.span.end();
         }
     }
 }
 
 impl RequestSpan {
+    /// The trace context fields that go to the endpoint in place of the caller's.
+    pub(crate) fn context_fields(&self) -> Vec<(&'static str, String)> {
+        self.fields.clone()
+    }
+
     /// Names the endpoint that answered (the guide's `backend` attribute).
     pub(crate) fn set_backend(&mut self, backend: &Authority) {
-        self.0.set_attribute(KeyValue::new("backend", backend.as_str().to_owned()));
+        self.span.set_attribute(KeyValue::new("backend", backend.as_str().to_owned()));
     }
 
     /// Notes that try number `failed_try` (from 1) failed with `outcome` and the request goes again.
     pub(crate) fn retry(&mut self, failed_try: usize, outcome: Outcome) {
         let error = outcome.error_type().map_or("none", ErrorType::label);
-        self.0.add_event(
+        self.span.add_event(
             "retry",
             vec![
                 KeyValue::new("lb.try", i64::try_from(failed_try).unwrap_or(i64::MAX)),
@@ -138,12 +193,12 @@ impl RequestSpan {
 
     /// Ends the span with the status the client got, and how the body ended.
     pub(crate) fn end(mut self, status: StatusCode, body: BodyEnd) {
-        self.0.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+        self.span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
         if status.is_server_error() {
-            self.0.set_status(Status::error(status.canonical_reason().unwrap_or("server error")));
+            self.span.set_status(Status::error(status.canonical_reason().unwrap_or("server error")));
         } else if body == BodyEnd::Failed {
-            self.0.set_status(Status::error("the response body failed mid-stream"));
+            self.span.set_status(Status::error("the response body failed mid-stream"));
         }
-        self.0.end();
+        self.span.end();
     }
 }

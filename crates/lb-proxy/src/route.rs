@@ -2,9 +2,6 @@
 
 use std::net::IpAddr;
 
-use http::request::Parts;
-use http::{HeaderMap, header};
-
 use crate::config::HashKey;
 
 /// One compiled routing rule.
@@ -32,45 +29,95 @@ impl Routes {
     }
 
     /// The upstream index for a request to `host` (may carry a port) and `path`.
-    pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    pub(crate) fn find(&self, host: Option<&[u8]>, path: &[u8]) -> Option<usize> {
         let host = host.map(strip_port);
         self.rules
             .iter()
             .find(|r| {
                 let host_ok = match (&r.host, host) {
                     (None, _) => true,
-                    (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                    (Some(want), Some(got)) => want.as_bytes().eq_ignore_ascii_case(got),
                     (Some(_), None) => false,
                 };
-                host_ok && path.starts_with(r.path_prefix.as_str())
+                host_ok && path.starts_with(r.path_prefix.as_bytes())
             })
             .map(|r| r.upstream)
     }
 }
 
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
+fn strip_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
         // [v6]:port
-        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+        return host.iter().position(|&b| b == b']').map_or(host, |end| &host[1..end]);
     }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
+    host.iter().rposition(|&b| b == b':').map_or(host, |colon| &host[..colon])
 }
 
-/// The host a request asked for: `Host`, or the URI's authority (HTTP/2).
-pub(crate) fn request_host(parts: &Parts) -> Option<&str> {
-    parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host())
+/// What a hash key can be taken from, whichever engine parsed the request.
+pub(crate) trait RequestView {
+    /// The first value of the field called `name` (lower case).
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    /// Every `Cookie` field's value.
+    fn cookies(&self) -> impl Iterator<Item = &[u8]>;
+    /// The path, without the query.
+    fn path(&self) -> &[u8];
+    /// The query, without `?`.
+    fn query(&self) -> Option<&[u8]>;
+}
+
+/// Splits a request target's path and query.
+pub(crate) fn split_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match target.iter().position(|&b| b == b'?') {
+        Some(q) => (&target[..q], Some(&target[q + 1..])),
+        None => (target, None),
+    }
+}
+
+impl RequestView for http::request::Parts {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(http::HeaderValue::as_bytes)
+    }
+    fn cookies(&self) -> impl Iterator<Item = &[u8]> {
+        self.headers.get_all(http::header::COOKIE).iter().map(http::HeaderValue::as_bytes)
+    }
+    fn path(&self) -> &[u8] {
+        self.uri.path().as_bytes()
+    }
+    fn query(&self) -> Option<&[u8]> {
+        self.uri.query().map(str::as_bytes)
+    }
+}
+
+impl RequestView for crate::http1::write::HeadIn<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.head.field(self.buf, name)
+    }
+    fn cookies(&self) -> impl Iterator<Item = &[u8]> {
+        let buf = self.buf;
+        self.head
+            .fields
+            .iter()
+            .filter(move |f| f.name.of(buf).eq_ignore_ascii_case(b"cookie"))
+            .map(move |f| f.value.of(buf))
+    }
+    fn path(&self) -> &[u8] {
+        split_query(self.head.path.of(self.buf)).0
+    }
+    fn query(&self) -> Option<&[u8]> {
+        split_query(self.head.path.of(self.buf)).1
+    }
 }
 
 /// The affinity key for `request` under `rule`; `ip_buf` holds the client IP's bytes.
 pub(crate) fn hash_key<'a>(
     rule: &HashKey,
-    parts: &'a Parts,
+    request: &'a impl RequestView,
     ip: IpAddr,
     ip_buf: &'a mut [u8; 16],
 ) -> Option<&'a [u8]> {
     match rule {
-        HashKey::Header(name) => parts.headers.get(name.as_str()).map(|v| v.as_bytes()),
-        HashKey::Cookie(name) => cookie(&parts.headers, name),
+        HashKey::Header(name) => request.header(name),
+        HashKey::Cookie(name) => request.cookies().find_map(|value| cookie(value, name)),
         HashKey::ClientIp => Some(match ip {
             IpAddr::V4(v4) => {
                 ip_buf[..4].copy_from_slice(&v4.octets());
@@ -81,23 +128,26 @@ pub(crate) fn hash_key<'a>(
                 &ip_buf[..]
             }
         }),
-        HashKey::Path => Some(parts.uri.path().as_bytes()),
-        HashKey::Query(name) => query_param(parts.uri.query()?, name),
+        HashKey::Path => Some(request.path()),
+        HashKey::Query(name) => query_param(request.query()?, name),
     }
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers.get_all(header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|&b| b == b';')).find_map(|pair| {
+fn cookie<'a>(value: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    value.split(|&b| b == b';').find_map(|pair| {
         let pair = pair.trim_ascii();
         let eq = pair.iter().position(|&b| b == b'=')?;
         (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
     })
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v.as_bytes())
+fn query_param<'a>(query: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &b""[..]),
+        };
+        (k == name.as_bytes()).then_some(v)
     })
 }
 
@@ -106,7 +156,7 @@ mod tests {
     use super::*;
     use http::Request;
 
-    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut b = Request::builder().uri(uri);
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -122,12 +172,12 @@ mod tests {
             upstream,
         };
         let routes = Routes::new(vec![r(None, "/", 0), r(None, "/api", 1), r(Some("shop.example"), "/", 2)]);
-        assert_eq!(routes.find(Some("other"), "/api/users"), Some(1));
-        assert_eq!(routes.find(Some("other"), "/index"), Some(0));
-        assert_eq!(routes.find(Some("SHOP.example:8080"), "/api"), Some(2));
-        assert_eq!(routes.find(None, "/"), Some(0));
-        assert_eq!(Routes::new(vec![r(Some("a"), "/x", 0)]).find(Some("a"), "/y"), None);
-        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(routes.find(Some(b"other"), b"/api/users"), Some(1));
+        assert_eq!(routes.find(Some(b"other"), b"/index"), Some(0));
+        assert_eq!(routes.find(Some(b"SHOP.example:8080"), b"/api"), Some(2));
+        assert_eq!(routes.find(None, b"/"), Some(0));
+        assert_eq!(Routes::new(vec![r(Some("a"), "/x", 0)]).find(Some(b"a"), b"/y"), None);
+        assert_eq!(strip_port(b"[::1]:80"), b"::1");
     }
 
     #[test]
@@ -141,5 +191,6 @@ mod tests {
         assert_eq!(hash_key(&HashKey::Query("user".into()), &p, ip, &mut buf), Some(&b"42"[..]));
         assert_eq!(hash_key(&HashKey::Path, &p, ip, &mut buf), Some(&b"/cart"[..]));
         assert_eq!(hash_key(&HashKey::ClientIp, &p, ip, &mut buf), Some(&[10, 1, 2, 3][..]));
+        assert_eq!(split_query(b"/a?b=1"), (&b"/a"[..], Some(&b"b=1"[..])));
     }
 }

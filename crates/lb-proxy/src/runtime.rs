@@ -9,10 +9,9 @@ use lb_core::{Clock, Endpoint, EndpointSet};
 use crate::balancing::parse_algorithm;
 use crate::body::ReplayStats;
 use crate::config::{self, AccessLog, Config, Discovery, StaticEndpoint};
-use crate::headers::RequestIds;
+use crate::headers::{RequestIds, TrustedProxies};
 use crate::otel::Tracing;
 use crate::route::{Route, Routes};
-use crate::tunnel::Tunnels;
 use crate::upstream::Upstream;
 
 /// Everything a request needs, built once per configuration.
@@ -28,8 +27,8 @@ pub(crate) struct Runtime {
     pub(crate) request_ids: RequestIds,
     /// OpenTelemetry spans, when the configuration asks for them.
     pub(crate) tracing: Option<Arc<Tracing>>,
-    /// Upgraded connections, shared by every generation so a stop drains them all.
-    pub(crate) tunnels: Arc<Tunnels>,
+    /// Peers whose forwarding fields are kept and extended.
+    pub(crate) trusted_proxies: TrustedProxies,
 }
 
 impl Runtime {
@@ -96,7 +95,9 @@ impl Runtime {
             replay_stats: previous.map_or_else(Default::default, |p| Arc::clone(&p.runtime.replay_stats)),
             request_ids: RequestIds::default(),
             tracing,
-            tunnels: previous.map_or_else(Default::default, |p| Arc::clone(&p.runtime.tunnels)),
+            trusted_proxies: TrustedProxies::new(
+                config.global.trusted_proxies.iter().filter_map(|n| n.get_ref().parse().ok()).collect(),
+            ),
         }
     }
 

@@ -13,7 +13,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use lb_core::{Clock, MonotonicClock};
 use std::future::Future;
@@ -22,10 +22,11 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::background::UpstreamTasks;
-use crate::config::{Config, Global};
+use crate::config::Config;
+use crate::front::{self, FrontSettings};
 use crate::otel::Tracing;
 use crate::runtime::Runtime;
-use crate::{admin, background, forward};
+use crate::{admin, background};
 
 /// Why a proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +102,10 @@ impl Proxy {
         for address in self.config.listen_addresses() {
             let listener = bind(address).await?;
             listen_addresses.push(listener.local_addr().unwrap_or(address));
-            let builder = connection_builder(&self.config.global);
+            let settings = FrontSettings::new(&self.config.global);
             let drain_timeout = self.config.global.drain_timeout;
-            let serving = serve_proxy(listener, builder, Arc::clone(&shared), stopped.clone(), drain_timeout);
+            let serving =
+                serve_proxy(listener, settings, Arc::clone(&shared), stopped.clone(), drain_timeout);
             tasks.push(tokio::spawn(serving));
         }
         let mut admin_address = None;
@@ -131,52 +133,16 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })
 }
 
-fn connection_builder(global: &Global) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_buf_size(*global.max_header_bytes.get_ref())
-        .max_headers(global.max_headers)
-        .header_read_timeout(global.client_idle_timeout);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(*global.max_header_bytes.get_ref() as u32);
-    builder
-}
-
 async fn serve_proxy(
     listener: TcpListener,
-    builder: auto::Builder<TokioExecutor>,
+    settings: FrontSettings,
     runtime: Arc<ArcSwap<Runtime>>,
     stopped: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
-    let builder = Arc::new(builder);
     let stop = stopped.clone();
     let connections = accept_loop(listener, stopped, move |stream, peer| {
-        let (runtime, builder, mut stop) = (Arc::clone(&runtime), Arc::clone(&builder), stop.clone());
-        async move {
-            // Written once per connection rather than per request.
-            let peer_ip = crate::headers::ip_value(peer.ip());
-            let service = service_fn(move |req| {
-                let rt = runtime.load_full();
-                let peer_ip = peer_ip.clone();
-                async move { Ok::<_, Infallible>(forward::handle(rt, req, peer, &peer_ip).await) }
-            });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                _ = stop_requested(&mut stop) => {
-                    // An idle connection closes now; a busy one after its current response.
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = ended {
-                tracing::debug!(%peer, %error, "client connection ended with an error");
-            }
-        }
+        front::serve(stream, peer, Arc::clone(&runtime), settings, stop.clone())
     })
     .await;
     drain(connections, drain_timeout).await;
@@ -193,7 +159,7 @@ async fn drain(mut connections: JoinSet<()>, timeout: Duration) {
 
 /// Resolves once a stop was requested (even before this call), or when the
 /// [`RunningProxy`] that could request one is gone.
-async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+pub(crate) async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stopping| *stopping).await;
 }
 
@@ -296,19 +262,15 @@ impl RunningProxy {
 
     /// Stops accepting and drains: idle client connections close at once, and
     /// each busy one finishes its current response, for up to the configured
-    /// `drain_timeout`; upgraded connections (WebSocket) get what is left of
-    /// that time. What is still open at the deadline is dropped. Background tasks
+    /// `drain_timeout`; upgraded connections (WebSocket) get the same time.
+    /// What is still open at the deadline is dropped. Background tasks
     /// (discovery, health checks, metrics upkeep) stop and are waited for, and
     /// the spans not yet exported are sent.
     pub async fn shutdown(self) {
-        let deadline = tokio::time::Instant::now() + self.config.global.drain_timeout;
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
-        // No connection is left to upgrade now; the tunnels get what is left of the drain.
-        let tunnels = self.runtime.load().tunnels.take();
-        drain(tunnels, deadline.saturating_duration_since(tokio::time::Instant::now())).await;
         for (_, upstream) in self.upstream_tasks {
             upstream.stop().await;
         }

@@ -9,7 +9,10 @@ use lb_core::{ErrorType, Outcome};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
 /// nginx's "client closed request".
-const CLIENT_CLOSED_REQUEST: u16 = 499;
+pub(crate) const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 
 /// Statuses common enough to get a pre-registered counter.
 const COMMON_STATUSES: [u16; 16] =
@@ -65,11 +68,11 @@ impl BackendMetrics {
         self.count_status(status.as_u16());
     }
 
-    /// The client went away before the endpoint answered: counted under
-    /// nginx's 499, and not as the endpoint's error.
-    pub(crate) fn cancelled(&self) {
+    /// The request ended on the client's side before the endpoint answered
+    /// (499 when it went away): counted under `status`, never as the endpoint's error.
+    pub(crate) fn cancelled(&self, status: StatusCode) {
         self.in_flight.decrement(1.0);
-        self.count_status(CLIENT_CLOSED_REQUEST);
+        self.count_status(status.as_u16());
     }
 
     fn count_status(&self, code: u16) {

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 use http::uri::Authority;
 use lb_core::{Balancer, Build, Clock, EndpointId, EndpointSet, PickContext, Report, Timestamp};
 use lb_health::{OutlierDetector, RetryBudget};
@@ -27,6 +26,7 @@ pub(crate) struct Settings {
     pub(crate) hash_key: Option<config::HashKey>,
     pub(crate) host_header: config::HostHeader,
     pub(crate) forwarded_header: bool,
+    pub(crate) upgrade_protocols: Vec<String>,
     pub(crate) retry: config::Retry,
     pub(crate) timeouts: config::Timeouts,
     pub(crate) limits: config::Limits,
@@ -37,8 +37,6 @@ pub(crate) struct Settings {
 pub(crate) struct Backend {
     /// Where requests go, ready to put in a URI.
     pub(crate) authority: Authority,
-    /// The `Host` value when the upstream rewrites it to the endpoint.
-    pub(crate) host_value: HeaderValue,
     pub(crate) metrics: BackendMetrics,
     pub(crate) guards: Guards,
     /// Keep-alive connections to this endpoint; outlives snapshots with the backend.
@@ -146,6 +144,7 @@ impl Upstream {
                 hash_key: cfg.hash_key.clone(),
                 host_header: cfg.host_header.clone(),
                 forwarded_header: cfg.forwarded_header,
+                upgrade_protocols: cfg.upgrade_protocols.clone(),
                 retry: cfg.retry.clone(),
                 timeouts: cfg.timeouts.clone(),
                 limits: cfg.limits.clone(),
@@ -194,8 +193,6 @@ impl Upstream {
         let authority = Authority::try_from(address)
             .unwrap_or_else(|_| Authority::from_static("invalid.endpoint.address:1"));
         Backend {
-            host_value: HeaderValue::from_str(authority.as_str())
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             metrics: BackendMetrics::new(&self.name, address),
             guards: self.guard_config.guards_for(address),
             pool: Connections::new(

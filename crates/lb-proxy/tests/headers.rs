@@ -40,15 +40,54 @@ async fn seen_with(upstream_extra: &str, headers: &[(&str, &str)]) -> BTreeMap<S
     parse(&body)
 }
 
+async fn seen_from(
+    trusted: &str,
+    upstream_extra: &str,
+    headers: &[(&str, &str)],
+) -> BTreeMap<String, Vec<String>> {
+    let backend = Backend::start(echo_headers).await;
+    let text = format!(
+        "[global]\ntrusted_proxies = [{trusted}]\n{}",
+        config("round_robin", &[(backend.addr, 1)], upstream_extra)
+    );
+    let proxy = proxy(&text).await;
+    let (status, body) = get(proxy.listen_addresses()[0], "/path?q=1", headers).await;
+    assert_eq!(status, 200);
+    proxy.shutdown().await;
+    backend.kill().await;
+    parse(&body)
+}
+
 #[tokio::test]
-async fn forwarding_headers_are_added() {
-    let seen = seen_with("", &[("host", "shop.example"), ("x-forwarded-for", "203.0.113.9")]).await;
-    assert_eq!(seen["x-forwarded-for"], ["203.0.113.9, 127.0.0.1"]);
+async fn forwarding_headers_describe_this_hop_and_trust_no_one_by_default() {
+    let spoofed = [
+        ("host", "shop.example"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-host", "evil"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=evil;host=evil"),
+        // A hop-by-hop listing cannot remove what the proxy vouches for.
+        ("connection", "host, x-forwarded-host, content-length"),
+    ];
+    let seen = seen_with("", &spoofed).await;
+    assert_eq!(seen["x-forwarded-for"], ["127.0.0.1"], "replaced, not appended to");
     assert_eq!(seen["x-forwarded-proto"], ["http"]);
     assert_eq!(seen["x-forwarded-host"], ["shop.example"]);
-    assert!(!seen.contains_key("forwarded"), "RFC 7239 Forwarded is opt-in");
-    let seen = seen_with("forwarded_header = true", &[("host", "shop.example")]).await;
-    assert_eq!(seen["forwarded"], ["for=127.0.0.1;proto=http;host=\"shop.example\""]);
+    assert_eq!(seen["host"], ["shop.example"]);
+    assert!(!seen.contains_key("forwarded"), "an untrusted Forwarded is dropped; ours is opt-in: {seen:?}");
+    let seen = seen_with("forwarded_header = true", &spoofed).await;
+    assert_eq!(seen["forwarded"], ["for=127.0.0.1;proto=http;host=shop.example"]);
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_extends_the_chain() {
+    let from_proxy =
+        [("host", "shop.example"), ("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")];
+    let seen = seen_from("\"127.0.0.0/8\"", "forwarded_header = true", &from_proxy).await;
+    assert_eq!(seen["x-forwarded-for"], ["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(seen["x-forwarded-proto"], ["https"], "the real scheme, as the trusted hop saw it");
+    assert_eq!(seen["x-forwarded-host"], ["shop.example"]);
+    assert_eq!(seen["forwarded"], ["for=127.0.0.1;proto=http;host=shop.example"]);
 }
 
 #[tokio::test]

@@ -39,7 +39,7 @@ async fn upgrading(mut req: Request<Incoming>) -> Response<common::TestBody> {
 #[tokio::test]
 async fn an_upgraded_connection_is_tunnelled_both_ways() {
     let backend = Backend::start(upgrading).await;
-    let proxy = proxy(&config("round_robin", &[(backend.addr, 1)], "")).await;
+    let proxy = proxy(&config("round_robin", &[(backend.addr, 1)], "upgrade_protocols = [\"echo\"]")).await;
     let mut stream = tokio::net::TcpStream::connect(proxy.listen_addresses()[0]).await.unwrap();
     stream
         .write_all(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
@@ -58,6 +58,26 @@ async fn an_upgraded_connection_is_tunnelled_both_ways() {
     let mut echoed = [0u8; 12];
     tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
     assert_eq!(&echoed, b"HELLO TUNNEL");
+    drop(stream);
+    proxy.shutdown().await;
+    backend.kill().await;
+}
+
+#[tokio::test]
+async fn an_upgrade_the_upstream_does_not_list_is_stripped() {
+    let backend = Backend::start(upgrading).await;
+    // The default list has `websocket` only.
+    let proxy = proxy(&config("round_robin", &[(backend.addr, 1)], "")).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.listen_addresses()[0]).await.unwrap();
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 400"), "the backend saw no upgrade: {answer}");
+    assert!(answer.ends_with("no upgrade"), "{answer}");
     drop(stream);
     proxy.shutdown().await;
     backend.kill().await;

@@ -1,9 +1,11 @@
-//! The body types on both sides of the proxy.
+//! The body types of requests and responses that hyper carries (an
+//! HTTP/2 client, or an h2c endpoint); lb's HTTP/1.1 engine moves bodies
+//! itself (`crate::http1::body`).
 //!
-//! Both are enums rather than boxed trait objects, so the common cases (an
-//! empty request body, a streamed upstream response) cost no allocation, and
-//! both are generic over the HTTP version hyper speaks on either side.
+//! They are enums rather than boxed trait objects, so the common cases (an
+//! empty request body, a streamed upstream response) cost no allocation.
 
+mod http1;
 mod replay;
 
 use std::pin::Pin;
@@ -14,29 +16,36 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-pub use replay::{BodyError, ReplayBody, ReplayStats};
+pub(crate) use http1::{Http1Body, parse_trailers};
+pub(crate) use replay::{BodyError, ReplayBody, ReplayStats};
 
 /// The error type of proxied bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What every body here returns from `poll_frame`.
-pub type PolledFrame = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+pub(crate) type PolledFrame = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
+/// A client's body fed by the task that reads it (an HTTP/1 client to an h2c endpoint).
+pub(crate) type PipedBody = http_body_util::channel::Channel<Bytes, BoxError>;
 
 /// What the proxy sends to an endpoint.
 #[derive(Debug)]
-pub enum RequestBody {
+pub(crate) enum RequestBody {
     /// No body (most GETs): nothing to stream or replay.
     Empty,
-    /// The client's body, streamed and kept for replay up to a limit.
+    /// An HTTP/2 client's body, streamed and kept for replay up to a limit.
     Streamed(ReplayBody<Incoming>),
+    /// An HTTP/1 client's body on its way to an h2c endpoint, kept the same way.
+    Piped(ReplayBody<PipedBody>),
 }
 
 impl RequestBody {
     /// The body for another try, or `None` if it cannot be replayed.
-    pub fn replay(&self) -> Option<RequestBody> {
+    pub(crate) fn replay(&self) -> Option<RequestBody> {
         match self {
             RequestBody::Empty => Some(RequestBody::Empty),
             RequestBody::Streamed(body) => body.replay().map(RequestBody::Streamed),
+            RequestBody::Piped(body) => body.replay().map(RequestBody::Piped),
         }
     }
 }
@@ -49,6 +58,7 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Streamed(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Piped(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -60,13 +70,14 @@ impl Body for RequestBody {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::Streamed(body) => body.size_hint(),
+            RequestBody::Piped(body) => body.size_hint(),
         }
     }
 }
 
 /// How a response body stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyEnd {
+pub(crate) enum BodyEnd {
     /// The upstream body was read to its end.
     Complete,
     /// The upstream body broke mid-stream.
@@ -76,17 +87,52 @@ pub enum BodyEnd {
 }
 
 /// Something to run once when a response body ends or is dropped.
-pub trait OnEnd: Send + Unpin + 'static {
+pub(crate) trait OnEnd: Send + Unpin + 'static {
     /// Called exactly once, with how the body stopped.
     fn on_end(self, end: BodyEnd);
 }
 
+/// An endpoint's response body, as hyper or lb's HTTP/1.1 engine reads it.
+#[derive(Debug)]
+pub(crate) enum UpstreamBody {
+    /// From an h2c endpoint.
+    H2(Incoming),
+    /// From an HTTP/1.1 endpoint.
+    H1(Box<Http1Body>),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PolledFrame {
+        match self.get_mut() {
+            UpstreamBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::H1(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H2(body) => body.is_end_stream(),
+            UpstreamBody::H1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H2(body) => body.size_hint(),
+            UpstreamBody::H1(body) => body.size_hint(),
+        }
+    }
+}
+
 /// What the proxy sends back to the client.
-pub enum ResponseBody<E: OnEnd> {
+pub(crate) enum ResponseBody<E: OnEnd> {
     /// An endpoint's body, streamed; `E` runs when it ends.
     Upstream {
         /// The body.
-        body: Incoming,
+        body: UpstreamBody,
         /// The end hook; taken when it runs.
         on_end: Option<E>,
     },
@@ -105,7 +151,7 @@ impl<E: OnEnd> std::fmt::Debug for ResponseBody<E> {
 
 impl<E: OnEnd> ResponseBody<E> {
     /// A local body holding `text`.
-    pub fn text(text: impl Into<Bytes>) -> Self {
+    pub(crate) fn text(text: impl Into<Bytes>) -> Self {
         ResponseBody::Local(Full::new(text.into()))
     }
 
@@ -136,7 +182,7 @@ impl<E: OnEnd> Body for ResponseBody<E> {
                     }
                     Poll::Ready(Some(Err(e))) => {
                         this.finish(BodyEnd::Failed);
-                        Poll::Ready(Some(Err(e.into())))
+                        Poll::Ready(Some(Err(e)))
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         if let ResponseBody::Upstream { body, .. } = this

@@ -19,26 +19,34 @@ use super::{BoxError, PolledFrame};
 
 /// Counters about replay buffering, shared by every request of a proxy.
 #[derive(Debug, Default)]
-pub struct ReplayStats {
+pub(crate) struct ReplayStats {
     peak_bytes: AtomicUsize,
 }
 
 impl ReplayStats {
     /// The most bytes any one request body ever held in its replay buffer.
-    pub fn peak_buffered_bytes(&self) -> usize {
+    pub(crate) fn peak_buffered_bytes(&self) -> usize {
         self.peak_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a replay buffer holds `bytes`.
+    pub(crate) fn note(&self, bytes: usize) {
+        self.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
     }
 }
 
 /// Why a request body stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// The body exceeded `max_body_bytes`.
     #[error("request body larger than the limit of {0} bytes")]
     TooLarge(u64),
     /// A try ended without the source, so a later try cannot read it.
     #[error("request body was lost by an earlier try and cannot be replayed")]
     Lost,
+    /// Reading the client's body failed (it went away, or sent a malformed body).
+    #[error("the client's request body failed: {0}")]
+    Client(BoxError),
 }
 
 struct Shared<B> {
@@ -55,7 +63,7 @@ struct Shared<B> {
 }
 
 /// One try's view of a request body; see the module docs.
-pub struct ReplayBody<B> {
+pub(crate) struct ReplayBody<B> {
     shared: Arc<Mutex<Shared<B>>>,
     position: usize,
     seen_bytes: u64,
@@ -72,7 +80,7 @@ impl<B> std::fmt::Debug for ReplayBody<B> {
 impl<B: Body<Data = Bytes>> ReplayBody<B> {
     /// Wraps `source`, keeping up to `limit` bytes for replay and failing past
     /// `max_body_bytes` (0: no limit).
-    pub fn new(source: B, limit: usize, max_body_bytes: u64, stats: Arc<ReplayStats>) -> Self {
+    pub(crate) fn new(source: B, limit: usize, max_body_bytes: u64, stats: Arc<ReplayStats>) -> Self {
         let size_hint = source.size_hint();
         let shared = Shared {
             source: Some(source),
@@ -97,7 +105,7 @@ impl<B: Body<Data = Bytes>> ReplayBody<B> {
 
     /// A body for another try, replaying what was read so far, or `None` if
     /// the body outgrew the replay buffer.
-    pub fn replay(&self) -> Option<Self> {
+    pub(crate) fn replay(&self) -> Option<Self> {
         let shared = lock(&self.shared);
         if shared.overflowed {
             return None;
@@ -110,11 +118,6 @@ impl<B: Body<Data = Bytes>> ReplayBody<B> {
             trailers_sent: false,
             ended: false,
         })
-    }
-
-    /// Bytes currently kept for replay.
-    pub fn buffered_bytes(&self) -> usize {
-        lock(&self.shared).kept_bytes
     }
 }
 
@@ -162,7 +165,7 @@ where
                 this.ended = true;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e.into()).into()))),
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                 Ok(chunk) => {
                     shared.read_bytes += chunk.len() as u64;
@@ -203,7 +206,7 @@ fn keep<B>(shared: &mut Shared<B>, chunk: &Bytes) {
     }
     shared.kept_bytes += chunk.len();
     shared.kept.push(chunk.clone());
-    shared.stats.peak_bytes.fetch_max(shared.kept_bytes, Ordering::Relaxed);
+    shared.stats.note(shared.kept_bytes);
 }
 
 #[cfg(test)]

@@ -15,6 +15,21 @@ fn parse(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. \"250ms\", \"2s\" or \"1m\""))
 }
 
+/// Durations that must be longer than zero (timeouts that cannot be off).
+pub(crate) mod positive {
+    use super::*;
+
+    /// Reads a duration and refuses zero.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match parse(&text) {
+            Ok(d) if d.is_zero() => Err(serde::de::Error::custom("must be longer than zero")),
+            Ok(d) => Ok(d),
+            Err(e) => Err(serde::de::Error::custom(e)),
+        }
+    }
+}
+
 /// The same for optional durations.
 pub(crate) mod option {
     use super::*;

@@ -72,8 +72,8 @@ pub struct Global {
     pub worker_threads: Spanned<usize>,
     /// The largest request head (request line and headers) accepted, in bytes.
     pub max_header_bytes: Spanned<usize>,
-    /// The most request headers accepted.
-    pub max_headers: usize,
+    /// The most request header fields accepted (1 to 256).
+    pub max_headers: Spanned<usize>,
     /// The largest request body accepted, in bytes; 0 means no limit.
     pub max_body_bytes: u64,
     /// How much of a request body is kept so the request can be retried.
@@ -81,6 +81,18 @@ pub struct Global {
     /// Close a client connection idle this long between requests.
     #[serde(with = "duration")]
     pub client_idle_timeout: Duration,
+    /// Once a request head has begun, all of it must arrive within this (nginx's `client_header_timeout`).
+    #[serde(with = "duration::positive")]
+    pub client_header_timeout: Duration,
+    /// The longest wait between two reads of a request body (nginx's `client_body_timeout`).
+    #[serde(with = "duration::positive")]
+    pub client_body_timeout: Duration,
+    /// The longest wait for one write to a client (nginx's `send_timeout`).
+    #[serde(with = "duration::positive")]
+    pub send_timeout: Duration,
+    /// Networks (CIDR) whose `X-Forwarded-*` and `Forwarded` fields are kept and
+    /// extended; from any other peer they are replaced (Envoy trusts no hop by default).
+    pub trusted_proxies: Vec<Spanned<String>>,
     /// On stop, how long requests in flight get to finish before their connections are dropped.
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
@@ -93,10 +105,14 @@ impl Default for Global {
         Global {
             worker_threads: Spanned::new(0..0, 1),
             max_header_bytes: Spanned::new(0..0, 64 * 1024),
-            max_headers: 100,
+            max_headers: Spanned::new(0..0, 100),
             max_body_bytes: 0,
             replay_buffer_bytes: 64 * 1024,
             client_idle_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             access_log: AccessLog::Off,
         }
@@ -188,6 +204,10 @@ pub struct Upstream {
     /// Also send the RFC 7239 `Forwarded` header (the `X-Forwarded-*` headers are always sent).
     #[serde(default)]
     pub forwarded_header: bool,
+    /// The `Upgrade` protocols tunnelled to this upstream once an endpoint
+    /// answers 101 with one of them; any other `Upgrade` is dropped (HTTP/1.1 only).
+    #[serde(default = "websocket_only")]
+    pub upgrade_protocols: Vec<String>,
     /// Active HTTP health checks; none when absent.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
@@ -209,6 +229,10 @@ pub struct Upstream {
     /// Ramp a new endpoint's share of traffic up over this window.
     #[serde(default, with = "duration::option")]
     pub slow_start: Option<Duration>,
+}
+
+fn websocket_only() -> Vec<String> {
+    vec!["websocket".to_string()]
 }
 
 fn default_algorithm() -> Spanned<String> {
@@ -592,6 +616,12 @@ pub struct Timeouts {
     /// Close a pooled connection idle this long; keep it below the backend's own idle timeout.
     #[serde(with = "duration")]
     pub idle: Duration,
+    /// The longest wait between two reads of a response body (nginx's `proxy_read_timeout`).
+    #[serde(with = "duration::positive")]
+    pub read: Duration,
+    /// The longest wait for one write of a request to an endpoint (nginx's `proxy_send_timeout`).
+    #[serde(with = "duration::positive")]
+    pub send: Duration,
 }
 
 impl Default for Timeouts {
@@ -601,6 +631,8 @@ impl Default for Timeouts {
             request: Duration::from_secs(30),
             per_try: Duration::from_secs(15),
             idle: Duration::from_secs(50),
+            read: Duration::from_secs(60),
+            send: Duration::from_secs(60),
         }
     }
 }

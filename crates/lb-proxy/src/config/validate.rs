@@ -32,6 +32,24 @@ fn check_global(config: &Config, found: &mut Vec<Violation>) {
     if *g.max_header_bytes.get_ref() < 8192 {
         found.push(Violation::new(g.max_header_bytes.span(), "max_header_bytes must be at least 8192"));
     }
+    let max_headers = *g.max_headers.get_ref();
+    if !(1..=crate::http1::request::MAX_FIELDS).contains(&max_headers) {
+        found.push(Violation::new(
+            g.max_headers.span(),
+            format!("max_headers must be from 1 to {}", crate::http1::request::MAX_FIELDS),
+        ));
+    }
+    for network in &g.trusted_proxies {
+        if let Err(error) = network.get_ref().parse::<ipnet::IpNet>() {
+            found.push(Violation::new(
+                network.span(),
+                format!(
+                    "trusted_proxies: `{}` is not a network such as \"10.0.0.0/8\" ({error})",
+                    network.get_ref()
+                ),
+            ));
+        }
+    }
 }
 
 fn check_tracing(tracing: &Tracing, found: &mut Vec<Violation>) {

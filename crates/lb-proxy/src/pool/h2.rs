@@ -12,8 +12,16 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Mutex;
 
-use super::SendError;
 use crate::body::RequestBody;
+
+/// Why a request got no response head.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection could be made (refused, unreachable, connect timeout); nothing was sent.
+    Connect,
+    /// The connection failed after the request was handed to it.
+    Failed(hyper::Error),
+}
 
 type Sender = SendRequest<RequestBody>;
 
@@ -45,7 +53,7 @@ impl SharedConnection {
         for fresh in [false, true] {
             let mut sender = match self.sender(authority, fresh).await {
                 Ok(sender) => sender,
-                Err(_) => return Err(SendError::Connect(Box::new(request))),
+                Err(_) => return Err(SendError::Connect),
             };
             if sender.ready().await.is_err() {
                 continue;
@@ -58,7 +66,7 @@ impl SharedConnection {
                 },
             }
         }
-        Err(SendError::Connect(Box::new(request)))
+        Err(SendError::Connect)
     }
 
     /// A handle on the open connection, or on a new one when there is none,

@@ -1,35 +1,125 @@
-//! Keep-alive HTTP/1.1 connections to one endpoint.
+//! Keep-alive HTTP/1.1 connections to one endpoint, on lb's own engine.
 //!
 //! Each endpoint owns a small LIFO stack of idle connections (the most
 //! recently used first: its socket is the warmest and the least likely to
 //! have hit the backend's idle timeout). A checkout pops from the stack
 //! under an uncontended mutex held for a push or a pop only; the endpoint
-//! pick itself never touches it. Connections are `hyper::client::conn::http1`
-//! handles whose connection task runs on the runtime, so a request that could
-//! not be written on a stale connection comes back to us whole and goes out
-//! again on a fresh one, without keeping a copy of its headers.
+//! pick itself never touches it. A connection is a socket with its own read
+//! buffer and parsed-head scratch, driven by the request that holds it: no
+//! task and no channel per connection.
+//!
+//! A connection goes back only when its request was sent whole and its
+//! response read to the end. One that had anything to say while idle (a
+//! FIN, a reset, stray bytes) is dropped at checkout, seen through the
+//! socket's readiness without a system call.
 
+use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use http::Method;
 use http::uri::Authority;
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::SendError;
-use crate::body::RequestBody;
+use crate::http1::buffer::{FillError, ReadBuffer};
+use crate::http1::response::{self, BadResponse, ResponseHead};
 
-type Sender = SendRequest<RequestBody>;
+/// The largest response head accepted from an endpoint (nginx's `proxy_buffer_size` is 4–8 KiB).
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// A connection that carries one request; give it back with [`EndpointPool::put`].
+/// The most a connection's read buffer grows to while relaying a body.
+pub(crate) const BODY_BUFFER: usize = 64 * 1024;
+
+/// An idle connection's read buffer is shrunk to this.
+const KEEP_BUFFER: usize = 16 * 1024;
+
+/// Interim (1xx) responses skipped before the real one; more is a flood.
+const MAX_INTERIM: usize = 8;
+
+/// One HTTP/1.1 connection to an endpoint.
 #[derive(Debug)]
-pub(crate) struct Conn(Sender);
+pub(crate) struct UpstreamConn {
+    pub(crate) stream: TcpStream,
+    /// What the endpoint sent and was not consumed yet.
+    pub(crate) buf: ReadBuffer,
+    /// The response head of the current request, its spans into `buf`.
+    pub(crate) head: ResponseHead,
+    /// Whether an earlier request was carried (so a failure may just mean it went stale).
+    pub(crate) reused: bool,
+}
+
+/// Why no usable response head came.
+#[derive(Debug)]
+pub(crate) enum HeadError {
+    /// The connection closed or broke before any byte of a response.
+    Closed,
+    /// The connection broke mid-head.
+    Io(io::Error),
+    /// The endpoint sent something that is not a usable response head.
+    Bad(BadResponse),
+}
+
+impl UpstreamConn {
+    fn new(stream: TcpStream) -> Self {
+        UpstreamConn { stream, buf: ReadBuffer::default(), head: ResponseHead::default(), reused: false }
+    }
+
+    /// Reads the response head to a request with `method`, skipping interim
+    /// responses other than 101. The head stays at the front of the buffer
+    /// (its spans point there) until the caller consumes `head.len` bytes.
+    pub(crate) async fn read_head(&mut self, method: &Method) -> Result<(), HeadError> {
+        let mut interim = 0;
+        let mut received = !self.buf.is_empty();
+        loop {
+            if !self.buf.is_empty() {
+                match response::parse(self.buf.bytes(), method, MAX_RESPONSE_HEAD, &mut self.head) {
+                    Ok(true) if self.head.is_interim() => {
+                        interim += 1;
+                        if interim > MAX_INTERIM {
+                            return Err(HeadError::Bad(BadResponse::Malformed));
+                        }
+                        self.buf.consume(self.head.len);
+                        continue;
+                    }
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(bad) => return Err(HeadError::Bad(bad)),
+                }
+            }
+            match self.buf.fill(&mut self.stream, MAX_RESPONSE_HEAD).await {
+                Ok(0) if !received => return Err(HeadError::Closed),
+                Ok(0) => return Err(HeadError::Io(io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => received = true,
+                Err(FillError::Full) => return Err(HeadError::Bad(BadResponse::TooLarge)),
+                Err(FillError::Io(_)) if !received => return Err(HeadError::Closed),
+                Err(FillError::Io(e)) => return Err(HeadError::Io(e)),
+            }
+        }
+    }
+
+    /// Whether an idle connection heard nothing while parked: no FIN, no
+    /// reset, no stray bytes. Reads the socket's readiness, and makes a
+    /// system call only when it says something arrived.
+    fn is_quiet(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readiness can be stale: only a read that would block proves the socket quiet.
+            Poll::Ready(Ok(())) => {
+                matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
 
 struct Idle {
-    sender: Sender,
+    conn: UpstreamConn,
     since: Instant,
 }
 
@@ -62,78 +152,46 @@ impl EndpointPool {
         self.stack().len()
     }
 
-    /// Sends `request` to `authority` on an idle connection, or a new one.
-    ///
-    /// A pooled connection found closed, or one that hands the request back
-    /// unsent, is dropped and the next is tried; the last resort is one fresh
-    /// connection, so a stale pool costs at most one extra connect.
-    pub(crate) async fn send(
-        &self,
-        authority: &Authority,
-        mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Conn), SendError> {
-        while let Some(mut sender) = self.pop() {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Conn(sender))),
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(SendError::Failed(error.into_error())),
-                },
-            }
-        }
-        let mut sender = match self.connect(authority).await {
-            Ok(sender) => sender,
-            Err(_) => return Err(SendError::Connect(Box::new(request))),
-        };
-        match sender.send_request(request).await {
-            Ok(response) => Ok((response, Conn(sender))),
-            Err(error) => Err(SendError::Failed(error)),
-        }
-    }
-
-    /// The most recently parked connection that is neither closed nor expired.
-    fn pop(&self) -> Option<Sender> {
+    /// The most recently parked connection that is quiet and not expired.
+    pub(crate) fn checkout(&self) -> Option<UpstreamConn> {
         let now = Instant::now();
-        let mut stack = self.stack();
-        while let Some(idle) = stack.pop() {
-            if !idle.sender.is_closed() && now.duration_since(idle.since) < self.idle_timeout {
-                return Some(idle.sender);
+        loop {
+            let Idle { mut conn, since } = self.stack().pop()?;
+            if now.duration_since(since) < self.idle_timeout && conn.is_quiet() {
+                conn.reused = true;
+                return Some(conn);
             }
         }
-        None
     }
 
-    /// Parks a connection whose response ended cleanly, unless the pool is full.
-    pub(crate) fn put(&self, conn: Conn) {
-        if conn.0.is_closed() {
-            return;
-        }
+    /// A new connection to `authority`, within the connect timeout.
+    pub(crate) async fn connect(&self, authority: &Authority) -> io::Result<UpstreamConn> {
+        super::dial(authority, self.connect_timeout).await.map(UpstreamConn::new)
+    }
+
+    /// Parks a connection whose exchange ended cleanly, unless the pool is full.
+    pub(crate) fn put(&self, mut conn: UpstreamConn) {
+        // A large body grew the buffer; an idle connection keeps only a small one.
+        conn.buf.shrink(KEEP_BUFFER);
         let mut stack = self.stack();
         if stack.len() < self.max_idle {
-            stack.push(Idle { sender: conn.0, since: Instant::now() });
+            stack.push(Idle { conn, since: Instant::now() });
         }
     }
 
-    /// Closes the connections idle longer than the idle timeout, or already closed.
+    /// Closes the connections idle longer than the idle timeout.
     pub(crate) fn evict_expired(&self) {
         let now = Instant::now();
-        // Dropping a handle only closes a channel; its connection task does the closing.
-        self.stack().retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < self.idle_timeout);
-    }
-
-    async fn connect(&self, authority: &Authority) -> std::io::Result<Sender> {
-        let stream = super::dial(authority, self.connect_timeout).await?;
-        let (sender, connection) =
-            http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        let expired: Vec<Idle> = {
+            let mut stack = self.stack();
+            let (keep, expired) = std::mem::take(&mut *stack)
+                .into_iter()
+                .partition(|i| now.duration_since(i.since) < self.idle_timeout);
+            *stack = keep;
+            expired
+        };
+        // Closed outside the lock.
+        drop(expired);
     }
 }
 
@@ -143,7 +201,6 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
@@ -210,21 +267,25 @@ mod tests {
         }
     }
 
-    fn get() -> Request<RequestBody> {
-        let mut request = Request::new(RequestBody::Empty);
-        *request.uri_mut() = http::Uri::from_static("/");
-        request.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("test"));
-        request
-    }
-
     fn pool(max_idle: usize) -> EndpointPool {
         EndpointPool::new(max_idle, Duration::from_secs(50), Duration::from_secs(1))
     }
 
-    /// Sends one GET, reads the body to its end and returns the connection.
-    async fn exchange(pool: &EndpointPool, backend: &RawBackend) -> Conn {
-        let (response, conn) = pool.send(&backend.authority, get()).await.expect("a response");
-        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+    /// Sends one GET on a pooled or new connection and reads the answer.
+    async fn exchange(pool: &EndpointPool, backend: &RawBackend) -> UpstreamConn {
+        let mut conn = match pool.checkout() {
+            Some(conn) => conn,
+            None => pool.connect(&backend.authority).await.unwrap(),
+        };
+        conn.stream.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        conn.read_head(&Method::GET).await.unwrap();
+        assert_eq!(conn.head.status, 200);
+        conn.buf.consume(conn.head.len);
+        while conn.buf.len() < 2 {
+            conn.buf.fill(&mut conn.stream, 1024).await.unwrap();
+        }
+        assert_eq!(conn.buf.bytes(), b"ok");
+        conn.buf.consume(2);
         conn
     }
 
@@ -273,28 +334,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stale_pooled_connection_is_replaced_by_a_fresh_one() {
+    async fn a_connection_closed_while_parked_is_not_checked_out() {
         let mut backend = RawBackend::start(true).await;
         let pool = pool(4);
         let conn = exchange(&pool, &backend).await;
         pool.put(conn);
         backend.wait_closed(1).await;
-        let conn = exchange(&pool, &backend).await;
-        drop(conn);
+        // The FIN reaches our socket's readiness once the runtime polls its driver.
+        let mut dropped = false;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            if pool.checkout().is_none() {
+                dropped = true;
+                break;
+            }
+        }
+        assert!(dropped, "the closed connection was never handed out");
+        drop(exchange(&pool, &backend).await);
         assert_eq!(backend.requests.load(Ordering::SeqCst), 2, "the second request went out once");
         assert_eq!(backend.accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
-    async fn a_failed_connect_hands_the_request_back() {
-        let closed = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
-        let authority = Authority::try_from(closed.local_addr().unwrap().to_string()).unwrap();
-        drop(closed);
-        let mut request = get();
-        request.headers_mut().insert("x-kept", http::HeaderValue::from_static("yes"));
-        match pool(4).send(&authority, request).await {
-            Err(SendError::Connect(unsent)) => assert_eq!(unsent.headers()["x-kept"], "yes"),
-            other => panic!("expected a connect error, got {other:?}"),
-        }
+    async fn a_connection_that_closes_before_answering_says_so() {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let authority = Authority::try_from(listener.local_addr().unwrap().to_string()).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 256];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        });
+        let mut conn = pool(1).connect(&authority).await.unwrap();
+        conn.stream.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+        let error = conn.read_head(&Method::GET).await.unwrap_err();
+        assert!(matches!(error, HeadError::Io(_)), "bytes came, so not merely stale: {error:?}");
+        server.await.unwrap();
     }
 }

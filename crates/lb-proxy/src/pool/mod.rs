@@ -1,16 +1,14 @@
-//! Connections to one endpoint: a pool of keep-alive HTTP/1.1 connections,
-//! or one shared, multiplexed HTTP/2 connection (h2c, for gRPC).
+//! Connections to one endpoint: a pool of keep-alive HTTP/1.1 connections
+//! on lb's own engine, or one shared, multiplexed HTTP/2 connection (h2c,
+//! for gRPC) on hyper.
 
-mod h2;
-mod http1;
+pub(crate) mod h2;
+pub(crate) mod http1;
 
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::{Request, Response};
-use hyper::body::Incoming;
 
-use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 
 /// A TCP connection to `authority` within `timeout`, with Nagle off (requests are small and latency-bound).
@@ -21,25 +19,6 @@ async fn dial(authority: &Authority, timeout: Duration) -> std::io::Result<tokio
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
     Ok(stream)
-}
-
-/// Why a request got no response head.
-#[derive(Debug)]
-pub(crate) enum SendError {
-    /// No connection could be made (refused, unreachable, connect timeout).
-    /// Nothing was sent; the request comes back.
-    Connect(Box<Request<RequestBody>>),
-    /// The connection failed after the request was handed to it.
-    Failed(hyper::Error),
-}
-
-/// The connection a response came on, to give back when its body ends.
-#[derive(Debug)]
-pub(crate) enum Conn {
-    /// An HTTP/1.1 connection: free again once its response was read.
-    Http1(http1::Conn),
-    /// A stream of the shared HTTP/2 connection: nothing to give back.
-    Multiplexed,
 }
 
 /// How requests reach one endpoint.
@@ -64,30 +43,6 @@ impl Connections {
                 Connections::Http1(http1::EndpointPool::new(max_idle, idle_timeout, connect_timeout))
             }
             UpstreamProtocol::H2c => Connections::H2c(h2::SharedConnection::new(connect_timeout)),
-        }
-    }
-
-    /// Whether requests go out as HTTP/2, so they need an absolute URI.
-    pub(crate) fn is_http2(&self) -> bool {
-        matches!(self, Connections::H2c(_))
-    }
-
-    /// Sends `request` to `authority`.
-    pub(crate) async fn send(
-        &self,
-        authority: &Authority,
-        request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Conn), SendError> {
-        match self {
-            Connections::Http1(pool) => pool.send(authority, request).await.map(|(r, c)| (r, Conn::Http1(c))),
-            Connections::H2c(shared) => shared.send(authority, request).await.map(|r| (r, Conn::Multiplexed)),
-        }
-    }
-
-    /// Gives back the connection of a response read to its end.
-    pub(crate) fn put(&self, conn: Conn) {
-        if let (Connections::Http1(pool), Conn::Http1(conn)) = (self, conn) {
-            pool.put(conn);
         }
     }
 
