@@ -31,24 +31,6 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// How often histogram samples are folded into their summaries.
-const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Folds recorded histogram samples into their buckets every few seconds.
-///
-/// The exporter keeps every raw sample until something drains it; without
-/// this, a proxy nobody scrapes would grow by 8 bytes per request forever.
-pub(crate) async fn upkeep(handle: PrometheusHandle, mut stopped: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(UPKEEP_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => handle.run_upkeep(),
-            _ = stopped.changed() => return,
-        }
-    }
-}
-
 pub(crate) async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
@@ -71,7 +53,9 @@ fn respond(path: &str, handle: &PrometheusHandle, runtime: &Runtime) -> Response
             for upstream in &runtime.upstreams {
                 upstream.refresh_gauges(runtime.clock.as_ref());
             }
-            (StatusCode::OK, "text/plain; version=0.0.4", handle.render())
+            let mut text = handle.render();
+            crate::telemetry::render_histograms(&mut text);
+            (StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/upstreams" => (StatusCode::OK, "application/json", upstreams_json(runtime)),

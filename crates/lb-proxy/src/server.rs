@@ -110,7 +110,6 @@ impl Proxy {
         }
         let mut admin_address = None;
         if let Some(handle) = metrics {
-            tasks.push(tokio::spawn(admin::upkeep(handle.clone(), stopped.clone())));
             let address = *self.config.admin.listen.get_ref();
             let listener = bind(address).await?;
             admin_address = Some(listener.local_addr().unwrap_or(address));
@@ -214,7 +213,7 @@ pub struct RunningProxy {
     listen_addresses: Vec<SocketAddr>,
     admin_address: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    /// Listeners, the admin listener and the metrics upkeep.
+    /// Listeners and the admin listener.
     tasks: Vec<JoinHandle<()>>,
     /// Each upstream's discovery and timer tasks, by upstream name.
     pub(crate) upstream_tasks: BTreeMap<String, UpstreamTasks>,
@@ -264,7 +263,7 @@ impl RunningProxy {
     /// each busy one finishes its current response, for up to the configured
     /// `drain_timeout`; upgraded connections (WebSocket) get the same time.
     /// What is still open at the deadline is dropped. Background tasks
-    /// (discovery, health checks, metrics upkeep) stop and are waited for, and
+    /// (discovery, health checks) stop and are waited for, and
     /// the spans not yet exported are sent.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);

@@ -182,14 +182,8 @@ impl EndpointPool {
     /// Closes the connections idle longer than the idle timeout.
     pub(crate) fn evict_expired(&self) {
         let now = Instant::now();
-        let expired: Vec<Idle> = {
-            let mut stack = self.stack();
-            let (keep, expired) = std::mem::take(&mut *stack)
-                .into_iter()
-                .partition(|i| now.duration_since(i.since) < self.idle_timeout);
-            *stack = keep;
-            expired
-        };
+        let expired: Vec<Idle> =
+            self.stack().extract_if(.., |i| now.duration_since(i.since) >= self.idle_timeout).collect();
         // Closed outside the lock.
         drop(expired);
     }

@@ -6,7 +6,32 @@ use std::time::Duration;
 
 use http::StatusCode;
 use lb_core::{ErrorType, Outcome};
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use std::sync::{Arc, LazyLock};
+
+use metrics::{Counter, Gauge, counter, gauge};
+
+mod histogram;
+
+use histogram::{DEFAULT_BUCKETS, Family, Histogram};
+
+/// `request_duration_seconds{backend}`, as the user's guide names it.
+static REQUEST_DURATION: LazyLock<Family> = LazyLock::new(|| {
+    Family::new(
+        "request_duration_seconds",
+        "Time from picking an endpoint to the end of its response, per endpoint.",
+        &DEFAULT_BUCKETS,
+    )
+});
+
+/// Appends the histograms the proxy keeps itself to a Prometheus exposition.
+pub(crate) fn render_histograms(out: &mut String) {
+    REQUEST_DURATION.render(out);
+}
+
+/// A Prometheus label value: `"` and `\` escaped, line breaks as `\n`.
+fn label_value(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
 
 /// nginx's "client closed request".
 pub(crate) const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
@@ -23,7 +48,7 @@ const COMMON_STATUSES: [u16; 16] =
 pub(crate) struct BackendMetrics {
     upstream: String,
     backend: String,
-    duration: Histogram,
+    duration: Arc<Histogram>,
     in_flight: Gauge,
     pub(crate) healthy: Gauge,
     pub(crate) breaker_state: Gauge,
@@ -37,7 +62,7 @@ impl BackendMetrics {
     pub(crate) fn new(upstream: &str, backend: &str) -> Self {
         let (u, b) = (upstream.to_string(), backend.to_string());
         BackendMetrics {
-            duration: histogram!("request_duration_seconds", "backend" => b.clone()),
+            duration: REQUEST_DURATION.get(format!("backend=\"{}\"", label_value(&b))),
             in_flight: gauge!("requests_in_flight", "upstream" => u.clone(), "backend" => b.clone()),
             healthy: gauge!("endpoint_healthy", "upstream" => u.clone(), "backend" => b.clone()),
             breaker_state: gauge!("breaker_state", "upstream" => u.clone(), "backend" => b.clone()),
@@ -61,7 +86,7 @@ impl BackendMetrics {
     /// A request ended with `status` (as the client saw it) after `latency`.
     pub(crate) fn finished(&self, status: StatusCode, outcome: Outcome, latency: Duration) {
         self.in_flight.decrement(1.0);
-        self.duration.record(latency.as_secs_f64());
+        self.duration.record(latency);
         if let Some(kind) = outcome.error_type() {
             self.errors[kind as usize].increment(1);
         }
