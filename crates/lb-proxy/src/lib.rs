@@ -62,6 +62,7 @@ mod server;
 mod signals;
 mod telemetry;
 mod upstream;
+mod workers;
 
 pub use access_log::AccessEntry;
 pub use admin::metrics_handle;

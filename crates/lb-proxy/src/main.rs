@@ -60,8 +60,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let threads = *config.global.worker_threads.get_ref();
-            run_on_runtime(threads, async move {
+            run_on_runtime(async move {
                 let mut stop = lb_proxy::StopSignal::listen()?;
                 let mut reload = lb_proxy::ReloadSignal::listen()?;
                 let mut proxy = lb_proxy::Proxy::new(config).start().await?;
@@ -80,7 +79,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Demo(args) => run_on_runtime(1, lb_proxy::demo::run(args)),
+        Command::Demo(args) => run_on_runtime(lb_proxy::demo::run(args)),
     }
 }
 
@@ -96,16 +95,14 @@ async fn reload_from(proxy: &mut lb_proxy::RunningProxy, path: &std::path::Path)
     }
 }
 
-fn run_on_runtime<F>(threads: usize, main: F) -> ExitCode
+/// Runs `main` on a one-thread runtime: worker 0, which also runs discovery,
+/// health checks and the admin listener; `worker_threads` > 1 starts the
+/// other workers on threads of their own (thread per core, no cross-thread wakeups).
+fn run_on_runtime<F>(main: F) -> ExitCode
 where
     F: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 {
-    // One worker: a current-thread runtime avoids cross-thread wakeups entirely.
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
-    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let result = match runtime {
         Ok(rt) => rt.block_on(main),
         Err(e) => Err(e.into()),

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::front::{self, FrontSettings};
 use crate::otel::Tracing;
 use crate::runtime::Runtime;
+use crate::workers::{self, Serving, Workers};
 use crate::{admin, background};
 
 /// Why a proxy could not start.
@@ -39,6 +40,9 @@ pub enum StartError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// A worker thread could not be started.
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
     /// The OpenTelemetry exporter could not be set up.
     #[error("tracing: {0}")]
     Tracing(String),
@@ -98,16 +102,36 @@ impl Proxy {
         let upstream_tasks = background::spawn(&self.config, &runtime)?;
         let mut tasks = Vec::new();
         let shared = Arc::new(ArcSwap::new(Arc::clone(&runtime)));
+        let serving = Serving {
+            runtime: Arc::clone(&shared),
+            settings: FrontSettings::new(&self.config.global),
+            stopped: stopped.clone(),
+            drain_timeout: self.config.global.drain_timeout,
+        };
+        let worker_count = (*self.config.global.worker_threads.get_ref()).max(1);
         let mut listen_addresses = Vec::new();
+        let mut other_workers: Vec<Vec<std::net::TcpListener>> =
+            (1..worker_count).map(|_| Vec::new()).collect();
         for address in self.config.listen_addresses() {
-            let listener = bind(address).await?;
-            listen_addresses.push(listener.local_addr().unwrap_or(address));
-            let settings = FrontSettings::new(&self.config.global);
-            let drain_timeout = self.config.global.drain_timeout;
-            let serving =
-                serve_proxy(listener, settings, Arc::clone(&shared), stopped.clone(), drain_timeout);
+            let bind = |address| workers::listen(address, worker_count > 1);
+            let first = bind(address).map_err(|source| StartError::Bind { address, source })?;
+            let bound = first.local_addr().unwrap_or(address);
+            for sockets in &mut other_workers {
+                sockets.push(bind(bound).map_err(|source| StartError::Bind { address: bound, source })?);
+            }
+            let listener =
+                TcpListener::from_std(first).map_err(|source| StartError::Bind { address: bound, source })?;
+            listen_addresses.push(bound);
+            let serving = serve_proxy(
+                listener,
+                serving.settings,
+                Arc::clone(&serving.runtime),
+                serving.stopped.clone(),
+                serving.drain_timeout,
+            );
             tasks.push(tokio::spawn(serving));
         }
+        let workers = Workers::spawn(other_workers, &serving).map_err(StartError::Workers)?;
         let mut admin_address = None;
         if let Some(handle) = metrics {
             let address = *self.config.admin.listen.get_ref();
@@ -120,6 +144,7 @@ impl Proxy {
             admin_address,
             stop,
             tasks,
+            workers,
             upstream_tasks,
             runtime: shared,
             tracing,
@@ -129,10 +154,11 @@ impl Proxy {
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
+    // The admin listener: one socket, on worker 0.
     TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })
 }
 
-async fn serve_proxy(
+pub(crate) async fn serve_proxy(
     listener: TcpListener,
     settings: FrontSettings,
     runtime: Arc<ArcSwap<Runtime>>,
@@ -215,6 +241,8 @@ pub struct RunningProxy {
     stop: watch::Sender<bool>,
     /// Listeners and the admin listener.
     tasks: Vec<JoinHandle<()>>,
+    /// Worker threads beyond this one (`worker_threads` > 1).
+    workers: Workers,
     /// Each upstream's discovery and timer tasks, by upstream name.
     pub(crate) upstream_tasks: BTreeMap<String, UpstreamTasks>,
     pub(crate) runtime: Arc<ArcSwap<Runtime>>,
@@ -270,6 +298,7 @@ impl RunningProxy {
         for task in self.tasks {
             let _ = task.await;
         }
+        self.workers.join().await;
         for (_, upstream) in self.upstream_tasks {
             upstream.stop().await;
         }

@@ -23,6 +23,8 @@ use crate::telemetry::{BackendMetrics, retry_counter};
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) protocol: config::UpstreamProtocol,
+    /// Worker threads, each with its own pooled connections.
+    pub(crate) workers: usize,
     pub(crate) hash_key: Option<config::HashKey>,
     pub(crate) host_header: config::HostHeader,
     pub(crate) forwarded_header: bool,
@@ -136,11 +138,12 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// An upstream with no endpoints yet; [`install`](Upstream::install) adds them.
-    pub(crate) fn new(name: &str, cfg: &config::Upstream, choice: AlgorithmChoice) -> Self {
+    pub(crate) fn new(name: &str, cfg: &config::Upstream, choice: AlgorithmChoice, workers: usize) -> Self {
         Upstream {
             name: Arc::from(name),
             settings: Settings {
                 protocol: cfg.protocol,
+                workers,
                 hash_key: cfg.hash_key.clone(),
                 host_header: cfg.host_header.clone(),
                 forwarded_header: cfg.forwarded_header,
@@ -197,6 +200,7 @@ impl Upstream {
             guards: self.guard_config.guards_for(address),
             pool: Connections::new(
                 self.settings.protocol,
+                self.settings.workers,
                 self.settings.limits.max_idle_connections_per_endpoint,
                 self.settings.timeouts.idle,
                 self.settings.timeouts.connect,

@@ -289,8 +289,9 @@ impl Io {
                             UpstreamProtocol::Http1 => {
                                 self.forward_native(req, request, span, &mut reply).await
                             }
+                            // Boxed: its state would otherwise enlarge every HTTP/1 connection's task.
                             UpstreamProtocol::H2c => {
-                                super::bridge::forward(self, req, request, span, &mut reply).await;
+                                Box::pin(super::bridge::forward(self, req, request, span, &mut reply)).await;
                             }
                         }
                     }
@@ -416,7 +417,8 @@ impl Io {
             span.set_backend(&attempt.backend().authority);
         }
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            return self.tunnel(req, conn, attempt, relayed, span, settings, reply).await;
+            // Boxed, as rare: its state would otherwise enlarge every connection's task.
+            return Box::pin(self.tunnel(req, conn, attempt, relayed, span, settings, reply)).await;
         }
         let framing = conn.head.framing();
         let (out_framing, encoding) = match framing {

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::Global;
-use crate::http1::buffer::{INITIAL, ReadBuffer};
+use crate::http1::buffer::{FillError, INITIAL, ReadBuffer};
 use crate::http1::request::HeadLimits;
 use crate::runtime::Runtime;
 
@@ -72,12 +72,48 @@ pub(crate) async fn serve(
         sniffed = tokio::time::timeout(settings.idle_timeout, sniff(&mut stream, &mut buf, settings.header_timeout)) => sniffed,
         () = crate::server::stop_requested(&mut stop) => return,
     };
+    // The engines' states are boxed once a connection is known to need them, so a
+    // connection that never sends a whole head costs this small task and its buffer.
     match sniffed {
         Ok(Ok(Protocol::Http2)) => {
-            h2::serve(prefixed::Prefixed::new(buf, stream), peer, runtime, settings, stop).await
+            Box::pin(h2::serve(prefixed::Prefixed::new(buf, stream), peer, runtime, settings, stop)).await;
         }
-        Ok(Ok(Protocol::Http1)) => h1::serve(stream, buf, peer, runtime, settings, stop).await,
+        Ok(Ok(Protocol::Http1)) => {
+            if first_head(&mut stream, &mut buf, &settings, &mut stop).await {
+                Box::pin(h1::serve(stream, buf, peer, runtime, settings, stop)).await;
+            }
+        }
         Ok(Err(())) | Err(_) => {}
+    }
+}
+
+/// Waits until the first request head is whole in `buf` (or the buffer is
+/// full, for the engine to refuse): `client_header_timeout` from its first
+/// byte. False when the connection ends first (closed, timed out, stopped).
+async fn first_head(
+    stream: &mut TcpStream,
+    buf: &mut ReadBuffer,
+    settings: &FrontSettings,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + settings.header_timeout;
+    let max = settings.head_limits.max_bytes;
+    let mut searched = 0;
+    loop {
+        if crate::http1::request::head_end(buf.bytes(), searched).is_some() || buf.len() >= max {
+            return true;
+        }
+        searched = buf.len();
+        let filled = tokio::select! {
+            filled = tokio::time::timeout_at(deadline, buf.fill(stream, max)) => filled,
+            () = crate::server::stop_requested(stop) => return false,
+        };
+        match filled {
+            Ok(Ok(1..)) => {}
+            // A full buffer is the engine's to refuse with 431.
+            Ok(Err(FillError::Full)) => return true,
+            Ok(Ok(0) | Err(FillError::Io(_))) | Err(_) => return false,
+        }
     }
 }
 
@@ -112,5 +148,28 @@ async fn sniff(
             return Err(());
         }
         deadline.get_or_insert_with(|| tokio::time::Instant::now() + header_timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// What a connection costs before its first whole head: this task's
+    /// state (the engines' larger states are boxed only after), plus its buffer.
+    #[tokio::test]
+    async fn a_connection_waiting_for_its_first_head_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(address).await.unwrap();
+        let config = crate::Config::parse("[admin]\nenabled = false\n", "test.toml").unwrap();
+        let clock = Arc::new(lb_core::MonotonicClock::new());
+        let runtime = Arc::new(ArcSwap::new(Arc::new(Runtime::build(&config, clock, None, None))));
+        let (_stop, stopped) = watch::channel(false);
+        let serving = serve(stream, address, runtime, FrontSettings::new(&config.global), stopped);
+        let size = std::mem::size_of_val(&serving);
+        assert!(size <= 2048, "a connection's task state grew to {size} bytes");
     }
 }

@@ -137,7 +137,7 @@ pub(crate) fn parse(buf: &[u8], limits: HeadLimits, head: &mut RequestHead) -> R
         Err(httparse::Error::TooManyHeaders) => {
             return Err(refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header fields"));
         }
-        Err(httparse::Error::Version) => {
+        Err(httparse::Error::Version) if names_a_version(buf) => {
             return Err(refuse(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "unsupported HTTP version"));
         }
         Err(_) => return Err(refuse(BAD, "malformed request head")),
@@ -173,6 +173,23 @@ pub(crate) fn parse(buf: &[u8], limits: HeadLimits, head: &mut RequestHead) -> R
         });
     }
     read_fields(buf, head, target_host)
+}
+
+/// Whether the request line is well formed but for its version, a real
+/// `HTTP/d.d` (or `HTTP/d`) other than 1.0 and 1.1 (505); anything else
+/// httparse calls a version error is a malformed request line (400), as
+/// RFC 9112 §3 asks.
+fn names_a_version(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let [method, target, version] = parts[..] else { return false };
+    let Some(number) = version.strip_prefix(b"HTTP/") else { return false };
+    let digits = |part: &[u8]| !part.is_empty() && part.iter().all(u8::is_ascii_digit);
+    let well_formed = match number.iter().position(|&b| b == b'.') {
+        Some(dot) => digits(&number[..dot]) && digits(&number[dot + 1..]),
+        None => digits(number),
+    };
+    !method.is_empty() && !target.is_empty() && well_formed && !number.starts_with(b"1.")
 }
 
 /// Reads the request target: origin form, absolute form (its authority then
@@ -409,6 +426,11 @@ mod tests {
             ("GET a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            ("GET / http/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/3\r\nHost: a\r\n\r\n", 505),
+            ("GET / HTTP/1.x\r\nHost: a\r\n\r\n", 400),
+            ("GET /  HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET http://a b/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
             ("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405),
             ("GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", 417),
         ];

@@ -118,14 +118,20 @@ impl UpstreamConn {
     }
 }
 
+fn lock(stack: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
+    stack.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 struct Idle {
     conn: UpstreamConn,
     since: Instant,
 }
 
-/// The idle connections of one endpoint and how to make new ones.
+/// The idle connections of one endpoint and how to make new ones: one
+/// stack per worker thread, so a connection stays with the thread (and the
+/// reactor) that made it.
 pub(crate) struct EndpointPool {
-    idle: Mutex<Vec<Idle>>,
+    idle: Box<[Mutex<Vec<Idle>>]>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -138,18 +144,26 @@ impl std::fmt::Debug for EndpointPool {
 }
 
 impl EndpointPool {
-    /// A pool keeping at most `max_idle` connections, each for at most `idle_timeout`.
-    pub(crate) fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
-        EndpointPool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connect_timeout }
+    /// A pool for `workers` threads, keeping at most `max_idle` connections
+    /// per thread, each for at most `idle_timeout`.
+    pub(crate) fn new(
+        workers: usize,
+        max_idle: usize,
+        idle_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        let idle = (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect();
+        EndpointPool { idle, max_idle, idle_timeout, connect_timeout }
     }
 
+    /// This worker thread's stack.
     fn stack(&self) -> MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.idle[crate::workers::current() % self.idle.len()])
     }
 
-    /// How many idle connections the pool holds now.
+    /// How many idle connections the pool holds now, over every worker.
     pub(crate) fn idle_count(&self) -> usize {
-        self.stack().len()
+        self.idle.iter().map(|stack| lock(stack).len()).sum()
     }
 
     /// The most recently parked connection that is quiet and not expired.
@@ -179,13 +193,15 @@ impl EndpointPool {
         }
     }
 
-    /// Closes the connections idle longer than the idle timeout.
+    /// Closes the connections idle longer than the idle timeout, on every worker.
     pub(crate) fn evict_expired(&self) {
         let now = Instant::now();
-        let expired: Vec<Idle> =
-            self.stack().extract_if(.., |i| now.duration_since(i.since) >= self.idle_timeout).collect();
-        // Closed outside the lock.
-        drop(expired);
+        for stack in &self.idle {
+            let expired: Vec<Idle> =
+                lock(stack).extract_if(.., |i| now.duration_since(i.since) >= self.idle_timeout).collect();
+            // Closed outside the lock.
+            drop(expired);
+        }
     }
 }
 
@@ -262,7 +278,7 @@ mod tests {
     }
 
     fn pool(max_idle: usize) -> EndpointPool {
-        EndpointPool::new(max_idle, Duration::from_secs(50), Duration::from_secs(1))
+        EndpointPool::new(1, max_idle, Duration::from_secs(50), Duration::from_secs(1))
     }
 
     /// Sends one GET on a pooled or new connection and reads the answer.

@@ -31,16 +31,17 @@ pub(crate) enum Connections {
 }
 
 impl Connections {
-    /// Connections of `protocol`; the idle limits apply to HTTP/1.1.
+    /// Connections of `protocol` for `workers` threads; the idle limits apply to HTTP/1.1.
     pub(crate) fn new(
         protocol: UpstreamProtocol,
+        workers: usize,
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
     ) -> Self {
         match protocol {
             UpstreamProtocol::Http1 => {
-                Connections::Http1(http1::EndpointPool::new(max_idle, idle_timeout, connect_timeout))
+                Connections::Http1(http1::EndpointPool::new(workers, max_idle, idle_timeout, connect_timeout))
             }
             UpstreamProtocol::H2c => Connections::H2c(h2::SharedConnection::new(connect_timeout)),
         }
