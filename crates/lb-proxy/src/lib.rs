@@ -45,6 +45,7 @@ mod background;
 mod backoff;
 mod balancing;
 mod body;
+mod bounded;
 pub mod config;
 mod consul;
 pub mod demo;

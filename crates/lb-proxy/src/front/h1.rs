@@ -25,6 +25,7 @@ use super::native::{ClientSide, NativeAnswer, NativeExchange, Scratch};
 use crate::access_log::AccessEntry;
 use crate::attempt::Attempt;
 use crate::body::BodyEnd;
+use crate::bounded;
 use crate::config::UpstreamProtocol;
 use crate::forward::{self, Forwarded};
 use crate::headers::{self, Hop, RequestId};
@@ -107,15 +108,18 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     runtime: Arc<ArcSwap<Runtime>>,
     settings: FrontSettings,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let mut peer_text = [0u8; 48];
     let len = headers::ip_text(peer.ip(), &mut peer_text);
     let mut io = Io { stream, buf, out: Output::default(), scratch: Scratch::default(), key: Vec::new() };
     let mut arrived =
         Arrived { head: RequestHead::default(), bytes: Vec::new(), peer, peer_text: (peer_text, len) };
+    // One wait for the stop for the connection's whole life, polled only while idle.
+    let mut watch = stop.clone();
+    let mut stopped = std::pin::pin!(crate::server::stop_requested(&mut watch));
     let linger = loop {
-        let len = match io.next_head(&mut arrived.head, &settings, &mut stop).await {
+        let len = match io.next_head(&mut arrived.head, &settings, stopped.as_mut()).await {
             NextHead::Ready(len) => len,
             NextHead::Refused => break true,
             NextHead::Close => break false,
@@ -167,7 +171,7 @@ impl Io {
         &mut self,
         head: &mut RequestHead,
         settings: &FrontSettings,
-        stop: &mut watch::Receiver<bool>,
+        mut stopped: std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> NextHead {
         let limits = settings.head_limits;
         let mut searched = 0;
@@ -196,14 +200,23 @@ impl Io {
                 }
             }
             let idle = self.buf.is_empty();
-            let wait_until = *deadline.get_or_insert_with(|| {
-                let timeout = if idle { settings.idle_timeout } else { settings.header_timeout };
-                tokio::time::Instant::now() + timeout
-            });
-            let filled = tokio::select! {
-                filled = tokio::time::timeout_at(wait_until, self.buf.fill(&mut self.stream, limits.max_bytes)) => filled,
-                // Only an idle connection closes at once on stop; a head in progress may finish.
-                () = crate::server::stop_requested(stop), if idle => return NextHead::Close,
+            let filled = {
+                let mut fill = std::pin::pin!(self.buf.fill(&mut self.stream, limits.max_bytes));
+                match bounded::at_once(fill.as_mut()).await {
+                    Some(filled) => Ok(filled),
+                    None => {
+                        let wait_until = *deadline.get_or_insert_with(|| {
+                            let timeout = if idle { settings.idle_timeout } else { settings.header_timeout };
+                            tokio::time::Instant::now() + timeout
+                        });
+                        tokio::select! {
+                            biased;
+                            filled = tokio::time::timeout_at(wait_until, fill) => filled,
+                            // Only an idle connection closes at once on stop; a head in progress may finish.
+                            () = stopped.as_mut(), if idle => return NextHead::Close,
+                        }
+                    }
+                }
             };
             match filled {
                 // The first byte of a head starts the header timeout.
@@ -246,7 +259,7 @@ impl Io {
         text.push('\n');
         self.out.pending.clear();
         write::local_response(&mut self.out.pending, status, &text, b"-", true);
-        let _ = tokio::time::timeout(settings.send_timeout, self.out.flush(&mut self.stream)).await;
+        let _ = bounded::within(settings.send_timeout, self.out.flush(&mut self.stream)).await;
     }
 
     /// Serves one request; whether the connection stays open.
@@ -306,8 +319,8 @@ impl Io {
             self.out.pending.clear();
             write::local_response(&mut self.out.pending, status, text, request_id, !reply.keep);
             if !matches!(
-                tokio::time::timeout(settings.send_timeout, self.out.flush(&mut self.stream)).await,
-                Ok(Ok(()))
+                bounded::within(settings.send_timeout, self.out.flush(&mut self.stream)).await,
+                Some(Ok(()))
             ) {
                 reply.keep = false;
             }
@@ -508,7 +521,7 @@ impl Io {
         conn.buf.consume(conn.head.len);
         // Bytes either side sent early belong to the other.
         self.out.put(conn.buf.bytes());
-        let flushed = tokio::time::timeout(settings.send_timeout, self.out.flush(&mut self.stream)).await;
+        let flushed = bounded::within(settings.send_timeout, self.out.flush(&mut self.stream)).await;
         let passed_on = conn.stream.write_all(self.buf.bytes()).await;
         attempt.finish(Outcome::Success, StatusCode::SWITCHING_PROTOCOLS);
         if let Some(span) = span {
@@ -516,7 +529,7 @@ impl Io {
         }
         // A tunnel is not a request in flight.
         drop(relayed.in_flight);
-        if !matches!(flushed, Ok(Ok(()))) || passed_on.is_err() {
+        if !matches!(flushed, Some(Ok(()))) || passed_on.is_err() {
             return;
         }
         self.buf.consume(self.buf.len());

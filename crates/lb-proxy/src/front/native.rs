@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::ReplayStats;
+use crate::bounded;
 use crate::config::HostHeader;
 use crate::forward::{ClientFault, Exchange, TryError};
 use crate::http1::body::{self, BodyReader, Encoding, Output, Piece, SourceError};
@@ -178,19 +179,24 @@ impl<'a> NativeExchange<'a> {
         let (endpoint_read, mut endpoint) = conn.stream.split();
         let out = &mut self.scratch.out;
         let send_timeout = self.send_timeout;
-        // A write that waits gives way to an early answer.
+        // A write that has to wait gives way to an early answer, and gets the send timeout.
         macro_rules! write_or_answered {
-            ($write:expr) => {
-                tokio::select! {
-                    biased;
-                    _ = endpoint_read.readable() => return Ok(false),
-                    written = tokio::time::timeout(send_timeout, $write) => match written {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Err(SendError::Endpoint),
-                        Err(_) => return Err(SendError::EndpointStalled),
+            ($write:expr) => {{
+                let mut write = std::pin::pin!($write);
+                let written = match bounded::at_once(write.as_mut()).await {
+                    Some(written) => Some(written),
+                    None => tokio::select! {
+                        biased;
+                        _ = endpoint_read.readable() => return Ok(false),
+                        written = tokio::time::timeout(send_timeout, write) => written.ok(),
                     },
+                };
+                match written {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => return Err(SendError::Endpoint),
+                    None => return Err(SendError::EndpointStalled),
                 }
-            };
+            }};
         }
         if !self.scratch.replay.is_empty() {
             write_or_answered!(out.data(&mut endpoint, encoding, &self.scratch.replay));

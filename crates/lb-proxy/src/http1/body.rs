@@ -135,13 +135,13 @@ pub(crate) async fn read_more<R: AsyncRead + Unpin>(
     timeout: Duration,
 ) -> Result<(), SourceError> {
     let filled = std::future::poll_fn(|cx| buf.poll_fill(cx, source, max_buffer));
-    match tokio::time::timeout(timeout, filled).await {
-        Err(_) => Err(SourceError::Timeout),
-        Ok(Ok(0)) => reader.at_eof(),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(FillError::Io(e))) => Err(SourceError::Io(e)),
+    match crate::bounded::within(timeout, filled).await {
+        None => Err(SourceError::Timeout),
+        Some(Ok(0)) => reader.at_eof(),
+        Some(Ok(_)) => Ok(()),
+        Some(Err(FillError::Io(e))) => Err(SourceError::Io(e)),
         // A body reader consumes each piece before reading more: the buffer is never full of it.
-        Ok(Err(FillError::Full)) => Err(SourceError::Io(io::ErrorKind::OutOfMemory.into())),
+        Some(Err(FillError::Full)) => Err(SourceError::Io(io::ErrorKind::OutOfMemory.into())),
     }
 }
 
@@ -294,10 +294,10 @@ pub(crate) async fn timed_write(
     timeout: Duration,
     write: impl Future<Output = io::Result<()>>,
 ) -> Result<(), RelayError> {
-    match tokio::time::timeout(timeout, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(RelayError::Sink(e)),
-        Err(_) => Err(RelayError::Sink(io::ErrorKind::TimedOut.into())),
+    match crate::bounded::within(timeout, write).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(RelayError::Sink(e)),
+        None => Err(RelayError::Sink(io::ErrorKind::TimedOut.into())),
     }
 }
 
