@@ -7,6 +7,7 @@
 //! Table-driven tests run every case and then fail with the list of cases
 //! that went wrong, each with the bytes sent and what came back.
 
+mod aborts;
 #[path = "../common/mod.rs"]
 mod common;
 mod raw;
