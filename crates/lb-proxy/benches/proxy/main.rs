@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use load::{LATENCY_SECS, Round, THROUGHPUT_SECS};
 use targets::{BackendServer, RELAY_ENV, Target};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn main() {
     if let Ok(spec) = std::env::var(RELAY_ENV) {
