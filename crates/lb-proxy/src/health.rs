@@ -23,12 +23,18 @@ impl GuardConfig {
     /// Fresh guards for the endpoint at `address`.
     pub(crate) fn guards_for(&self, address: &str) -> Guards {
         let breaker = self.breaker.as_ref().map(|b| {
-            let trip_after = u64::from(b.consecutive_failures.max(1));
+            let rules = b.rules();
+            let consecutive = u64::from(rules.consecutive_failures);
+            let ratio = rules.ratio.map(|(min, ratio)| (u64::from(min), ratio));
             let settings = lb_health::Settings::new(format!("{}/{address}", self.upstream))
-                .max_requests(*b.half_open_requests.get_ref())
-                .timeout(b.open_timeout)
-                .interval(b.interval.unwrap_or_default())
-                .ready_to_trip(move |counts| counts.consecutive_failures >= trip_after)
+                .max_requests(rules.half_open_requests)
+                .timeout(rules.open_timeout)
+                .interval(rules.interval)
+                // Checked after each failure, as gobreaker does; 0 turns the consecutive rule off.
+                .ready_to_trip(move |counts| {
+                    (consecutive > 0 && counts.consecutive_failures >= consecutive)
+                        || ratio.is_some_and(|(min, ratio)| counts.requests >= min && counts.failure_ratio() >= ratio)
+                })
                 .on_state_change(
                     |name, from, to| tracing::warn!(breaker = name, %from, %to, "circuit breaker"),
                 );

@@ -140,3 +140,13 @@ fn backoff_errors_point_at_the_value() {
     let ok = format!("{retry}backoff = \"none\"\nbackoff_base = \"0s\"\n");
     assert!(Config::parse(&ok, "lb.toml").is_ok(), "no wait needs no base");
 }
+
+#[test]
+fn a_breaker_that_can_never_open_is_refused() {
+    let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.circuit_breaker]\nconsecutive_failures = 0\n"));
+    assert!(e.starts_with("lb.toml:") && e.contains("circuit_breaker never opens"), "{e}");
+    let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.circuit_breaker]\nfailure_ratio = 1.5\n"));
+    assert!(e.ends_with("failure_ratio must be above 0 and at most 1"), "{e}");
+    let fine = format!("{GOOD_UPSTREAM}[upstreams.web.circuit_breaker]\nconsecutive_failures = 0\nfailure_ratio = 0.5\n");
+    assert!(lb_proxy::Config::parse(&fine, "lb.toml").is_ok(), "0 turns the consecutive rule off");
+}

@@ -185,3 +185,39 @@ async fn the_breaker_opens_then_recovers_through_half_open() {
     proxy.shutdown().await;
     backend.kill().await;
 }
+
+/// The guide's gobreaker rule, `Requests >= 3 && TotalFailures / Requests >= 0.6`, checked after
+/// each failure: failing twice then succeeding does not trip it; 3 failures of 5 do.
+#[tokio::test]
+async fn the_guide_preset_trips_at_three_failures_of_five_but_not_two_of_three() {
+    let status = Arc::new(AtomicU16::new(200));
+    let backend = switchable("only", Arc::clone(&status)).await;
+    let extra = "retry.attempts = 1\n[upstreams.web.circuit_breaker]\npreset = \"guide\"";
+    let clock = Arc::new(ManualClock::new());
+    let proxy =
+        start_with_clock(&config("round_robin", &[(backend.addr, 1)], extra), Arc::clone(&clock)).await;
+    let addr = proxy.listen_addresses()[0];
+    let answer = |code: u16| {
+        status.store(code, Ordering::SeqCst);
+        async move { get(addr, "/", &[]).await.0 }
+    };
+    for code in [500, 500, 200, 200] {
+        assert_eq!(answer(code).await.as_u16(), code, "2 failures of 3 do not trip");
+    }
+    // The guide's 60 s interval clears the closed breaker's counts.
+    clock.advance(Duration::from_secs(60));
+    for code in [200, 200, 500, 500, 500] {
+        assert_eq!(answer(code).await.as_u16(), code);
+    }
+    let seen = backend.requests.load(Ordering::SeqCst);
+    assert_eq!(answer(200).await, StatusCode::SERVICE_UNAVAILABLE, "3 failures of 5 (0.6) tripped it");
+    assert_eq!(backend.requests.load(Ordering::SeqCst), seen, "open: nothing sent");
+    // The guide's 10 s timeout, then 3 half-open trials close it.
+    clock.advance(Duration::from_secs(10));
+    for _ in 0..3 {
+        assert_eq!(answer(200).await, StatusCode::OK, "half-open lets the trials through");
+    }
+    assert_eq!(answer(200).await, StatusCode::OK, "closed again");
+    proxy.shutdown().await;
+    backend.kill().await;
+}

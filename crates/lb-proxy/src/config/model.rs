@@ -495,29 +495,84 @@ impl Default for OutlierDetection {
     }
 }
 
-/// A per-endpoint circuit breaker (gobreaker's model).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A per-endpoint circuit breaker (gobreaker's model): it opens when one of
+/// its trip rules holds. Every key is optional; absent ones come from the
+/// `preset`, or from the defaults below without one.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreaker {
-    /// Open after this many failures in a row.
-    pub consecutive_failures: u32,
-    /// How long the breaker stays open before letting trial requests through.
-    #[serde(with = "duration")]
-    pub open_timeout: Duration,
-    /// Trial requests admitted while half-open; that many successes close it.
-    pub half_open_requests: Spanned<u32>,
-    /// Clear the closed state's counts this often; never when absent.
+    /// Start from a named set of values: `"guide"` is the user's guide's gobreaker settings.
+    pub preset: Option<BreakerPreset>,
+    /// Open after this many failed requests in a row (default 5); 0 turns this rule off.
+    pub consecutive_failures: Option<u32>,
+    /// The ratio rule: once at least this many requests were counted... (default 3)
+    pub min_requests: Option<u32>,
+    /// ...open when this share of them failed, 0 < ratio ≤ 1; absent, the ratio rule is off.
+    pub failure_ratio: Option<Spanned<f64>>,
+    /// How long the breaker stays open before letting trial requests through (default 10 s).
+    #[serde(with = "duration::option")]
+    pub open_timeout: Option<Duration>,
+    /// Trial requests admitted while half-open; that many successes close it (default 1).
+    pub half_open_requests: Option<Spanned<u32>>,
+    /// Clear the closed state's counts this often (default: never).
     #[serde(with = "duration::option")]
     pub interval: Option<Duration>,
 }
 
-impl Default for CircuitBreaker {
-    fn default() -> Self {
-        CircuitBreaker {
-            consecutive_failures: 5,
-            open_timeout: Duration::from_secs(10),
-            half_open_requests: Spanned::new(0..0, 1),
-            interval: None,
+/// Named breaker settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerPreset {
+    /// The guide's gobreaker example: `MaxRequests` 3, `Interval` 60 s, `Timeout` 10 s,
+    /// trip when `Requests >= 3` and `TotalFailures / Requests >= 0.6`.
+    Guide,
+}
+
+/// A breaker's settings once the preset and the defaults are applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerRules {
+    /// 0: off.
+    pub consecutive_failures: u32,
+    /// `(min_requests, failure_ratio)`, when the ratio rule is on.
+    pub ratio: Option<(u32, f64)>,
+    /// Open, then half-open after this.
+    pub open_timeout: Duration,
+    /// Half-open trials; that many successes close it.
+    pub half_open_requests: u32,
+    /// Zero: never.
+    pub interval: Duration,
+}
+
+impl CircuitBreaker {
+    /// The settings in force: keys set here, else the preset's, else the defaults.
+    pub fn rules(&self) -> BreakerRules {
+        let base = match self.preset {
+            None => BreakerRules {
+                consecutive_failures: 5,
+                ratio: None,
+                open_timeout: Duration::from_secs(10),
+                half_open_requests: 1,
+                interval: Duration::ZERO,
+            },
+            Some(BreakerPreset::Guide) => BreakerRules {
+                consecutive_failures: 0,
+                ratio: Some((3, 0.6)),
+                open_timeout: Duration::from_secs(10),
+                half_open_requests: 3,
+                interval: Duration::from_secs(60),
+            },
+        };
+        let min_requests = self.min_requests.or(base.ratio.map(|(m, _)| m)).unwrap_or(3);
+        let ratio = match &self.failure_ratio {
+            Some(ratio) => Some((min_requests, *ratio.get_ref())),
+            None => base.ratio.map(|(_, r)| (min_requests, r)),
+        };
+        BreakerRules {
+            consecutive_failures: self.consecutive_failures.unwrap_or(base.consecutive_failures),
+            ratio,
+            open_timeout: self.open_timeout.unwrap_or(base.open_timeout),
+            half_open_requests: self.half_open_requests.as_ref().map_or(base.half_open_requests, |h| *h.get_ref()),
+            interval: self.interval.unwrap_or(base.interval),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::error::Violation;
-use super::model::{BackoffKind, Config, Discovery, HashKey, Retry, Tracing, Upstream};
+use super::model::{BackoffKind, CircuitBreaker, Config, Discovery, HashKey, Retry, Tracing, Upstream};
 use crate::balancing::{AlgorithmChoice, parse_algorithm};
 
 /// Every broken rule, in file order of the first one found per section.
@@ -166,11 +166,8 @@ fn check_upstream(upstream: &Upstream, span: std::ops::Range<usize>, found: &mut
         found
             .push(Violation::new(outlier.max_ejection_percent.span(), "max_ejection_percent is at most 100"));
     }
-    if let Some(breaker) = &upstream.circuit_breaker
-        && *breaker.half_open_requests.get_ref() == 0
-    {
-        found
-            .push(Violation::new(breaker.half_open_requests.span(), "half_open_requests must be at least 1"));
+    if let Some(breaker) = &upstream.circuit_breaker {
+        check_breaker(breaker, span.clone(), found);
     }
     let attempts = &upstream.retry.attempts;
     if !(1..=5).contains(attempts.get_ref()) {
@@ -185,6 +182,26 @@ fn check_upstream(upstream: &Upstream, span: std::ops::Range<usize>, found: &mut
     let t = &upstream.timeouts;
     if [t.connect, t.request, t.per_try, t.idle].iter().any(|d| d.is_zero()) {
         found.push(Violation::new(span, "timeouts must be longer than zero"));
+    }
+}
+
+fn check_breaker(breaker: &CircuitBreaker, span: std::ops::Range<usize>, found: &mut Vec<Violation>) {
+    if let Some(half_open) = &breaker.half_open_requests
+        && *half_open.get_ref() == 0
+    {
+        found.push(Violation::new(half_open.span(), "half_open_requests must be at least 1"));
+    }
+    if let Some(ratio) = &breaker.failure_ratio
+        && !(*ratio.get_ref() > 0.0 && *ratio.get_ref() <= 1.0)
+    {
+        found.push(Violation::new(ratio.span(), "failure_ratio must be above 0 and at most 1"));
+    }
+    let rules = breaker.rules();
+    if rules.consecutive_failures == 0 && rules.ratio.is_none() {
+        found.push(Violation::new(
+            span,
+            "circuit_breaker never opens: set consecutive_failures above 0, or failure_ratio (or preset = \"guide\")",
+        ));
     }
 }
 
