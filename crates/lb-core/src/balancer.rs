@@ -4,6 +4,7 @@ use alloc::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::endpoint::Endpoint;
+use crate::health::EndpointState;
 use crate::outcome::Report;
 use crate::set::{EndpointSet, Member};
 
@@ -14,12 +15,13 @@ use crate::set::{EndpointSet, Member};
 pub struct PickContext<'a> {
     key: Option<&'a [u8]>,
     exclude: &'a [usize],
+    ignore_health: bool,
 }
 
 impl<'a> PickContext<'a> {
-    /// A context with no hash key and no exclusions.
+    /// A context with no hash key and no exclusions, honouring health.
     pub const fn new() -> Self {
-        PickContext { key: None, exclude: &[] }
+        PickContext { key: None, exclude: &[], ignore_health: false }
     }
 
     /// Sets the affinity key (a user id, a cookie, a client IP) that hash
@@ -34,6 +36,48 @@ impl<'a> PickContext<'a> {
     pub const fn excluding(mut self, indices: &'a [usize]) -> Self {
         self.exclude = indices;
         self
+    }
+
+    /// Panic mode (Envoy's panic threshold): every endpoint counts as
+    /// eligible whatever its health. When too few endpoints are healthy, the
+    /// healthy ones would drown under the whole load; spreading it over all
+    /// of them keeps some requests succeeding. Exclusions still apply.
+    ///
+    /// The owner decides off the hot path (see [`EndpointSet::eligible_share`])
+    /// and sets this on every pick while the set is below its threshold.
+    ///
+    /// ```
+    /// use lb_core::{Endpoint, EndpointSet, HealthFlag, PickContext, Timestamp};
+    ///
+    /// let set = EndpointSet::new([Endpoint::new("10.0.0.1:80".parse::<lb_core::Address>().unwrap())], Timestamp::ZERO);
+    /// set.get(0).unwrap().state().set_flag(HealthFlag::ActiveCheckFailed, true);
+    /// assert!(!set.is_eligible(0, &PickContext::new()));
+    /// assert!(set.is_eligible(0, &PickContext::new().ignoring_health()));
+    /// assert!(!set.is_eligible(0, &PickContext::new().ignoring_health().excluding(&[0])));
+    /// ```
+    pub const fn ignoring_health(self) -> Self {
+        self.with_health_ignored(true)
+    }
+
+    /// Turns panic mode ([`ignoring_health`](Self::ignoring_health)) on or
+    /// off, for owners that decide per pick from a flag.
+    pub const fn with_health_ignored(mut self, ignore: bool) -> Self {
+        self.ignore_health = ignore;
+        self
+    }
+
+    /// Whether health is ignored for this request (panic mode).
+    #[inline]
+    pub const fn ignores_health(&self) -> bool {
+        self.ignore_health
+    }
+
+    /// Whether health lets this request use an endpoint in `state`: always
+    /// in panic mode, else when it is healthy or degraded. Exclusions are not
+    /// looked at (see [`is_excluded`](Self::is_excluded)). One relaxed load.
+    #[inline]
+    pub fn health_admits(&self, state: &EndpointState) -> bool {
+        self.ignore_health || state.is_eligible()
     }
 
     /// The affinity key, if any.
@@ -57,11 +101,12 @@ impl<'a> PickContext<'a> {
 
 impl EndpointSet {
     /// Whether the endpoint at `index` may be picked for this request: it
-    /// exists, is healthy or degraded, and is not excluded. Lock-free.
+    /// exists, is healthy or degraded (or the context ignores health), and is
+    /// not excluded. Lock-free.
     #[inline]
     pub fn is_eligible(&self, index: usize, ctx: &PickContext<'_>) -> bool {
         match self.get(index) {
-            Some(m) => m.state().is_eligible() && !ctx.is_excluded(index),
+            Some(m) => ctx.health_admits(m.state()) && !ctx.is_excluded(index),
             None => false,
         }
     }
@@ -78,6 +123,8 @@ impl EndpointSet {
 /// - [`select`](Balancer::select) takes no lock, allocates nothing and makes no syscall;
 /// - it returns only an index of an eligible endpoint (see
 ///   [`EndpointSet::is_eligible`]), and `None` when there is none; it never panics;
+/// - a context that [ignores health](PickContext::ignoring_health) makes every
+///   endpoint eligible but the excluded ones;
 /// - an excluded endpoint is never returned. A caller that would rather reuse
 ///   an endpoint than fail asks again without exclusions.
 pub trait Balancer: Send + Sync {
@@ -302,6 +349,23 @@ mod tests {
         assert!(b.pick(&PickContext::new().excluding(&[0, 2])).is_none());
         assert!(first(0).pick(&PickContext::new()).is_none());
         assert!(!b.set.is_eligible(99, &PickContext::new()));
+    }
+
+    #[test]
+    fn panic_mode_admits_every_health_but_keeps_exclusions() {
+        let b = first(3);
+        for m in b.set.iter() {
+            m.state().set_flag(HealthFlag::ActiveCheckFailed, true);
+        }
+        b.set.get(2).unwrap().state().set_flag(HealthFlag::Ejected, true);
+        assert!(b.pick(&PickContext::new()).is_none());
+        let panic = PickContext::new().ignoring_health();
+        assert!(panic.ignores_health() && !PickContext::new().ignores_health());
+        assert_eq!(b.pick(&panic).unwrap().index(), 0);
+        assert_eq!(b.pick(&panic.excluding(&[0, 1])).unwrap().index(), 2, "ejected counts too");
+        assert!(b.pick(&panic.excluding(&[0, 1, 2])).is_none(), "exclusions still apply");
+        assert!(!b.set.is_eligible(3, &panic), "no such endpoint");
+        assert!(!PickContext::new().ignoring_health().with_health_ignored(false).ignores_health());
     }
 
     #[test]

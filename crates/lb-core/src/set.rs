@@ -144,6 +144,40 @@ impl EndpointSet {
         self.iter().map(|m| u64::from(m.endpoint().weight())).sum()
     }
 
+    /// How many endpoints health lets take traffic (healthy or degraded),
+    /// read live from their flags. O(n): one relaxed load per endpoint, so
+    /// call it from a timer, never per pick.
+    pub fn eligible_count(&self) -> usize {
+        self.iter().filter(|m| m.state().is_eligible()).count()
+    }
+
+    /// The share of endpoints health lets take traffic, from 0.0 to 1.0
+    /// (0.0 for an empty set). O(n), like [`eligible_count`](Self::eligible_count).
+    ///
+    /// For Envoy's panic threshold: an owner checks it on a timer and, while
+    /// it is below the threshold (Envoy's default is 0.5), picks with
+    /// [`PickContext::ignoring_health`](crate::PickContext::ignoring_health).
+    ///
+    /// ```
+    /// use lb_core::{Endpoint, EndpointSet, HealthFlag, PickContext, Timestamp};
+    ///
+    /// let set = EndpointSet::new(
+    ///     ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(|a| Endpoint::new(a.parse::<lb_core::Address>().unwrap())),
+    ///     Timestamp::ZERO,
+    /// );
+    /// set.get(0).unwrap().state().set_flag(HealthFlag::Ejected, true);
+    /// set.get(1).unwrap().state().set_flag(HealthFlag::ActiveCheckFailed, true);
+    /// let panic = set.eligible_share() < 0.5; // one of three
+    /// let ctx = PickContext::new().with_health_ignored(panic);
+    /// assert!(ctx.ignores_health());
+    /// ```
+    pub fn eligible_share(&self) -> f64 {
+        if self.is_empty() {
+            return 0.0;
+        }
+        self.eligible_count() as f64 / self.len() as f64
+    }
+
     /// Whether two handles point at the very same snapshot.
     pub fn same_snapshot(&self, other: &EndpointSet) -> bool {
         Arc::ptr_eq(&self.members, &other.members)
@@ -208,6 +242,20 @@ mod tests {
         let snapshot = EndpointSet::empty().applied(&Change::Snapshot(target.to_vec()), Timestamp::ZERO);
         assert_eq!(snapshot.len(), 3);
         assert!(!snapshot.same_snapshot(&applied) && applied.same_snapshot(&applied.clone()));
+    }
+
+    #[test]
+    fn eligible_share_counts_health_only() {
+        assert_eq!(EndpointSet::empty().eligible_share(), 0.0);
+        let set = EndpointSet::new([ep(1), ep(2), ep(3), ep(4)], Timestamp::ZERO);
+        assert_eq!((set.eligible_count(), set.eligible_share()), (4, 1.0));
+        set.get(0).unwrap().state().set_flag(HealthFlag::Degraded, true);
+        set.get(1).unwrap().state().set_flag(HealthFlag::Ejected, true);
+        set.get(2).unwrap().state().set_flag(HealthFlag::ActiveCheckFailed, true);
+        assert_eq!(set.eligible_count(), 2, "degraded still takes traffic");
+        assert_eq!(set.eligible_share(), 0.5);
+        set.get(3).unwrap().state().set_flag(HealthFlag::Ejected, true);
+        assert_eq!(set.eligible_share(), 0.25);
     }
 
     proptest::proptest! {

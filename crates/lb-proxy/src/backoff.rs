@@ -90,7 +90,8 @@ mod tests {
 
     fn retry_section(extra: &str) -> Retry {
         let text = format!(
-            "[upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9\"]\n[upstreams.web.retry]\n{extra}\n"
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n\
+             [upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9\"]\n[upstreams.web.retry]\n{extra}\n"
         );
         let config = Config::parse(&text, "lb.toml").unwrap_or_else(|e| panic!("{e}"));
         config.upstreams["web"].get_ref().retry.clone()

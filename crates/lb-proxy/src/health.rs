@@ -33,7 +33,9 @@ impl GuardConfig {
                 // Checked after each failure, as gobreaker does; 0 turns the consecutive rule off.
                 .ready_to_trip(move |counts| {
                     (consecutive > 0 && counts.consecutive_failures >= consecutive)
-                        || ratio.is_some_and(|(min, ratio)| counts.requests >= min && counts.failure_ratio() >= ratio)
+                        || ratio.is_some_and(|(min, ratio)| {
+                            counts.requests >= min && counts.failure_ratio() >= ratio
+                        })
                 })
                 .on_state_change(
                     |name, from, to| tracing::warn!(breaker = name, %from, %to, "circuit breaker"),
@@ -83,16 +85,16 @@ impl Guards {
 /// The outlier detector's settings for an `[outlier_detection]` section:
 /// Envoy's consecutive detectors, local-origin failures counted apart.
 pub(crate) fn outlier_config(o: &config::OutlierDetection) -> OutlierConfig {
+    let (five_xx, local_origin) = o.consecutive();
     OutlierConfig {
         interval: o.interval,
         base_ejection_time: o.base_ejection_time,
         max_ejection_time: o.max_ejection_time,
         max_ejection_percent: u32::from(*o.max_ejection_percent.get_ref()),
-        consecutive_5xx: (o.consecutive_5xx > 0).then_some(o.consecutive_5xx),
+        consecutive_5xx: (five_xx > 0).then_some(five_xx),
         consecutive_gateway_failure: None,
-        consecutive_local_origin_failure: (o.consecutive_local_origin_failures > 0)
-            .then_some(o.consecutive_local_origin_failures),
-        split_local_origin: o.consecutive_local_origin_failures > 0,
+        consecutive_local_origin_failure: (local_origin > 0).then_some(local_origin),
+        split_local_origin: local_origin > 0,
         success_rate: None,
         failure_percentage: None,
     }

@@ -54,7 +54,7 @@ impl Tracing {
             .with_sampler(sampler)
             .with_resource(Resource::builder().with_service_name(cfg.service_name.clone()).build())
             .build();
-        let tracer = provider.tracer("lb-proxy");
+        let tracer = provider.tracer(cfg.tracer_name.clone());
         Ok(Tracing {
             provider,
             export_timeout: cfg.export_timeout,

@@ -137,7 +137,7 @@ fn backoff_errors_point_at_the_value() {
     assert_eq!(e, "lb.toml:4:15: retry.backoff_max is at most 1h");
     let e = error(&format!("{retry}backoff_base = \"0s\"\n"));
     assert!(e.starts_with("lb.toml:4:16: retry.backoff_base must be longer than zero"), "{e}");
-    let ok = format!("{retry}backoff = \"none\"\nbackoff_base = \"0s\"\n");
+    let ok = format!("{retry}backoff = \"none\"\nbackoff_base = \"0s\"\n{SERVES}");
     assert!(Config::parse(&ok, "lb.toml").is_ok(), "no wait needs no base");
 }
 
@@ -147,6 +147,58 @@ fn a_breaker_that_can_never_open_is_refused() {
     assert!(e.starts_with("lb.toml:") && e.contains("circuit_breaker never opens"), "{e}");
     let e = error(&format!("{GOOD_UPSTREAM}[upstreams.web.circuit_breaker]\nfailure_ratio = 1.5\n"));
     assert!(e.ends_with("failure_ratio must be above 0 and at most 1"), "{e}");
-    let fine = format!("{GOOD_UPSTREAM}[upstreams.web.circuit_breaker]\nconsecutive_failures = 0\nfailure_ratio = 0.5\n");
+    let fine = format!(
+        "{GOOD_UPSTREAM}[upstreams.web.circuit_breaker]\nconsecutive_failures = 0\nfailure_ratio = 0.5\n{SERVES}"
+    );
     assert!(lb_proxy::Config::parse(&fine, "lb.toml").is_ok(), "0 turns the consecutive rule off");
+}
+
+/// What the shape of a file must be for it to serve anything.
+const SERVES: &str = "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n";
+
+#[test]
+fn a_file_that_serves_nothing_or_routes_twice_is_refused() {
+    let e = error(&format!("{GOOD_UPSTREAM}[[routes]]\nupstream = \"web\"\n"));
+    assert!(
+        e.ends_with(
+            "no [[listeners]]: the proxy would accept no connection; add one with listen = \"0.0.0.0:8080\""
+        ),
+        "{e}"
+    );
+    let e = error(&format!("[[listeners]]\nlisten = \"127.0.0.1:0\"\n{GOOD_UPSTREAM}"));
+    assert!(e.contains("no [[routes]]: every request would get 404"), "{e}");
+    let twice = format!("{GOOD_UPSTREAM}{SERVES}[[routes]]\nupstream = \"web\"\npath_prefix = \"/\"\n");
+    let e = error(&twice);
+    assert!(e.starts_with("lb.toml:7:1: duplicate route: host (any) and path_prefix `/`"), "{e}");
+}
+
+#[test]
+fn ejection_times_and_weights_are_checked() {
+    let e = error(&format!(
+        "{GOOD_UPSTREAM}[upstreams.web.outlier_detection]\nbase_ejection_time = \"10m\"\nmax_ejection_time = \"5m\"\n{SERVES}"
+    ));
+    assert!(e.ends_with("outlier_detection.base_ejection_time is longer than max_ejection_time"), "{e}");
+    let e = error(&format!(
+        "[upstreams.web]\ndiscovery.static.endpoints = [{{ address = \"127.0.0.1:9\", weight = 0 }}]\n{SERVES}"
+    ));
+    assert!(e.starts_with("lb.toml:2:31: weight must be at least 1"), "{e}");
+}
+
+#[test]
+fn serde_jargon_is_translated() {
+    let e = error(
+        "[upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9\"]\ndiscovery.dns.name = \"x\"\n",
+    );
+    assert_eq!(e, "lb.toml:2:1: discovery takes exactly one source: static, file, dns or consul");
+    let e = error("[upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9\"]\nhash_key = \"header\"\n");
+    assert_eq!(
+        e,
+        "lb.toml:3:12: hash_key `header`, `cookie` and `query` need a name: write hash_key = { header = \"x-user-id\" }"
+    );
+    let e = error("[upstreams.web]\ndiscovery = \"static\"\n");
+    assert!(e.starts_with("lb.toml:2:13: discovery needs its source's settings"), "{e}");
+    let e = error(
+        "[upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9\"]\nhash_key = { header = \"a\", cookie = \"b\" }\n",
+    );
+    assert!(e.starts_with("lb.toml:3:12: hash_key takes exactly one source"), "{e}");
 }

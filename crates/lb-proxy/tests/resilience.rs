@@ -221,3 +221,34 @@ async fn the_guide_preset_trips_at_three_failures_of_five_but_not_two_of_three()
     proxy.shutdown().await;
     backend.kill().await;
 }
+
+/// The guide's passive check takes an endpoint out after *more than* 5 failures in a row:
+/// with `preset = "guide"` the 5th failure leaves it in and the 6th ejects it.
+#[tokio::test]
+async fn the_guide_outlier_preset_ejects_at_the_sixth_failure() {
+    let bad = switchable("bad", Arc::new(AtomicU16::new(500))).await;
+    let good = Backend::named("good").await;
+    let extra = "retry.attempts = 1\n[upstreams.web.outlier_detection]\npreset = \"guide\"\nmax_ejection_percent = 50";
+    let proxy = common::proxy(&config("round_robin", &[(bad.addr, 1), (good.addr, 1)], extra)).await;
+    let addr = proxy.listen_addresses()[0];
+    let failures = || bad.requests.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        if failures() == 5 {
+            break;
+        }
+        get(addr, "/", &[]).await;
+    }
+    assert_eq!(failures(), 5);
+    assert_eq!(status_of(&proxy, &bad), HealthStatus::Healthy, "5 failures in a row are not more than 5");
+    for _ in 0..4 {
+        if failures() == 6 {
+            break;
+        }
+        get(addr, "/", &[]).await;
+    }
+    assert_eq!(failures(), 6);
+    assert_eq!(status_of(&proxy, &bad), HealthStatus::Ejected, "the 6th ejects");
+    proxy.shutdown().await;
+    bad.kill().await;
+    good.kill().await;
+}

@@ -88,12 +88,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Receives exports until `n` spans arrived (bounded); the spans and each export's `service.name`.
+/// Receives exports until `n` spans arrived (bounded); the spans and each
+/// export's `service.name` and tracer (instrumentation scope) names.
 async fn collect_spans(
     exports: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
     n: usize,
 ) -> (Vec<Span>, Vec<Option<any_value::Value>>) {
-    let (mut spans, mut service_names) = (Vec::new(), Vec::new());
+    let (spans, names, _) = collect_spans_and_scopes(exports, n).await;
+    (spans, names)
+}
+
+async fn collect_spans_and_scopes(
+    exports: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+    n: usize,
+) -> (Vec<Span>, Vec<Option<any_value::Value>>, Vec<String>) {
+    let (mut spans, mut service_names, mut scopes) = (Vec::new(), Vec::new(), Vec::new());
     while spans.len() < n {
         let export = tokio::time::timeout(Duration::from_secs(10), exports.recv())
             .await
@@ -102,10 +111,13 @@ async fn collect_spans(
         for resource_spans in export.resource_spans {
             let resource = resource_spans.resource.unwrap_or_default();
             service_names.push(attribute(&resource.attributes, "service.name").cloned());
-            spans.extend(resource_spans.scope_spans.into_iter().flat_map(|s| s.spans));
+            for scope_spans in resource_spans.scope_spans {
+                scopes.push(scope_spans.scope.map(|s| s.name).unwrap_or_default());
+                spans.extend(scope_spans.spans);
+            }
         }
     }
-    (spans, service_names)
+    (spans, service_names, scopes)
 }
 
 fn tracing_section(collector: SocketAddr) -> String {
@@ -133,8 +145,9 @@ async fn each_request_gets_a_server_span_joined_to_the_callers_trace_and_passed_
 
     // Stopping exports what is buffered.
     tokio::time::timeout(Duration::from_secs(20), proxy.shutdown()).await.expect("bounded");
-    let (spans, service_names) = collect_spans(&mut exports, 2).await;
+    let (spans, service_names, scopes) = collect_spans_and_scopes(&mut exports, 2).await;
     assert!(service_names.iter().all(|n| *n == text("lb-proxy-test")), "{service_names:?}");
+    assert!(scopes.iter().all(|s| s == "load-balancer"), "the guide's tracer name: {scopes:?}");
     assert_eq!(spans.len(), 2, "one span per request");
     let path = |s: &Span| attribute(&s.attributes, "url.path").cloned();
     let joined = spans.iter().find(|s| path(s) == text("/joined")).expect("the first request's span");

@@ -15,6 +15,37 @@ use std::path::{Path, PathBuf};
 pub use error::ConfigError;
 pub use model::*;
 
+/// The line of `text` that holds byte `offset`.
+fn line_at(text: &str, offset: usize) -> &str {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    &text[start..end]
+}
+
+/// serde's words for a table that names several variants, or a variant
+/// that needs a value, said in terms of the keys the line is about.
+fn plain_words(message: &str, line: &str) -> String {
+    let key = if line.trim_start().starts_with("hash_key") { "hash_key" } else { "discovery" };
+    match (message, key) {
+        ("wanted exactly 1 element, more than 1 element", "discovery") => {
+            "discovery takes exactly one source: static, file, dns or consul".to_string()
+        }
+        ("wanted exactly 1 element, more than 1 element", _) => {
+            "hash_key takes exactly one source: header, cookie, client_ip, path or query".to_string()
+        }
+        ("invalid type: unit variant, expected newtype variant", "discovery") => {
+            "discovery needs its source's settings: write e.g. discovery.static.endpoints = [\"10.0.0.1:80\"]"
+                .to_string()
+        }
+        ("invalid type: unit variant, expected newtype variant", _) => {
+            "hash_key `header`, `cookie` and `query` need a name: write hash_key = { header = \"x-user-id\" }"
+                .to_string()
+        }
+        _ => message.to_string(),
+    }
+}
+
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
@@ -29,8 +60,10 @@ impl Config {
     /// Parses and validates `text`; `path` only names the text in errors.
     pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::at(path, text, e.span(), e.message().trim_end().to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or("", |span| line_at(text, span.start));
+            ConfigError::at(path, text, e.span(), plain_words(e.message().trim_end(), line))
+        })?;
         if let Some(v) = validate::check(&config).into_iter().next() {
             return Err(ConfigError::at(path, text, Some(v.span), v.reason));
         }

@@ -46,6 +46,8 @@ pub struct Tracing {
     pub otlp_endpoint: Spanned<String>,
     /// The `service.name` resource attribute.
     pub service_name: String,
+    /// The tracer's (instrumentation scope's) name; the guide's is `load-balancer`.
+    pub tracer_name: String,
     /// Share of new traces sampled, 0 to 1; a caller's sampled flag always wins.
     pub sample_ratio: Spanned<f64>,
     /// How long one export may take.
@@ -58,6 +60,7 @@ impl Default for Tracing {
         Tracing {
             otlp_endpoint: Spanned::new(0..0, "http://127.0.0.1:4318/v1/traces".to_string()),
             service_name: "lb-proxy".to_string(),
+            tracer_name: "load-balancer".to_string(),
             sample_ratio: Spanned::new(0..0, 1.0),
             export_timeout: Duration::from_secs(10),
         }
@@ -186,7 +189,7 @@ fn root_path() -> Spanned<String> {
 pub struct Upstream {
     /// Where the endpoints come from.
     pub discovery: Spanned<Discovery>,
-    /// The selection algorithm, by name (`round_robin`, `weighted_round_robin`, `least_conn`, ...).
+    /// The selection algorithm, by name (`weighted_round_robin`, the default; `round_robin`, `least_conn`, ...).
     #[serde(default = "default_algorithm")]
     pub algorithm: Spanned<String>,
     /// How requests reach the endpoints: HTTP/1.1, or HTTP/2 in cleartext (gRPC).
@@ -235,8 +238,9 @@ fn websocket_only() -> Vec<String> {
     vec!["websocket".to_string()]
 }
 
+/// nginx's default: smooth weighted round robin, which honours weights.
 fn default_algorithm() -> Spanned<String> {
-    Spanned::new(0..0, "round_robin".to_string())
+    Spanned::new(0..0, "weighted_round_robin".to_string())
 }
 
 /// Tuning of the selection algorithms; a key that does not apply to the chosen algorithm is ignored.
@@ -335,6 +339,12 @@ impl<'de> Deserialize<'de> for StaticEndpoint {
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<StaticEndpoint, M::Error> {
                 let d = DetailedEndpoint::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                if d.weight == 0 {
+                    // As the file source: 0 would never be picked; leaving the endpoint out drains it.
+                    return Err(serde::de::Error::custom(
+                        "weight must be at least 1 (to drain an endpoint, leave it out of the list)",
+                    ));
+                }
                 Ok(StaticEndpoint { address: d.address, weight: d.weight, id: d.id })
             }
         }
@@ -465,13 +475,17 @@ fn three() -> Spanned<u32> {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutlierDetection {
-    /// Eject after this many 5xx answers in a row.
-    pub consecutive_5xx: u32,
+    /// `"guide"`: the user's guide's passive check, which takes an endpoint out
+    /// after more than 5 failures in a row, of any kind: the 6th ejects.
+    pub preset: Option<OutlierPreset>,
+    /// Eject after this many 5xx answers in a row (default 5, Envoy's; guide 6).
+    pub consecutive_5xx: Option<u32>,
     /// How often ejection multipliers decay (and the ejection clock is checked).
     #[serde(with = "duration")]
     pub interval: Duration,
-    /// Eject after this many connect errors, timeouts or resets in a row.
-    pub consecutive_local_origin_failures: u32,
+    /// Eject after this many connect errors, timeouts or resets in a row,
+    /// counted apart from 5xx (default 5); 0 counts them with the 5xx (guide).
+    pub consecutive_local_origin_failures: Option<u32>,
     /// The first ejection's length; the n-th lasts n times as long.
     #[serde(with = "duration")]
     pub base_ejection_time: Duration,
@@ -485,13 +499,33 @@ pub struct OutlierDetection {
 impl Default for OutlierDetection {
     fn default() -> Self {
         OutlierDetection {
-            consecutive_5xx: 5,
+            preset: None,
+            consecutive_5xx: None,
             interval: Duration::from_secs(10),
-            consecutive_local_origin_failures: 5,
+            consecutive_local_origin_failures: None,
             base_ejection_time: Duration::from_secs(30),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: Spanned::new(0..0, 10),
         }
+    }
+}
+
+/// Named outlier detection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutlierPreset {
+    /// The guide's `PassiveCheck`: `failures > 5` of any kind in a row take an endpoint out.
+    Guide,
+}
+
+impl OutlierDetection {
+    /// `(consecutive_5xx, consecutive_local_origin_failures)` in force; 0 is off.
+    pub fn consecutive(&self) -> (u32, u32) {
+        let (five_xx, local) = match self.preset {
+            None => (5, 5),
+            Some(OutlierPreset::Guide) => (6, 0),
+        };
+        (self.consecutive_5xx.unwrap_or(five_xx), self.consecutive_local_origin_failures.unwrap_or(local))
     }
 }
 
@@ -571,7 +605,10 @@ impl CircuitBreaker {
             consecutive_failures: self.consecutive_failures.unwrap_or(base.consecutive_failures),
             ratio,
             open_timeout: self.open_timeout.unwrap_or(base.open_timeout),
-            half_open_requests: self.half_open_requests.as_ref().map_or(base.half_open_requests, |h| *h.get_ref()),
+            half_open_requests: self
+                .half_open_requests
+                .as_ref()
+                .map_or(base.half_open_requests, |h| *h.get_ref()),
             interval: self.interval.unwrap_or(base.interval),
         }
     }

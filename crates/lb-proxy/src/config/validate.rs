@@ -20,8 +20,26 @@ pub(crate) fn check(config: &Config) -> Vec<Violation> {
         check_upstream(upstream.get_ref(), upstream.span(), &mut found);
     }
     check_routes(config, &mut found);
+    check_shape(config, &mut found);
     found.sort_by_key(|v| v.span.start);
     found
+}
+
+/// A file with nothing to serve is a mistake, reported at its end.
+fn check_shape(config: &Config, found: &mut Vec<Violation>) {
+    const END: std::ops::Range<usize> = usize::MAX..usize::MAX;
+    if config.listeners.is_empty() {
+        found.push(Violation::new(
+            END,
+            "no [[listeners]]: the proxy would accept no connection; add one with listen = \"0.0.0.0:8080\"",
+        ));
+    }
+    if config.routes.is_empty() {
+        found.push(Violation::new(
+            END,
+            "no [[routes]]: every request would get 404; add one with upstream = \"NAME\"",
+        ));
+    }
 }
 
 fn check_global(config: &Config, found: &mut Vec<Violation>) {
@@ -92,8 +110,20 @@ fn check_listeners(config: &Config, found: &mut Vec<Violation>) {
 }
 
 fn check_routes(config: &Config, found: &mut Vec<Violation>) {
-    for route in &config.routes {
-        let route = route.get_ref();
+    let mut seen: BTreeMap<(Option<String>, &str), ()> = BTreeMap::new();
+    for spanned in &config.routes {
+        let route = spanned.get_ref();
+        let host = route.host.as_ref().map(|h| h.to_ascii_lowercase());
+        if seen.insert((host, route.path_prefix.get_ref().as_str()), ()).is_some() {
+            found.push(Violation::new(
+                spanned.span(),
+                format!(
+                    "duplicate route: host {} and path_prefix `{}` are routed by an earlier [[routes]] already",
+                    route.host.as_deref().map_or("(any)".to_string(), |h| format!("`{h}`")),
+                    route.path_prefix.get_ref()
+                ),
+            ));
+        }
         let name = route.upstream.get_ref();
         if !config.upstreams.contains_key(name) {
             let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
@@ -160,11 +190,19 @@ fn check_upstream(upstream: &Upstream, span: std::ops::Range<usize>, found: &mut
             found.push(Violation::new(span.clone(), "health_check.path must start with `/`"));
         }
     }
-    if let Some(outlier) = &upstream.outlier_detection
-        && *outlier.max_ejection_percent.get_ref() > 100
-    {
-        found
-            .push(Violation::new(outlier.max_ejection_percent.span(), "max_ejection_percent is at most 100"));
+    if let Some(outlier) = &upstream.outlier_detection {
+        if *outlier.max_ejection_percent.get_ref() > 100 {
+            found.push(Violation::new(
+                outlier.max_ejection_percent.span(),
+                "max_ejection_percent is at most 100",
+            ));
+        }
+        if outlier.base_ejection_time > outlier.max_ejection_time {
+            found.push(Violation::new(
+                span.clone(),
+                "outlier_detection.base_ejection_time is longer than max_ejection_time",
+            ));
+        }
     }
     if let Some(breaker) = &upstream.circuit_breaker {
         check_breaker(breaker, span.clone(), found);

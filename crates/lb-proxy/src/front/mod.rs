@@ -164,7 +164,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let stream = TcpStream::connect(address).await.unwrap();
-        let config = crate::Config::parse("[admin]\nenabled = false\n", "test.toml").unwrap();
+        let text = "[admin]\nenabled = false\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n\
+                    [upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9\"]\n";
+        let config = crate::Config::parse(text, "test.toml").unwrap();
         let clock = Arc::new(lb_core::MonotonicClock::new());
         let runtime = Arc::new(ArcSwap::new(Arc::new(Runtime::build(&config, clock, None, None))));
         let (_stop, stopped) = watch::channel(false);
