@@ -26,6 +26,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            crate::telemetry::describe();
             handle
         })
         .clone()

@@ -151,6 +151,7 @@ pub(crate) async fn forward<E: Exchange>(
             pick_admitted(&upstream.current.load(), key, &tried[..try_no], now, limit)
         else {
             if try_no == 0 {
+                upstream.metrics.refused();
                 return Forwarded::Local {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     text: "no healthy endpoint is available\n",
@@ -213,7 +214,7 @@ pub(crate) async fn forward<E: Exchange>(
 }
 
 fn note_retry(upstream: &Upstream, span: &mut Option<RequestSpan>, try_no: usize, outcome: Outcome) {
-    upstream.retries.increment(1);
+    upstream.metrics.retries.increment(1);
     if let Some(span) = span.as_mut() {
         span.retry(try_no + 1, outcome);
     }

@@ -58,7 +58,7 @@ impl Runtime {
                     else {
                         continue;
                     };
-                    let upstream = Upstream::new(name, cfg, choice, *config.global.worker_threads.get_ref());
+                    let upstream = Upstream::new(name, cfg, choice, config);
                     if let Discovery::Static(list) = cfg.discovery.get_ref() {
                         let endpoints = list.endpoints.iter().map(static_endpoint);
                         upstream.install(EndpointSet::new(endpoints, clock.now()));

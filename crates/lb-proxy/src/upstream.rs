@@ -17,7 +17,7 @@ use crate::balancing::{Algorithm, AlgorithmChoice, AnyBalancer};
 use crate::config;
 use crate::health::Guards;
 use crate::pool::Connections;
-use crate::telemetry::{BackendMetrics, retry_counter};
+use crate::telemetry::{BackendMetrics, UpstreamMetrics};
 
 /// The per-upstream settings the forwarding path reads.
 #[derive(Debug, Clone)]
@@ -25,6 +25,8 @@ pub(crate) struct Settings {
     pub(crate) protocol: config::UpstreamProtocol,
     /// Worker threads, each with its own pooled connections.
     pub(crate) workers: usize,
+    /// Upper bounds of the latency histogram's buckets, in seconds.
+    pub(crate) histogram_buckets: Arc<[f64]>,
     pub(crate) hash_key: Option<config::HashKey>,
     pub(crate) host_header: config::HostHeader,
     pub(crate) forwarded_header: bool,
@@ -60,7 +62,7 @@ impl Snapshot {
         if let Some(outlier) = &self.outlier
             && outlier.record(index, report)
         {
-            self.backends[index].metrics.ejections.increment(1);
+            self.backends[index].metrics.ejected();
             tracing::warn!(backend = %self.backends[index].authority, "endpoint ejected by outlier detection");
         }
     }
@@ -120,7 +122,7 @@ pub(crate) struct Upstream {
     pub(crate) settings: Settings,
     pub(crate) current: ArcSwap<Snapshot>,
     pub(crate) in_flight: AtomicU32,
-    pub(crate) retries: metrics::Counter,
+    pub(crate) metrics: UpstreamMetrics,
     /// The wait between retries and the seeds of its jitter.
     pub(crate) pacer: Pacer,
     budget: RetryBudget,
@@ -138,12 +140,18 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// An upstream with no endpoints yet; [`install`](Upstream::install) adds them.
-    pub(crate) fn new(name: &str, cfg: &config::Upstream, choice: AlgorithmChoice, workers: usize) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        cfg: &config::Upstream,
+        choice: AlgorithmChoice,
+        process: &config::Config,
+    ) -> Self {
         Upstream {
             name: Arc::from(name),
             settings: Settings {
                 protocol: cfg.protocol,
-                workers,
+                workers: *process.global.worker_threads.get_ref(),
+                histogram_buckets: Arc::from(process.admin.histogram_buckets.get_ref().as_slice()),
                 hash_key: cfg.hash_key.clone(),
                 host_header: cfg.host_header.clone(),
                 forwarded_header: cfg.forwarded_header,
@@ -161,7 +169,7 @@ impl Upstream {
                     .map(|o| OutlierDetector::new(crate::health::outlier_config(o), EndpointSet::empty())),
             }),
             in_flight: AtomicU32::new(0),
-            retries: retry_counter(name),
+            metrics: UpstreamMetrics::new(name),
             pacer: Pacer::new(backoff::schedule(&cfg.retry), first_seed(name)),
             budget: retry_budget(&cfg.retry).unwrap_or_default(),
             algorithm: choice.algorithm,
@@ -196,7 +204,7 @@ impl Upstream {
         let authority = Authority::try_from(address)
             .unwrap_or_else(|_| Authority::from_static("invalid.endpoint.address:1"));
         Backend {
-            metrics: BackendMetrics::new(&self.name, address),
+            metrics: BackendMetrics::new(&self.name, address, &self.settings.histogram_buckets),
             guards: self.guard_config.guards_for(address),
             pool: Connections::new(
                 self.settings.protocol,

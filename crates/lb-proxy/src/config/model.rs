@@ -143,11 +143,17 @@ pub struct Admin {
     pub listen: Spanned<SocketAddr>,
     /// Whether the admin listener runs.
     pub enabled: bool,
+    /// Upper bounds, in seconds, of `request_duration_seconds`' buckets (Prometheus' defaults).
+    pub histogram_buckets: Spanned<Vec<f64>>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin { listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 9901))), enabled: true }
+        Admin {
+            listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 9901))),
+            enabled: true,
+            histogram_buckets: Spanned::new(0..0, crate::telemetry::DEFAULT_BUCKETS.to_vec()),
+        }
     }
 }
 

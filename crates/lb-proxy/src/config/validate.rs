@@ -12,6 +12,7 @@ use crate::balancing::{AlgorithmChoice, parse_algorithm};
 pub(crate) fn check(config: &Config) -> Vec<Violation> {
     let mut found = Vec::new();
     check_global(config, &mut found);
+    check_buckets(config, &mut found);
     if let Some(tracing) = &config.tracing {
         check_tracing(tracing, &mut found);
     }
@@ -67,6 +68,18 @@ fn check_global(config: &Config, found: &mut Vec<Violation>) {
                 ),
             ));
         }
+    }
+}
+
+fn check_buckets(config: &Config, found: &mut Vec<Violation>) {
+    let buckets = &config.admin.histogram_buckets;
+    let bounds = buckets.get_ref();
+    let ascending = bounds.windows(2).all(|w| w[0] < w[1]);
+    if bounds.is_empty() || !ascending || bounds.iter().any(|b| !b.is_finite() || *b <= 0.0) {
+        found.push(Violation::new(
+            buckets.span(),
+            "histogram_buckets must be positive numbers of seconds in ascending order, such as [0.01, 0.1, 1]",
+        ));
     }
 }
 

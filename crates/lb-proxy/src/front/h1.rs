@@ -291,9 +291,13 @@ impl Io {
                 let upstream = &rt.upstreams[index];
                 let too_large = matches!(head.framing, Framing::Length(n) if rt.max_body_bytes != 0 && n > rt.max_body_bytes);
                 match upstream.admit() {
-                    _ if too_large => reply.local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+                    _ if too_large => {
+                        upstream.metrics.answered(StatusCode::PAYLOAD_TOO_LARGE);
+                        reply.local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+                    }
                     None => {
-                        reply.local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n")
+                        upstream.metrics.refused();
+                        reply.local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n");
                     }
                     Some(in_flight) => {
                         let span = rt.tracing.as_ref().map(|t| t.request_span(&req.input(), &upstream.name));

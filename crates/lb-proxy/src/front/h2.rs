@@ -103,6 +103,7 @@ async fn handle(
     let upstream = &rt.upstreams[index];
     let length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| fields::content_length(v.as_bytes()));
     if rt.max_body_bytes != 0 && length.is_some_and(|n| n > rt.max_body_bytes) {
+        upstream.metrics.answered(StatusCode::PAYLOAD_TOO_LARGE);
         return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
     }
     let request_id = match parts.headers.get(&REQUEST_ID).filter(|v| !v.is_empty()) {
@@ -158,7 +159,10 @@ async fn handle(
         route::hash_key(rule, &parts, peer.ip(), &mut ip_buf).map(<[u8]>::to_vec)
     });
     let (mut response, backend) = match upstream.admit() {
-        None => (local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n"), None),
+        None => {
+            upstream.metrics.refused();
+            (local(StatusCode::SERVICE_UNAVAILABLE, "upstream is at its in-flight limit\n"), None)
+        }
         Some(in_flight) => {
             let mut exchange = HyperExchange::new(
                 parts,

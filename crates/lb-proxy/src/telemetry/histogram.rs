@@ -71,23 +71,23 @@ impl Histogram {
 pub(crate) struct Family {
     name: &'static str,
     help: &'static str,
-    buckets: Vec<f64>,
     members: Mutex<Vec<(String, Weak<Histogram>)>>,
 }
 
 impl Family {
-    pub(crate) fn new(name: &'static str, help: &'static str, buckets: &[f64]) -> Self {
-        Family { name, help, buckets: buckets.to_vec(), members: Mutex::new(Vec::new()) }
+    pub(crate) fn new(name: &'static str, help: &'static str) -> Self {
+        Family { name, help, members: Mutex::new(Vec::new()) }
     }
 
-    /// The histogram for `labels` (rendered as is: `key="value",...`).
-    pub(crate) fn get(&self, labels: String) -> Arc<Histogram> {
+    /// The histogram for `labels` (rendered as is: `key="value",...`), with
+    /// `buckets` (upper bounds in seconds) if it is new.
+    pub(crate) fn get(&self, labels: String, buckets: &[f64]) -> Arc<Histogram> {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         members.retain(|(_, weak)| weak.strong_count() > 0);
         if let Some(existing) = members.iter().find(|(l, _)| *l == labels).and_then(|(_, w)| w.upgrade()) {
             return existing;
         }
-        let histogram = Arc::new(Histogram::new(&self.buckets));
+        let histogram = Arc::new(Histogram::new(buckets));
         members.push((labels, Arc::downgrade(&histogram)));
         histogram
     }
@@ -114,12 +114,15 @@ mod tests {
 
     #[test]
     fn samples_land_in_cumulative_buckets() {
-        let family = Family::new("request_duration_seconds", "Time per request.", &[0.01, 0.1]);
-        let h = family.get("backend=\"a\"".to_string());
+        let family = Family::new("request_duration_seconds", "Time per request.");
+        let h = family.get("backend=\"a\"".to_string(), &[0.01, 0.1]);
         for ms in [1, 10, 50, 200] {
             h.record(Duration::from_millis(ms));
         }
-        assert!(Arc::ptr_eq(&h, &family.get("backend=\"a\"".to_string())), "one histogram per label set");
+        assert!(
+            Arc::ptr_eq(&h, &family.get("backend=\"a\"".to_string(), &[1.0])),
+            "one histogram per label set"
+        );
         let mut out = String::new();
         family.render(&mut out);
         assert_eq!(

@@ -6,20 +6,20 @@ use std::time::Duration;
 
 use http::StatusCode;
 use lb_core::{ErrorType, Outcome};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
-use metrics::{Counter, Gauge, counter, gauge};
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
 
 mod histogram;
 
-use histogram::{DEFAULT_BUCKETS, Family, Histogram};
+pub(crate) use histogram::DEFAULT_BUCKETS;
+use histogram::{Family, Histogram};
 
 /// `request_duration_seconds{backend}`, as the user's guide names it.
 static REQUEST_DURATION: LazyLock<Family> = LazyLock::new(|| {
     Family::new(
         "request_duration_seconds",
         "Time from picking an endpoint to the end of its response, per endpoint.",
-        &DEFAULT_BUCKETS,
     )
 });
 
@@ -39,41 +39,74 @@ pub(crate) const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(
     Err(_) => StatusCode::BAD_REQUEST,
 };
 
-/// Statuses common enough to get a pre-registered counter.
+/// Statuses common enough to keep a handle for once seen (others are looked up each time).
 const COMMON_STATUSES: [u16; 16] =
-    [200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504, 499];
+    [200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 499, 500, 502, 503, 504];
+
+/// The label value of metrics about the proxy's own answers, when no endpoint was picked
+/// (nginx's `$upstream_addr` is `-` then too).
+const NO_BACKEND: &str = "-";
+
+/// Counters of one `{upstream, backend}` pair, each registered the first time it counts,
+/// so a scrape shows only series that happened.
+#[derive(Debug)]
+struct Counts {
+    upstream: String,
+    backend: String,
+    errors: [OnceLock<Counter>; ErrorType::ALL.len()],
+    statuses: [OnceLock<Counter>; COMMON_STATUSES.len()],
+}
+
+impl Counts {
+    fn new(upstream: &str, backend: &str) -> Self {
+        Counts {
+            upstream: upstream.to_string(),
+            backend: backend.to_string(),
+            errors: Default::default(),
+            statuses: Default::default(),
+        }
+    }
+
+    fn error(&self, kind: ErrorType) {
+        self.errors[kind as usize]
+            .get_or_init(|| counter!("request_errors_total", "backend" => self.backend.clone(), "error_type" => kind.label()))
+            .increment(1);
+    }
+
+    fn status(&self, code: u16) {
+        let register = || {
+            counter!("requests_total", "upstream" => self.upstream.clone(),
+                "backend" => self.backend.clone(), "status" => code.to_string())
+        };
+        match COMMON_STATUSES.iter().position(|&s| s == code) {
+            Some(i) => self.statuses[i].get_or_init(register).increment(1),
+            None => register().increment(1),
+        }
+    }
+}
 
 /// Every metric of one endpoint of one upstream.
 #[derive(Debug)]
 pub(crate) struct BackendMetrics {
-    upstream: String,
-    backend: String,
+    counts: Counts,
     duration: Arc<Histogram>,
     in_flight: Gauge,
     pub(crate) healthy: Gauge,
     pub(crate) breaker_state: Gauge,
-    pub(crate) ejections: Counter,
-    errors: [Counter; 5],
-    statuses: [(u16, Counter); COMMON_STATUSES.len()],
+    ejections: OnceLock<Counter>,
 }
 
 impl BackendMetrics {
-    /// Registers the handles for `backend` (its address) in `upstream`.
-    pub(crate) fn new(upstream: &str, backend: &str) -> Self {
+    /// The handles for `backend` (its address) in `upstream`; `buckets` bound its latency histogram.
+    pub(crate) fn new(upstream: &str, backend: &str, buckets: &[f64]) -> Self {
         let (u, b) = (upstream.to_string(), backend.to_string());
         BackendMetrics {
-            duration: REQUEST_DURATION.get(format!("backend=\"{}\"", label_value(&b))),
+            duration: REQUEST_DURATION.get(format!("backend=\"{}\"", label_value(&b)), buckets),
             in_flight: gauge!("requests_in_flight", "upstream" => u.clone(), "backend" => b.clone()),
             healthy: gauge!("endpoint_healthy", "upstream" => u.clone(), "backend" => b.clone()),
-            breaker_state: gauge!("breaker_state", "upstream" => u.clone(), "backend" => b.clone()),
-            ejections: counter!("ejections_total", "upstream" => u.clone(), "backend" => b.clone()),
-            errors: ErrorType::ALL
-                .map(|k| counter!("request_errors_total", "backend" => b.clone(), "error_type" => k.label())),
-            statuses: COMMON_STATUSES.map(|s| {
-                (s, counter!("requests_total", "upstream" => u.clone(), "backend" => b.clone(), "status" => s.to_string()))
-            }),
-            upstream: u,
-            backend: b,
+            breaker_state: gauge!("breaker_state", "upstream" => u, "backend" => b),
+            ejections: OnceLock::new(),
+            counts: Counts::new(upstream, backend),
         }
     }
 
@@ -88,29 +121,74 @@ impl BackendMetrics {
         self.in_flight.decrement(1.0);
         self.duration.record(latency);
         if let Some(kind) = outcome.error_type() {
-            self.errors[kind as usize].increment(1);
+            self.counts.error(kind);
         }
-        self.count_status(status.as_u16());
+        self.counts.status(status.as_u16());
     }
 
     /// The request ended on the client's side before the endpoint answered
     /// (499 when it went away): counted under `status`, never as the endpoint's error.
     pub(crate) fn cancelled(&self, status: StatusCode) {
         self.in_flight.decrement(1.0);
-        self.count_status(status.as_u16());
+        self.counts.status(status.as_u16());
     }
 
-    fn count_status(&self, code: u16) {
-        match self.statuses.iter().find(|(s, _)| *s == code) {
-            Some((_, c)) => c.increment(1),
-            None => counter!("requests_total", "upstream" => self.upstream.clone(),
-                "backend" => self.backend.clone(), "status" => code.to_string())
-            .increment(1),
-        }
+    /// The outlier detector ejected the endpoint.
+    pub(crate) fn ejected(&self) {
+        let Counts { upstream, backend, .. } = &self.counts;
+        self.ejections
+            .get_or_init(
+                || counter!("ejections_total", "upstream" => upstream.clone(), "backend" => backend.clone()),
+            )
+            .increment(1);
     }
 }
 
-/// Counts a retry in `upstream`.
-pub(crate) fn retry_counter(upstream: &str) -> Counter {
-    counter!("retries_total", "upstream" => upstream.to_string())
+/// Metrics of one upstream as a whole.
+#[derive(Debug)]
+pub(crate) struct UpstreamMetrics {
+    pub(crate) retries: Counter,
+    /// The proxy's own refusals, under `backend="-"`.
+    refusals: Counts,
+}
+
+impl UpstreamMetrics {
+    pub(crate) fn new(upstream: &str) -> Self {
+        UpstreamMetrics {
+            retries: counter!("retries_total", "upstream" => upstream.to_string()),
+            refusals: Counts::new(upstream, NO_BACKEND),
+        }
+    }
+
+    /// The proxy answered 503 itself: every breaker refused, no endpoint is
+    /// healthy, or `max_in_flight` is reached. Counted as a `rejected` error.
+    pub(crate) fn refused(&self) {
+        self.refusals.error(ErrorType::Rejected);
+        self.refusals.status(StatusCode::SERVICE_UNAVAILABLE.as_u16());
+    }
+
+    /// The proxy answered `status` itself for the client's fault (413): counted, never as an error.
+    pub(crate) fn answered(&self, status: StatusCode) {
+        self.refusals.status(status.as_u16());
+    }
+}
+
+/// Gives every metric of the proxy its HELP text; call once the recorder is installed.
+pub(crate) fn describe() {
+    describe_counter!(
+        "requests_total",
+        "Requests answered, by upstream, endpoint (\"-\" when the proxy answered itself) and status."
+    );
+    describe_counter!(
+        "request_errors_total",
+        "Failed requests by endpoint and error type (connect, timeout, reset, http_5xx, rejected)."
+    );
+    describe_counter!("retries_total", "Retries made, by upstream.");
+    describe_counter!("ejections_total", "Times an endpoint was ejected by outlier detection.");
+    describe_gauge!("requests_in_flight", "Requests in flight to an endpoint.");
+    describe_gauge!(
+        "endpoint_healthy",
+        "1 when an endpoint can be picked, 0 when a health mechanism took it out."
+    );
+    describe_gauge!("breaker_state", "An endpoint's circuit breaker: 0 closed, 1 open, 2 half-open.");
 }
