@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use lb_algorithms::{
-    BoundedLoad, JumpHash, KetamaRing, LeastConnections, Maglev, PeakEwma, PowerOfTwoChoices, Rendezvous,
-    RoundRobin, SmoothWeightedRoundRobin, StrideScheduler, WeightedRandom, hash_key, jump_bucket,
+    BoundedLoad, FnvRing, JumpHash, KetamaRing, LeastConnections, Maglev, PeakEwma, PowerOfTwoChoices,
+    Rendezvous, RoundRobin, SmoothWeightedRoundRobin, StrideScheduler, WeightedRandom, hash_key, jump_bucket,
 };
 use lb_core::{
-    Balancer, BalancerExt, Clock, Endpoint, EndpointSet, MonotonicClock, Outcome, PickContext, Report,
-    Timestamp,
+    Balancer, BalancerExt, Clock, Endpoint, EndpointSet, HealthFlag, MonotonicClock, Outcome, PickContext,
+    Report, Timestamp,
 };
 use tower::Service;
 use weighted_rs::Weight;
@@ -56,6 +56,7 @@ fn all_ours(n: usize) -> Vec<(&'static str, Box<dyn Balancer>)> {
         ("p2c", Box::new(PowerOfTwoChoices::new(set(n)))),
         ("peak_ewma", Box::new(PeakEwma::new(set(n)))),
         ("ring_hash", Box::new(KetamaRing::new(set(n)))),
+        ("fnv_ring", Box::new(FnvRing::new(set(n)))),
         ("maglev", Box::new(Maglev::new(set(n)))),
         ("jump", Box::new(JumpHash::new(set(n)))),
         ("rendezvous", Box::new(Rendezvous::new(set(n)))),
@@ -74,6 +75,26 @@ fn select(c: &mut Criterion) {
                     k = (k + 1) & 1023;
                     black_box(b.select(&PickContext::new().with_key(&keys[k])))
                 })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Rotations and random draws with every third endpoint down: what passing
+/// over down endpoints (without handing their turns to a neighbour) costs.
+fn select_third_down(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select_third_down");
+    for n in SIZES {
+        for (name, b) in all_ours(n)
+            .into_iter()
+            .filter(|(name, _)| ["round_robin", "swrr", "stride", "random", "p2c"].contains(name))
+        {
+            for m in b.endpoints().iter().step_by(3) {
+                m.state().set_flag(HealthFlag::Ejected, true);
+            }
+            group.bench_function(BenchmarkId::new(name, n), |bench| {
+                bench.iter(|| black_box(b.select(&PickContext::new())))
             });
         }
     }
@@ -678,7 +699,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = select, pick_complete, two_threads, build, peers
+    targets = select, select_third_down, pick_complete, two_threads, build, peers
 }
 
 fn main() {

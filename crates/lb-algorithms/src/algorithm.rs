@@ -9,17 +9,18 @@ use core::time::Duration;
 use lb_core::{Balancer, Build, EndpointSet, PickContext, Report, Timestamp};
 
 use crate::bounded::DEFAULT_BALANCE_FACTOR;
+use crate::fnv_ring::DEFAULT_REPLICAS;
 use crate::ketama::DEFAULT_POINTS_PER_WEIGHT;
 use crate::maglev::{DEFAULT_TABLE_SIZE, is_prime};
 use crate::{
-    AlgorithmError, BoundedLoad, JumpHash, KetamaRing, LeastConnections, Maglev, PeakEwma, PeakEwmaConfig,
-    PowerOfTwoChoices, Rendezvous, RoundRobin, SlowStart, SlowStartConfig, SmoothWeightedRoundRobin,
-    StrideScheduler, WeightedRandom,
+    AlgorithmError, BoundedLoad, FnvRing, JumpHash, KetamaRing, LeastConnections, Maglev, PeakEwma,
+    PeakEwmaConfig, PowerOfTwoChoices, Rendezvous, RoundRobin, SlowStart, SlowStartConfig,
+    SmoothWeightedRoundRobin, StrideScheduler, WeightedRandom,
 };
 
 /// Every name [`Algorithm::from_str`] accepts, for error messages.
 pub(crate) const KNOWN_NAMES: &str = "round_robin, weighted_round_robin, stride, random, least_conn, p2c, \
-     peak_ewma, ring_hash, maglev, jump, rendezvous, bounded_load[:ring_hash|:maglev], slow_start[:<algorithm>]";
+     peak_ewma, ring_hash, fnv_ring, maglev, jump, rendezvous, bounded_load[:ring_hash|:maglev], slow_start[:<algorithm>]";
 
 /// The hash structure under [`Algorithm::BoundedLoad`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -95,6 +96,11 @@ pub enum Algorithm {
         /// Points per unit of weight (default 160).
         points_per_weight: u32,
     },
+    /// [`FnvRing`], the user's guide's FNV-1a ring: `fnv_ring` (aliases `fnv`, `fnv1a`, `fnv_hash`).
+    FnvRing {
+        /// Points per unit of weight, the guide's `replicas` (default 160).
+        replicas: u32,
+    },
     /// [`Maglev`]: `maglev`.
     Maglev {
         /// Slots, a prime (default 65537).
@@ -135,6 +141,7 @@ impl Algorithm {
             Algorithm::P2c { .. } => "p2c",
             Algorithm::PeakEwma { .. } => "peak_ewma",
             Algorithm::Ring { .. } => "ring_hash",
+            Algorithm::FnvRing { .. } => "fnv_ring",
             Algorithm::Maglev { .. } => "maglev",
             Algorithm::Jump => "jump",
             Algorithm::Rendezvous => "rendezvous",
@@ -148,6 +155,7 @@ impl Algorithm {
     pub fn uses_key(&self) -> bool {
         match self {
             Algorithm::Ring { .. }
+            | Algorithm::FnvRing { .. }
             | Algorithm::Maglev { .. }
             | Algorithm::Jump
             | Algorithm::Rendezvous
@@ -171,6 +179,7 @@ impl Algorithm {
             | Algorithm::BoundedLoad { over: HashAlgorithm::Ring { points_per_weight: 0 }, .. } => {
                 Err(AlgorithmError::NoPoints)
             }
+            Algorithm::FnvRing { replicas: 0 } => Err(AlgorithmError::NoReplicas),
             Algorithm::Maglev { table_size: m }
             | Algorithm::BoundedLoad { over: HashAlgorithm::Maglev { table_size: m }, .. }
                 if *m < 3 || !is_prime(*m) =>
@@ -204,6 +213,7 @@ impl Algorithm {
             "ring_hash" | "ketama" | "consistent" => {
                 Algorithm::Ring { points_per_weight: DEFAULT_POINTS_PER_WEIGHT }
             }
+            "fnv_ring" | "fnv" | "fnv1a" | "fnv_hash" => Algorithm::FnvRing { replicas: DEFAULT_REPLICAS },
             "maglev" => Algorithm::Maglev { table_size: DEFAULT_TABLE_SIZE },
             "jump" | "jump_hash" => Algorithm::Jump,
             "rendezvous" | "hrw" => Algorithm::Rendezvous,
@@ -305,6 +315,7 @@ impl Build for Algorithm {
             Algorithm::Ring { points_per_weight } => {
                 AnyBalancer::Ring(KetamaRing::with_points(set, *points_per_weight))
             }
+            Algorithm::FnvRing { replicas } => AnyBalancer::FnvRing(FnvRing::with_replicas(set, *replicas)),
             Algorithm::Maglev { table_size } => {
                 AnyBalancer::Maglev(Maglev::build(set, prime_at_least(*table_size)))
             }
@@ -352,6 +363,8 @@ pub enum AnyBalancer {
     PeakEwma(PeakEwma),
     /// [`KetamaRing`].
     Ring(KetamaRing),
+    /// [`FnvRing`].
+    FnvRing(FnvRing),
     /// [`Maglev`].
     Maglev(Maglev),
     /// [`JumpHash`].
@@ -377,6 +390,7 @@ macro_rules! dispatch {
             AnyBalancer::PowerOfTwoChoices($b) => $body,
             AnyBalancer::PeakEwma($b) => $body,
             AnyBalancer::Ring($b) => $body,
+            AnyBalancer::FnvRing($b) => $body,
             AnyBalancer::Maglev($b) => $body,
             AnyBalancer::Jump($b) => $body,
             AnyBalancer::Rendezvous($b) => $body,
@@ -418,6 +432,7 @@ mod tests {
         let bad = [
             (Algorithm::Maglev { table_size: 65_536 }, AlgorithmError::TableSizeNotPrime(65_536)),
             (Algorithm::Ring { points_per_weight: 0 }, AlgorithmError::NoPoints),
+            (Algorithm::FnvRing { replicas: 0 }, AlgorithmError::NoReplicas),
             (Algorithm::P2c { active_request_bias: -1.0 }, AlgorithmError::BadBias(-1.0)),
             (
                 Algorithm::PeakEwma { tau: Duration::ZERO, default_rtt: Duration::from_millis(1) },

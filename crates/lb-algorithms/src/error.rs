@@ -17,6 +17,9 @@ pub enum AlgorithmError {
     /// The ring needs at least one point per unit of weight.
     #[error("points per weight must be at least 1")]
     NoPoints,
+    /// The FNV ring needs at least one replica per unit of weight.
+    #[error("replicas must be at least 1")]
+    NoReplicas,
     /// The P2C active-request bias must be a finite number >= 0.
     #[error("active request bias {0} must be a finite number >= 0")]
     BadBias(f64),

@@ -55,7 +55,7 @@ pub struct JumpHash {
 impl JumpHash {
     /// Jump hash over `set`'s indices.
     pub fn new(set: EndpointSet) -> Self {
-        let keyless = Keyless::new(&set);
+        let keyless = Keyless::default();
         JumpHash { set, keyless }
     }
 

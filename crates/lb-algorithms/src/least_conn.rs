@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 
 use lb_core::{Balancer, EndpointSet, PickContext};
 
-use crate::util::{Cursor, weights};
+use crate::util::{Position, weights};
 
 /// Picks the eligible endpoint with the fewest requests in flight per unit
 /// of weight, `in_flight / weight`, compared exactly as
@@ -13,7 +13,10 @@ use crate::util::{Cursor, weights};
 /// Semantics of nginx `least_conn` (`ngx_http_upstream_least_conn_module.c`).
 /// Ties are broken round robin: each scan starts one endpoint further on and
 /// keeps the first minimum it meets (nginx breaks ties by weighted round
-/// robin; ours ignores weight on a tie). Cost: one O(n) scan of relaxed
+/// robin; ours ignores weight on a tie). The start moves past the first
+/// endpoint health lets take traffic, so down endpoints pass their turn on
+/// evenly and a retry's exclusions move it by one pick only, as in
+/// [`RoundRobin`](crate::RoundRobin). Cost: one O(n) scan of relaxed
 /// loads per pick.
 ///
 /// ```
@@ -33,15 +36,14 @@ use crate::util::{Cursor, weights};
 pub struct LeastConnections {
     set: EndpointSet,
     weights: Vec<u32>,
-    cursor: Cursor,
+    start: Position,
 }
 
 impl LeastConnections {
     /// Least connections over `set`.
     pub fn new(set: EndpointSet) -> Self {
         let weights = weights(&set);
-        let cursor = Cursor::new(set.len());
-        LeastConnections { set, weights, cursor }
+        LeastConnections { set, weights, start: Position::default() }
     }
 }
 
@@ -56,13 +58,17 @@ impl Balancer for LeastConnections {
         if n == 0 {
             return None;
         }
-        let mut i = self.cursor.advance();
+        let mut i = self.start.index_below(n);
+        let mut turn = None;
         let mut best: Option<(usize, u64, u64)> = None;
         for _ in 0..n {
             let state = members[i].state();
-            if state.is_eligible() && !ctx.is_excluded(i) {
+            if ctx.health_admits(state) {
+                turn.get_or_insert(i);
                 let (load, weight) = (u64::from(state.in_flight()), u64::from(self.weights[i]));
-                if best.is_none_or(|(_, best_load, best_weight)| load * best_weight < best_load * weight) {
+                let better =
+                    |(_, best_load, best_weight): (usize, u64, u64)| load * best_weight < best_load * weight;
+                if !ctx.is_excluded(i) && best.is_none_or(better) {
                     best = Some((i, load, weight));
                 }
             }
@@ -71,7 +77,11 @@ impl Balancer for LeastConnections {
                 i = 0;
             }
         }
-        best.map(|(i, _, _)| i)
+        let (pick, _, _) = best?;
+        if let Some(turn) = turn {
+            self.start.pass(turn, n);
+        }
+        Some(pick)
     }
 }
 
@@ -97,5 +107,19 @@ mod tests {
         eject(b.endpoints(), 1);
         assert!((0..10).all(|_| b.select(&PickContext::new()) != Some(1)));
         assert_eq!(b.select(&PickContext::new().excluding(&[0, 2])), None);
+    }
+
+    #[test]
+    fn ties_rotate_evenly_over_survivors() {
+        // Before, a down endpoint's turn went to its neighbour: 1 1 2.
+        let b = LeastConnections::new(weighted_set(&[1, 1, 1]));
+        eject(b.endpoints(), 0);
+        let picks: Vec<_> = (0..6).map(|_| b.select(&PickContext::new()).unwrap()).collect();
+        assert_eq!(picks, [1, 2, 1, 2, 1, 2]);
+        let all_down = LeastConnections::new(weighted_set(&[1, 1]));
+        eject(all_down.endpoints(), 0);
+        eject(all_down.endpoints(), 1);
+        assert_eq!(all_down.select(&PickContext::new()), None);
+        assert!(all_down.pick(&PickContext::new().ignoring_health()).is_some(), "panic mode");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Every `select` is lock-free, allocation-free and syscall-free; it returns
 //! only eligible endpoints (health read live from each endpoint's atomics,
-//! exclusions honoured) and `None` when there is none. Tables (Maglev, the
+//! or ignored in panic mode, `PickContext::ignoring_health`; exclusions
+//! honoured) and `None` when there is none. Tables (Maglev, the
 //! ketama ring, nginx's smooth WRR order, alias tables) are built off the hot
 //! path when a set is built. The crate is `no_std` with `alloc`.
 //!
@@ -17,6 +18,7 @@
 //! | [`PowerOfTwoChoices`] | `p2c` | Envoy least request, gRFC A48 |
 //! | [`PeakEwma`] | `peak_ewma` | Finagle / tower peak-EWMA |
 //! | [`KetamaRing`] | `ring_hash` | nginx `hash ... consistent` |
+//! | [`FnvRing`] | `fnv_ring` | the user's guide (Go `ConsistentHash`, FNV-1a) |
 //! | [`JumpHash`] | `jump` | Lamping & Veach 2014 |
 //! | [`Maglev`] | `maglev` | Eisenbud et al. 2016, Envoy weights |
 //! | [`Rendezvous`] | `rendezvous` | Thaler & Ravishankar 1998 |
@@ -50,6 +52,7 @@ extern crate alloc;
 mod algorithm;
 mod bounded;
 mod error;
+mod fnv_ring;
 mod jump;
 mod ketama;
 mod least_conn;
@@ -58,6 +61,7 @@ mod p2c;
 mod peak_ewma;
 mod random;
 mod rendezvous;
+mod ring;
 mod round_robin;
 mod slow_start;
 mod stride;
@@ -70,14 +74,16 @@ mod walk;
 pub use algorithm::{Algorithm, AnyBalancer, HashAlgorithm};
 pub use bounded::{BoundedLoad, DEFAULT_BALANCE_FACTOR};
 pub use error::AlgorithmError;
+pub use fnv_ring::{DEFAULT_REPLICAS, FnvRing, fnv1a32};
 pub use jump::{JumpHash, jump_bucket};
-pub use ketama::{DEFAULT_POINTS_PER_WEIGHT, KetamaRing, MAX_RING_POINTS};
+pub use ketama::{DEFAULT_POINTS_PER_WEIGHT, KetamaRing};
 pub use least_conn::LeastConnections;
 pub use maglev::{DEFAULT_TABLE_SIZE, Maglev};
 pub use p2c::PowerOfTwoChoices;
 pub use peak_ewma::{PeakEwma, PeakEwmaConfig};
 pub use random::WeightedRandom;
 pub use rendezvous::Rendezvous;
+pub use ring::MAX_RING_POINTS;
 pub use round_robin::RoundRobin;
 pub use slow_start::{SlowStart, SlowStartConfig};
 pub use stride::StrideScheduler;

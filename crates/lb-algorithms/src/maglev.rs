@@ -75,7 +75,7 @@ impl Maglev {
 
     pub(crate) fn build(set: EndpointSet, table_size: u32) -> Self {
         let table = if set.is_empty() { Vec::new() } else { populate(&set, u64::from(table_size)) };
-        let keyless = Keyless::new(&set);
+        let keyless = Keyless::default();
         Maglev { set, table, keyless }
     }
 

@@ -6,14 +6,18 @@ use lb_core::{Balancer, EndpointSet, PickContext};
 
 use crate::util::{Rng, next_eligible, uniform, weights};
 
-/// How many random pairs a pick draws before scanning for eligible endpoints.
-const DRAWS: usize = 3;
+/// How many times a choice is redrawn while it lands on an ineligible
+/// endpoint, before drawing among the eligible endpoints alone. With a third
+/// down, that fallback (O(n)) serves about one pick in 10^4.
+const REDRAWS: usize = 8;
 
 /// Draws two distinct eligible endpoints uniformly at random. Returns one
 /// alone only when exactly one is eligible, `None` when none is.
 ///
 /// Distinctness is by construction (the second draw skips the first
-/// index), avoiding Envoy's repeated-host bug (envoy#20420).
+/// index), avoiding Envoy's repeated-host bug (envoy#20420). An ineligible
+/// choice is redrawn on its own; redrawing until eligible keeps the pair
+/// uniform over the eligible endpoints.
 #[inline(always)]
 pub(crate) fn two_choices(
     set: &EndpointSet,
@@ -25,31 +29,80 @@ pub(crate) fn two_choices(
         return set.is_eligible(0, ctx).then_some((0, None));
     }
     let members = set.members();
-    let mut first = 0;
-    for _ in 0..DRAWS {
-        let r = rng.next();
-        // High and low halves give two independent draws from one random word.
-        first = (((r >> 32) * n as u64) >> 32) as usize;
-        let offset = (((r & 0xFFFF_FFFF) * (n as u64 - 1)) >> 32) as usize;
-        let second = if offset >= first { offset + 1 } else { offset };
-        let (a, b) = (members[first].state(), members[second].state());
-        // The common case, both healthy and nothing excluded, costs two flag loads.
-        if a.is_eligible() && b.is_eligible() && ctx.exclude().is_empty() {
-            return Some((first, Some(second)));
-        }
-        match (set.is_eligible(first, ctx), set.is_eligible(second, ctx)) {
-            (true, true) => return Some((first, Some(second))),
-            (true, false) | (false, true) if n == 2 => {
-                let only = if set.is_eligible(first, ctx) { first } else { second };
-                return Some((only, None));
-            }
-            _ => {}
-        }
+    let r = rng.next();
+    // High and low halves give two independent draws from one random word.
+    let first = draw(r >> 32, n);
+    let second = draw_other(first, r & 0xFFFF_FFFF, n);
+    // The common case, both healthy and nothing excluded, costs two flag loads.
+    let (a, b) = (members[first].state(), members[second].state());
+    if ctx.health_admits(a) && ctx.health_admits(b) && ctx.exclude().is_empty() {
+        return Some((first, Some(second)));
     }
-    // Many ineligible endpoints: scan from the last draw instead of hoping.
-    let a = next_eligible(set, first, ctx)?;
-    let b = next_eligible(set, a + 1, ctx).filter(|&b| b != a);
-    Some((a, b))
+    let Some(first) = eligible_or_redrawn(set, ctx, first, || draw(rng.next() >> 32, n)) else {
+        return two_of_the_eligible(set, rng, ctx);
+    };
+    if n == 2 {
+        let other = 1 - first;
+        return Some((first, set.is_eligible(other, ctx).then_some(other)));
+    }
+    // `second` was drawn apart from the old first; while it is eligible and
+    // not the new first, it is still a uniform choice among the others.
+    let second = if second == first { draw_other(first, rng.next() & 0xFFFF_FFFF, n) } else { second };
+    match eligible_or_redrawn(set, ctx, second, || draw_other(first, rng.next() & 0xFFFF_FFFF, n)) {
+        Some(second) => Some((first, Some(second))),
+        None => two_of_the_eligible(set, rng, ctx),
+    }
+}
+
+/// `index` if eligible, else the first eligible of up to [`REDRAWS`] fresh draws.
+#[inline]
+fn eligible_or_redrawn(
+    set: &EndpointSet,
+    ctx: &PickContext<'_>,
+    index: usize,
+    mut draw_again: impl FnMut() -> usize,
+) -> Option<usize> {
+    if set.is_eligible(index, ctx) {
+        return Some(index);
+    }
+    (0..REDRAWS).map(|_| draw_again()).find(|&i| set.is_eligible(i, ctx))
+}
+
+/// An index in `0..n` from 32 random bits.
+#[inline(always)]
+fn draw(bits: u64, n: usize) -> usize {
+    ((bits * n as u64) >> 32) as usize
+}
+
+/// An index in `0..n` other than `taken`, from 32 random bits.
+#[inline(always)]
+fn draw_other(taken: usize, bits: u64, n: usize) -> usize {
+    let offset = draw(bits, n - 1);
+    if offset >= taken { offset + 1 } else { offset }
+}
+
+/// Two distinct endpoints drawn uniformly among the eligible ones alone:
+/// count them, draw two ranks, find them. O(n), for when most draws miss;
+/// a scan from the last draw instead would favour whoever follows a run of
+/// down endpoints.
+#[cold]
+fn two_of_the_eligible(
+    set: &EndpointSet,
+    rng: &Rng,
+    ctx: &PickContext<'_>,
+) -> Option<(usize, Option<usize>)> {
+    let eligible = || (0..set.len()).filter(|&i| set.is_eligible(i, ctx));
+    let m = eligible().count();
+    let r = rng.next();
+    let first = draw(r >> 32, m);
+    let second = draw_other(first, r & 0xFFFF_FFFF, m.max(1));
+    let (low, high) = (first.min(second), first.max(second));
+    let mut ranked = eligible();
+    match (ranked.nth(low), ranked.nth(high - low - 1)) {
+        (Some(a), Some(b)) => Some(if first < second { (a, Some(b)) } else { (b, Some(a)) }),
+        // One eligible endpoint (or health changed between the passes).
+        _ => next_eligible(set, 0, ctx).map(|a| (a, next_eligible(set, a + 1, ctx).filter(|&b| b != a))),
+    }
 }
 
 /// Power of two choices: draw two distinct eligible endpoints at random and
@@ -157,6 +210,25 @@ mod tests {
         }
         assert_eq!(b.choices(&PickContext::new().excluding(&[0, 1, 3])), Some((4, None)));
         assert_eq!(b.select(&PickContext::new().excluding(&[0, 1, 3, 4])), None);
+    }
+
+    #[test]
+    fn pairs_are_uniform_over_survivors_when_most_are_down() {
+        // Seven of ten down: before, most pairs were the two after the down run.
+        let set = set_of(10);
+        for i in [0, 1, 2, 3, 5, 6, 7] {
+            eject(&set, i);
+        }
+        let b = PowerOfTwoChoices::new(set);
+        let mut seen = [0usize; 10];
+        for _ in 0..30_000 {
+            let (a, second) = b.choices(&PickContext::new()).unwrap();
+            seen[a] += 1;
+            seen[second.unwrap()] += 1;
+        }
+        for i in [4, 8, 9] {
+            assert!((19_000..=21_000).contains(&seen[i]), "{seen:?}");
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Rendezvous {
     pub fn new(set: EndpointSet) -> Self {
         let w = weights(&set);
         let id_hashes = set.iter().map(|m| hash_key(m.endpoint().id().as_str().as_bytes())).collect();
-        let keyless = Keyless::new(&set);
+        let keyless = Keyless::default();
         Rendezvous {
             uniform: uniform(&w),
             weights: w.iter().map(|&x| f64::from(x)).collect(),

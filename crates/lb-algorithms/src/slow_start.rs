@@ -148,10 +148,8 @@ impl<B: Balancer> Balancer for SlowStart<B> {
         let mut current = first;
         for len in given + 1..=given + REJECTIONS {
             excluded[len - 1] = current;
-            let mut retry = PickContext::new().excluding(&excluded[..len]);
-            if let Some(key) = ctx.key() {
-                retry = retry.with_key(key);
-            }
+            // The caller's context with more exclusions: same key, same panic mode.
+            let retry = ctx.excluding(&excluded[..len]);
             match self.inner.select(&retry) {
                 Some(next) if self.keeps(next) => return Some(next),
                 Some(next) => current = next,
@@ -179,8 +177,8 @@ impl<B: Balancer> Balancer for SlowStart<B> {
 mod tests {
     use super::*;
     use crate::testing::set_of;
-    use crate::{LeastConnections, PowerOfTwoChoices};
-    use lb_core::{Endpoint, Outcome};
+    use crate::{LeastConnections, PowerOfTwoChoices, RoundRobin};
+    use lb_core::{Endpoint, HealthFlag, Outcome};
 
     fn with_newcomer(now: Timestamp) -> EndpointSet {
         let old = set_of(3);
@@ -213,5 +211,19 @@ mod tests {
         // (a rejection consumes a turn, so every third): at 10 % about 130.
         assert!((50..260).contains(&new), "{new}");
         assert_eq!(slow.select(&PickContext::new().excluding(&[0, 1, 2])), Some(3), "still used when alone");
+    }
+
+    #[test]
+    fn panic_mode_still_ramps_the_newcomer() {
+        let t0 = Timestamp::from_nanos(100_000_000_000);
+        let slow = SlowStart::new(RoundRobin::new(with_newcomer(t0)), SlowStartConfig::default(), t0);
+        for m in slow.endpoints().iter() {
+            m.state().set_flag(HealthFlag::ActiveCheckFailed, true);
+        }
+        assert_eq!(slow.select(&PickContext::new()), None);
+        // The re-asks keep panic mode; before, they found nobody and kept the newcomer.
+        let panic = PickContext::new().ignoring_health();
+        let new = (0..4_000).filter(|_| slow.select(&panic) == Some(3)).count();
+        assert!((20..260).contains(&new), "{new}");
     }
 }

@@ -4,7 +4,7 @@ use alloc::vec::Vec;
 
 use lb_core::{Balancer, EndpointSet, PickContext};
 
-use crate::util::{Cursor, FastDiv, next_eligible, weights};
+use crate::util::{FastDiv, Position, weights};
 
 /// The scale weights are mapped onto; the heaviest endpoint gets it.
 const MAX_SCALED: u64 = u16::MAX as u64;
@@ -23,8 +23,13 @@ const PHASE: u64 = MAX_SCALED / 2;
 /// it needs no table of size total-weight and builds in O(n); its
 /// interleaving is less smooth. Shares match weights to 1/65535.
 ///
-/// Ineligible endpoints are skipped like unlucky ones; after `4n` draws
-/// without an eligible endpoint the pick scans forward in set order.
+/// Down endpoints' turns are passed over without being used, so shares
+/// among the eligible endpoints keep their weights. When no eligible
+/// endpoint has a turn in the next `n` sequence numbers (the heavy ones are
+/// down), the pick computes each eligible endpoint's next turn instead of
+/// stepping to it, O(n), and the sequence jumps there. A retry whose turn
+/// belongs to an endpoint it excludes is served by the next turn it may
+/// take, and moves the sequence by that one turn only.
 ///
 /// ```
 /// use lb_algorithms::StrideScheduler;
@@ -44,7 +49,7 @@ const PHASE: u64 = MAX_SCALED / 2;
 pub struct StrideScheduler {
     set: EndpointSet,
     scaled: Vec<u16>,
-    sequence: Cursor,
+    sequence: Position,
     len: FastDiv,
 }
 
@@ -58,7 +63,62 @@ impl StrideScheduler {
             .map(|&w| (u64::from(w) * MAX_SCALED).div_ceil(max).clamp(1, MAX_SCALED) as u16)
             .collect();
         let len = FastDiv::new(set.len());
-        StrideScheduler { set, scaled, sequence: Cursor::new(1), len }
+        StrideScheduler { set, scaled, sequence: Position::default(), len }
+    }
+
+    /// Whether endpoint `index` takes its slot in `generation`.
+    #[inline]
+    fn takes_slot(&self, index: usize, generation: u64) -> bool {
+        let weight = u64::from(self.scaled[index]);
+        (weight * generation + index as u64 * PHASE) % MAX_SCALED >= MAX_SCALED - weight
+    }
+
+    /// The first sequence number at or after `from` whose turn goes to an
+    /// endpoint `accept` takes, and that endpoint. Steps through one
+    /// generation's worth (with all eligible, the heaviest endpoint, never
+    /// skipped, ends it; with similar weights about one step), then computes.
+    #[inline]
+    fn next_turn(&self, from: u32, accept: impl Fn(usize) -> bool) -> Option<(u32, usize)> {
+        let n = self.scaled.len();
+        let (mut index, mut generation) = (self.len.rem(from), u64::from(self.len.div(from)));
+        for step in 0..n {
+            if self.takes_slot(index, generation) && accept(index) {
+                return Some((from.wrapping_add(step as u32), index));
+            }
+            index += 1;
+            if index == n {
+                (index, generation) = (0, generation + 1);
+            }
+        }
+        self.jump(from, accept)
+    }
+
+    /// Where [`next_turn`](Self::next_turn) would stop if it kept stepping:
+    /// each accepted endpoint's next turn, computed, the nearest wins. O(n).
+    ///
+    /// Endpoint i's slot value `(w g + phase) mod 65535` grows by `w` per
+    /// generation and takes the slot in the last `w` values before it wraps:
+    /// from value `x`, that is `(65534 - x) / w` generations on.
+    #[cold]
+    fn jump(&self, from: u32, accept: impl Fn(usize) -> bool) -> Option<(u32, usize)> {
+        let n = self.scaled.len() as u64;
+        let (first, generation) = (self.len.rem(from) as u64, u64::from(self.len.div(from)));
+        let mut best: Option<(u64, usize)> = None;
+        for index in 0..self.scaled.len() {
+            if !accept(index) {
+                continue;
+            }
+            let i = index as u64;
+            let start = if i >= first { generation } else { generation + 1 };
+            let weight = u64::from(self.scaled[index]);
+            let value = (weight * start + i * PHASE) % MAX_SCALED;
+            let sequence = (start + (MAX_SCALED - 1 - value) / weight) * n + i;
+            if best.is_none_or(|(s, _)| sequence < s) {
+                best = Some((sequence, index));
+            }
+        }
+        // Past 2^32 the sequence wraps to a new first generation, as stepping does.
+        best.map(|(sequence, index)| (sequence as u32, index))
     }
 }
 
@@ -69,25 +129,18 @@ impl Balancer for StrideScheduler {
 
     #[inline]
     fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
-        let n = self.scaled.len();
-        if n == 0 {
+        if self.scaled.is_empty() {
             return None;
         }
-        let mut index = 0;
-        for _ in 0..4 * n {
-            let seq = self.sequence.sequence();
-            index = self.len.rem(seq);
-            let generation = u64::from(self.len.div(seq));
-            let weight = u64::from(self.scaled[index]);
-            let phase = index as u64 * PHASE;
-            if (weight * generation + phase) % MAX_SCALED < MAX_SCALED - weight {
-                continue;
-            }
-            if self.set.is_eligible(index, ctx) {
-                return Some(index);
-            }
+        let members = self.set.members();
+        // This pick's turn: the next one of an endpoint health lets take traffic.
+        let (turn, mut pick) =
+            self.next_turn(self.sequence.get(), |i| ctx.health_admits(members[i].state()))?;
+        if ctx.is_excluded(pick) {
+            pick = self.next_turn(turn.wrapping_add(1), |i| self.set.is_eligible(i, ctx))?.1;
         }
-        next_eligible(&self.set, index + 1, ctx)
+        self.sequence.set(turn.wrapping_add(1));
+        Some(pick)
     }
 }
 
@@ -107,6 +160,34 @@ mod tests {
             let expected = 1000 * w;
             assert!(c.abs_diff(expected) * 50 < expected, "{counts:?}");
         }
+    }
+
+    #[test]
+    fn jump_lands_where_stepping_would() {
+        let b = StrideScheduler::new(weighted_set(&[1000, 1, 2, 7, 1000, 3]));
+        let n = b.scaled.len() as u32;
+        for accepted in 1u32..64 {
+            let accept = |i: usize| accepted & (1 << i) != 0;
+            for from in (0..60u32).chain([123_456, u32::MAX / 2]) {
+                let stepped = (from..).find(|&s| {
+                    let (i, g) = ((s % n) as usize, u64::from(s / n));
+                    b.takes_slot(i, g) && accept(i)
+                });
+                let expected = stepped.map(|s| (s, (s % n) as usize));
+                assert_eq!(b.jump(from, accept), expected, "{accepted:b} from {from}");
+                assert_eq!(b.next_turn(from, accept), expected, "{accepted:b} from {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn light_survivors_keep_their_ratio_when_the_heavy_one_is_down() {
+        // Before, most picks fell back to set order after 4n misses: about 1:1, not 1:2.
+        let set = weighted_set(&[1000, 1, 2]);
+        eject(&set, 0);
+        let b = StrideScheduler::new(set);
+        let twos = (0..3_000).filter(|_| b.select(&PickContext::new()) == Some(2)).count();
+        assert!((1_950..=2_050).contains(&twos), "{twos}");
     }
 
     #[test]

@@ -5,12 +5,13 @@ use alloc::vec::Vec;
 
 use lb_core::{Balancer, EndpointSet, PickContext};
 
-use crate::util::{Cursor, next_eligible, weights};
+use crate::util::{Position, weights};
 
 /// The longest precomputed order; larger (gcd-reduced) total weights are scaled down to fit.
 pub const MAX_SWRR_TABLE: u64 = 1 << 16;
 
-/// How many table entries a pick consumes before falling back to a scan.
+/// The fewest table entries a pick reads one by one before it computes
+/// where the next usable entry is instead.
 const EAGER_TRIES: usize = 4;
 
 /// nginx's smooth weighted round robin (`ngx_http_upstream_round_robin.c`),
@@ -25,11 +26,16 @@ const EAGER_TRIES: usize = 4;
 /// for entry (on one thread; two threads picking at the same instant may
 /// both take the same entry, which nginx's lock would have serialized).
 ///
-/// An ineligible endpoint's entries are *consumed* (the cursor moves past
-/// them), so over each period every eligible endpoint still gets exactly its
-/// weight's worth of picks; after four consecutive misses the pick
-/// falls back to the next eligible endpoint in set order. nginx instead
-/// re-smooths over the remaining peers; shares match, the interleaving can differ.
+/// A down endpoint's entries are passed over without being used, so over
+/// each period every eligible endpoint still gets exactly its weight's worth
+/// of picks: shares among the survivors stay exact (nginx instead re-smooths
+/// over the remaining peers; shares match, the interleaving can differ).
+/// Passing over a long run of a down endpoint's entries is not done entry by
+/// entry past `max(n, 4)` of them: each eligible endpoint's next entry is
+/// found by a binary search in its own list of positions, O(n log W), only
+/// while a heavy endpoint is down. A retry whose entry belongs to an
+/// endpoint it excludes is served by the next usable entry, and moves the
+/// order by that one entry only.
 ///
 /// Weights are first divided by their gcd (which leaves nginx's order
 /// unchanged). If the total still exceeds [`MAX_SWRR_TABLE`] the weights are
@@ -56,21 +62,85 @@ const EAGER_TRIES: usize = 4;
 pub struct SmoothWeightedRoundRobin {
     set: EndpointSet,
     order: Vec<u32>,
-    cursor: Cursor,
+    /// The positions in `order` of each endpoint's entries, ascending, endpoint after endpoint.
+    positions: Vec<u32>,
+    /// Where each endpoint's run in `positions` begins (n + 1 offsets).
+    starts: Vec<u32>,
+    /// Entries a pick reads one by one before it jumps.
+    scan: usize,
+    next: Position,
 }
 
 impl SmoothWeightedRoundRobin {
     /// Precomputes nginx's order for `set`.
     pub fn new(set: EndpointSet) -> Self {
         let order = nginx_order(&fitted_weights(&weights(&set)));
-        let cursor = Cursor::new(order.len());
-        SmoothWeightedRoundRobin { set, order, cursor }
+        let (positions, starts) = positions_by_endpoint(&order, set.len());
+        let scan = set.len().max(EAGER_TRIES);
+        SmoothWeightedRoundRobin { set, order, positions, starts, scan, next: Position::default() }
     }
 
     /// The precomputed order (indices into the set), one period long.
     pub fn order(&self) -> &[u32] {
         &self.order
     }
+
+    /// The first position at or after `from` (wrapping) whose endpoint
+    /// `accept`s: read entry by entry, then computed past a long run.
+    #[inline]
+    fn next_entry(&self, from: usize, accept: impl Fn(usize) -> bool) -> Option<usize> {
+        let len = self.order.len();
+        let mut p = from;
+        for _ in 0..self.scan.min(len) {
+            if accept(self.order[p] as usize) {
+                return Some(p);
+            }
+            p = if p + 1 == len { 0 } else { p + 1 };
+        }
+        if self.scan >= len {
+            return None;
+        }
+        self.jump(from, accept)
+    }
+
+    /// Where [`next_entry`](Self::next_entry) would stop, in O(n log W): each
+    /// accepted endpoint's first position at or after `from`, the nearest wins.
+    #[cold]
+    fn jump(&self, from: usize, accept: impl Fn(usize) -> bool) -> Option<usize> {
+        let len = self.order.len();
+        let mut best: Option<(usize, usize)> = None;
+        for (endpoint, run) in self.starts.windows(2).enumerate() {
+            let own = &self.positions[run[0] as usize..run[1] as usize];
+            if own.is_empty() || !accept(endpoint) {
+                continue;
+            }
+            let at = own.partition_point(|&q| (q as usize) < from);
+            let position = *own.get(at).unwrap_or(&own[0]) as usize;
+            let distance = if position >= from { position - from } else { position + len - from };
+            if best.is_none_or(|(d, _)| distance < d) {
+                best = Some((distance, position));
+            }
+        }
+        best.map(|(_, position)| position)
+    }
+}
+
+/// Each endpoint's positions in `order`, grouped by endpoint (a counting sort).
+fn positions_by_endpoint(order: &[u32], n: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut starts = alloc::vec![0u32; n + 1];
+    for &e in order {
+        starts[e as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut fill: Vec<u32> = starts[..n].to_vec();
+    let mut positions = alloc::vec![0u32; order.len()];
+    for (p, &e) in order.iter().enumerate() {
+        positions[fill[e as usize] as usize] = p as u32;
+        fill[e as usize] += 1;
+    }
+    (positions, starts)
 }
 
 /// Divides by the gcd, then scales down proportionally if still too long.
@@ -118,17 +188,20 @@ impl Balancer for SmoothWeightedRoundRobin {
 
     #[inline]
     fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
-        if self.order.is_empty() {
+        let len = self.order.len();
+        if len == 0 {
             return None;
         }
-        let mut index = 0;
-        for _ in 0..EAGER_TRIES {
-            index = self.order[self.cursor.advance()] as usize;
-            if self.set.is_eligible(index, ctx) {
-                return Some(index);
-            }
+        let members = self.set.members();
+        // This pick's entry: the next one whose endpoint health lets take traffic.
+        let turn = self.next_entry(self.next.index_below(len), |i| ctx.health_admits(members[i].state()))?;
+        let mut pick = self.order[turn] as usize;
+        if ctx.is_excluded(pick) {
+            let after = if turn + 1 == len { 0 } else { turn + 1 };
+            pick = self.order[self.next_entry(after, |i| self.set.is_eligible(i, ctx))?] as usize;
         }
-        next_eligible(&self.set, index + 1, ctx)
+        self.next.pass(turn, len);
+        Some(pick)
     }
 }
 
@@ -160,6 +233,57 @@ mod tests {
         assert!(!p.contains(&0));
         assert!((190..=210).contains(&ones), "{ones}");
         assert_eq!(b.select(&PickContext::new().excluding(&[1, 2])), None);
+    }
+
+    #[test]
+    fn survivors_keep_exact_shares_and_nginx_order() {
+        // {a:5, b:1, c:1} with a down: b and c alternate, one each per period.
+        let set = weighted_set(&[5, 1, 1]);
+        eject(&set, 0);
+        let b = SmoothWeightedRoundRobin::new(set);
+        assert_eq!(picks(&b, 6), [1, 2, 1, 2, 1, 2]);
+        // Equal weights with a run of four down: before, the first survivor
+        // after the run was picked twice per period.
+        let set = weighted_set(&[1; 6]);
+        for i in 0..4 {
+            eject(&set, i);
+        }
+        let b = SmoothWeightedRoundRobin::new(set);
+        assert_eq!(picks(&b, 4), [4, 5, 4, 5]);
+    }
+
+    #[test]
+    fn jump_lands_where_reading_entry_by_entry_would() {
+        let set = weighted_set(&[40, 1, 3, 2, 25]);
+        let b = SmoothWeightedRoundRobin::new(set);
+        let len = b.order().len();
+        for accepted in 1u32..32 {
+            let accept = |i: usize| accepted & (1 << i) != 0;
+            for from in 0..len {
+                let slow = (0..len).map(|k| (from + k) % len).find(|&p| accept(b.order()[p] as usize));
+                assert_eq!(b.jump(from, accept), slow, "{accepted:b} from {from}");
+                assert_eq!(b.next_entry(from, accept), slow, "{accepted:b} from {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_heavy_endpoint_down_leaves_light_ones_their_ratio() {
+        let set = weighted_set(&[100, 1, 2]);
+        eject(&set, 0);
+        let b = SmoothWeightedRoundRobin::new(set);
+        let p = picks(&b, 300);
+        assert_eq!(p.iter().filter(|&&i| i == 1).count(), 100);
+        assert_eq!(p.iter().filter(|&&i| i == 2).count(), 200);
+    }
+
+    #[test]
+    fn a_retry_moves_the_order_by_one_entry() {
+        let b = SmoothWeightedRoundRobin::new(weighted_set(&[5, 1, 1]));
+        assert_eq!(picks(&b, 2), [0, 0]);
+        // b's entry, excluded by the retry: the next usable entry (a) serves it.
+        assert_eq!(b.select(&PickContext::new().excluding(&[1])), Some(0));
+        assert_eq!(picks(&b, 4), [0, 2, 0, 0], "the rest of the period as nginx orders it");
     }
 
     #[test]

@@ -118,47 +118,83 @@ impl FastDiv {
     }
 }
 
-/// A wait-free round-robin cursor over `0..len`.
+/// A schedule position shared by every thread picking from one balancer.
 ///
-/// Advanced with a relaxed load and store rather than `fetch_add`: a locked
-/// read-modify-write costs more than the rest of a pick. Picks on one thread
-/// see an exact sequence; two threads picking at the same instant may both
-/// get the same position (the sequence then repeats one entry), so under
-/// concurrency the order is round robin up to such repeats. Never out of range.
-#[derive(Debug)]
-pub(crate) struct Cursor {
-    next: AtomicU32,
-    len: FastDiv,
+/// Read and written with a relaxed load and a store rather than a
+/// read-modify-write: a locked instruction costs more than the rest of a
+/// pick. Picks on one thread see an exact sequence; two threads picking at
+/// the same instant may read the same position and take the same turn (the
+/// sequence then repeats one entry), so under concurrency the order is exact
+/// up to such repeats.
+#[derive(Debug, Default)]
+pub(crate) struct Position(AtomicU32);
+
+impl Position {
+    /// The stored position (a table index or a sequence number).
+    #[inline]
+    pub(crate) fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The stored position as an index into `0..len` (`len > 0`).
+    #[inline]
+    pub(crate) fn index_below(&self, len: usize) -> usize {
+        let i = self.get() as usize;
+        if i < len { i } else { 0 }
+    }
+
+    #[inline]
+    pub(crate) fn set(&self, position: u32) {
+        self.0.store(position, Ordering::Relaxed);
+    }
+
+    /// Stores the index after `taken` in `0..len`, wrapping.
+    #[inline]
+    pub(crate) fn pass(&self, taken: usize, len: usize) {
+        self.set(if taken + 1 >= len { 0 } else { (taken + 1) as u32 });
+    }
 }
 
-impl Cursor {
-    pub(crate) fn new(len: usize) -> Self {
-        Cursor { next: AtomicU32::new(0), len: FastDiv::new(len) }
-    }
+/// Round robin over a set's indices that stays even while endpoints are down.
+///
+/// Each pick takes one *turn*: the first endpoint from the position that
+/// health lets take traffic. A down endpoint is passed over without using a
+/// turn, so the others share evenly (nginx skips down peers in its scan
+/// too); that scan is O(n), and runs only while the endpoint next in line is
+/// down. A turn that lands on an endpoint the request excludes (a retry) is
+/// served by the next eligible endpoint, but only the turn is used: a retry
+/// moves the rotation for everybody else by one pick, like any pick.
+#[derive(Debug, Default)]
+pub(crate) struct Rotation {
+    next: Position,
+}
 
-    /// The next position in `0..len`. Wraps at 2^32 picks, where one step
-    /// may repeat a position.
+impl Rotation {
     #[inline]
-    pub(crate) fn advance(&self) -> usize {
-        self.len.rem(self.sequence())
-    }
-
-    /// The raw sequence number (for schedulers that need the generation).
-    #[inline]
-    pub(crate) fn sequence(&self) -> u32 {
-        let seq = self.next.load(Ordering::Relaxed);
-        self.next.store(seq.wrapping_add(1), Ordering::Relaxed);
-        seq
+    pub(crate) fn select(&self, set: &EndpointSet, ctx: &PickContext<'_>) -> Option<usize> {
+        let members = set.members();
+        let n = members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.index_below(n);
+        let turn = if ctx.health_admits(members[start].state()) {
+            start
+        } else {
+            first_from(n, start + 1, |i| ctx.health_admits(members[i].state()))?
+        };
+        let pick = if ctx.is_excluded(turn) { next_eligible(set, turn + 1, ctx)? } else { turn };
+        self.next.pass(turn, n);
+        Some(pick)
     }
 }
 
-/// The first eligible index at or after `start` (wrapping), if any. O(n).
+/// The first index in `0..n` at or after `start` (wrapping) that `accept`s. O(n).
 #[inline]
-pub(crate) fn next_eligible(set: &EndpointSet, start: usize, ctx: &PickContext<'_>) -> Option<usize> {
-    let n = set.len();
+pub(crate) fn first_from(n: usize, start: usize, accept: impl Fn(usize) -> bool) -> Option<usize> {
     let mut i = if start >= n { 0 } else { start };
     for _ in 0..n {
-        if set.is_eligible(i, ctx) {
+        if accept(i) {
             return Some(i);
         }
         i += 1;
@@ -167,6 +203,12 @@ pub(crate) fn next_eligible(set: &EndpointSet, start: usize, ctx: &PickContext<'
         }
     }
     None
+}
+
+/// The first eligible index at or after `start` (wrapping), if any. O(n).
+#[inline]
+pub(crate) fn next_eligible(set: &EndpointSet, start: usize, ctx: &PickContext<'_>) -> Option<usize> {
+    first_from(set.len(), start, |i| set.is_eligible(i, ctx))
 }
 
 /// The endpoint weights of a set, copied so picks need not chase pointers.

@@ -3,7 +3,7 @@
 
 use lb_core::{Balancer, EndpointSet, PickContext};
 
-use crate::util::{Cursor, Distinct, next_eligible};
+use crate::util::{Distinct, Rotation};
 
 /// A hash-based balancer that can list, for a key hash, its endpoints in
 /// preference order: the owner first, then the fallbacks a retry or an
@@ -39,24 +39,7 @@ pub(crate) fn first_eligible(
 
 /// What a hash balancer does for a request without a key: round robin over
 /// the eligible endpoints, so keyless traffic still spreads evenly.
-#[derive(Debug)]
-pub(crate) struct Keyless {
-    cursor: Cursor,
-}
-
-impl Keyless {
-    pub(crate) fn new(set: &EndpointSet) -> Self {
-        Keyless { cursor: Cursor::new(set.len()) }
-    }
-
-    #[inline]
-    pub(crate) fn select(&self, set: &EndpointSet, ctx: &PickContext<'_>) -> Option<usize> {
-        if set.is_empty() {
-            return None;
-        }
-        next_eligible(set, self.cursor.advance(), ctx)
-    }
-}
+pub(crate) type Keyless = Rotation;
 
 /// Implements [`Balancer`] for a 64-bit hash balancer with fields `set` and
 /// `keyless` and a method `select_hash(u64, &PickContext)`: keyed requests

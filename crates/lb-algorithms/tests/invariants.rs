@@ -21,6 +21,7 @@ fn all_algorithms() -> Vec<Algorithm> {
         "p2c",
         "peak_ewma",
         "ring_hash",
+        "fnv_ring",
         "maglev",
         "jump",
         "rendezvous",
@@ -43,6 +44,10 @@ fn names_round_trip() {
     assert_eq!("Least-Conn".parse::<Algorithm>().unwrap(), Algorithm::LeastConn);
     assert!("slow_start:slow_start".parse::<Algorithm>().is_err());
     assert!("bounded_load:p2c".parse::<Algorithm>().is_err());
+    for alias in ["fnv_ring", "FNV-Ring", "fnv", "fnv1a", "fnv_hash"] {
+        assert_eq!(alias.parse::<Algorithm>().unwrap(), Algorithm::FnvRing { replicas: 160 }, "{alias}");
+    }
+    assert!(Algorithm::FnvRing { replicas: 160 }.uses_key());
     let err = "fastest".parse::<Algorithm>().unwrap_err().to_string();
     assert!(err.contains("fastest") && err.contains("maglev"), "{err}");
 }
@@ -81,7 +86,7 @@ fn share_within(counts: &[usize], weights: &[u32], tolerance: f64) -> Result<(),
     Ok(())
 }
 
-fn counts(b: &impl Balancer, n: usize, picks: usize) -> Vec<usize> {
+fn counts(b: &(impl Balancer + ?Sized), n: usize, picks: usize) -> Vec<usize> {
     let mut counts = vec![0; n];
     for _ in 0..picks {
         counts[b.select(&PickContext::new()).unwrap()] += 1;
@@ -281,4 +286,179 @@ fn walks_list_every_endpoint() {
     assert_eq!(sorted(KetamaRing::new(set.clone()).candidates(b"x").collect()), [0, 1, 2, 3, 4, 5]);
     assert_eq!(sorted(Maglev::new(set.clone()).candidates(b"x").collect()), [0, 1, 2, 3, 4, 5]);
     assert_eq!(sorted(Rendezvous::new(set).candidates(b"x").collect()), [0, 1, 2, 3, 4, 5]);
+}
+
+/// Algorithms that pick in a fixed rotation when every endpoint is equal and
+/// idle (least connections rotates its ties; hash algorithms rotate keyless
+/// picks): each must give the eligible endpoints exactly even shares.
+const ROTATIONS: [&str; 10] = [
+    "round_robin",
+    "weighted_round_robin",
+    "stride",
+    "least_conn",
+    "ring_hash",
+    "fnv_ring",
+    "maglev",
+    "jump",
+    "rendezvous",
+    "bounded_load",
+];
+
+/// The first `n` of `down`, with endpoint `keep % n` up so that not all are down.
+fn down_of(n: usize, down: &[bool], keep: usize) -> Vec<bool> {
+    let mut down = down[..n].to_vec();
+    down[keep % n] = false;
+    down
+}
+
+fn eject_marked(set: &EndpointSet, down: &[bool]) {
+    for (i, &d) in down.iter().enumerate() {
+        set.get(i).unwrap().state().set_flag(HealthFlag::Ejected, d);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Round robin and its relatives are exact: over `k` rounds of the `m`
+    /// eligible endpoints, each is picked exactly `k` times, wherever the
+    /// rotation stood when the others went down.
+    #[test]
+    fn survivors_of_ejections_share_rotations_exactly(
+        n in 2usize..20,
+        down in prop::collection::vec(any::<bool>(), 20),
+        keep in 0usize..20,
+        warmup in 0usize..40,
+        k in 1usize..5,
+    ) {
+        let down = down_of(n, &down, keep);
+        let m = down.iter().filter(|d| !**d).count();
+        let expected: Vec<usize> = down.iter().map(|&d| if d { 0 } else { k }).collect();
+        for name in ROTATIONS {
+            let b = name.parse::<Algorithm>().unwrap().build(set_of(n));
+            for _ in 0..warmup {
+                b.select(&PickContext::new()).unwrap();
+            }
+            eject_marked(b.endpoints(), &down);
+            prop_assert_eq!(counts(&b, n, k * m), expected.clone(), "{} with down {:?}", name, down);
+        }
+    }
+
+    /// A retry (a pick with exclusions) uses one turn of the rotation, like
+    /// any pick: the ordinary picks around it get the same endpoints as if it
+    /// had been an ordinary pick too.
+    #[test]
+    fn a_retry_moves_rotations_by_one_pick(
+        n in 2usize..12,
+        down in prop::collection::vec(any::<bool>(), 12),
+        keep in 0usize..12,
+        retries in prop::collection::vec(prop::option::of(prop::collection::vec(0usize..12, 1..4)), 1..40),
+    ) {
+        let down = down_of(n, &down, keep);
+        for name in ROTATIONS {
+            let algorithm = name.parse::<Algorithm>().unwrap();
+            let (with_retries, plain) = (algorithm.build(set_of(n)), algorithm.build(set_of(n)));
+            eject_marked(with_retries.endpoints(), &down);
+            eject_marked(plain.endpoints(), &down);
+            for (step, excluded) in retries.iter().enumerate() {
+                let expected = plain.select(&PickContext::new());
+                match excluded {
+                    Some(excluded) => {
+                        let got = with_retries.select(&PickContext::new().excluding(excluded));
+                        prop_assert!(got.is_none_or(|i| !excluded.contains(&i)));
+                        // A retry that found nobody used no turn; keep the two in step.
+                        if got.is_none() {
+                            with_retries.select(&PickContext::new());
+                        }
+                    }
+                    None => prop_assert_eq!(with_retries.select(&PickContext::new()), expected, "{} step {}", name, step),
+                }
+            }
+        }
+    }
+
+    /// Weighted rotations keep weights among the survivors: smooth WRR
+    /// exactly over each period, stride within 1 %.
+    #[test]
+    fn weighted_rotations_keep_weights_among_survivors(
+        weights in prop::collection::vec(1u32..10, 2..10),
+        down in prop::collection::vec(any::<bool>(), 10),
+        keep in 0usize..10,
+    ) {
+        let down = down_of(weights.len(), &down, keep);
+        let n = weights.len();
+        let live: Vec<u32> = weights.iter().zip(&down).map(|(&w, &d)| if d { 0 } else { w }).collect();
+        let build = |make: fn(EndpointSet) -> Box<dyn Balancer>| {
+            let set = weighted_set(&weights);
+            eject_marked(&set, &down);
+            make(set)
+        };
+        let swrr = build(|s| Box::new(SmoothWeightedRoundRobin::new(s)));
+        // nginx's order is built from the gcd-reduced weights.
+        let g = weights.iter().fold(0, |g, &w| gcd(g, w));
+        let periods = 3;
+        let picks = periods * live.iter().map(|&w| (w / g) as usize).sum::<usize>();
+        let exact: Vec<usize> = live.iter().map(|&w| periods * (w / g) as usize).collect();
+        prop_assert_eq!(counts(&*swrr, n, picks), exact);
+        let stride = build(|s| Box::new(StrideScheduler::new(s)));
+        share_within(&counts(&*stride, n, 20_000), &live, 0.01)?;
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Panic mode: every endpoint down, a normal pick finds none, a pick that
+/// ignores health finds one; exclusions still apply.
+fn panic_mode_picks(names: &[&str]) {
+    for name in names {
+        let set = set_of(5);
+        for (i, m) in set.iter().enumerate() {
+            let flag = if i % 2 == 0 { HealthFlag::ActiveCheckFailed } else { HealthFlag::Ejected };
+            m.state().set_flag(flag, true);
+        }
+        let b = name.parse::<Algorithm>().unwrap().build(set);
+        for key in [None, Some(&b"user-42"[..])] {
+            let ctx = match key {
+                Some(key) => PickContext::new().with_key(key),
+                None => PickContext::new(),
+            };
+            assert_eq!(b.select(&ctx), None, "{name} {key:?}: all down");
+            let panic = ctx.ignoring_health();
+            for _ in 0..20 {
+                assert!(b.pick(&panic).is_some_and(|p| p.index() < 5), "{name} {key:?}: panic mode");
+            }
+            assert_eq!(b.select(&panic.excluding(&[0, 1, 3, 4])), Some(2), "{name} {key:?}: the one left");
+            assert_eq!(b.select(&panic.excluding(&[0, 1, 2, 3, 4])), None, "{name} {key:?}: all excluded");
+        }
+    }
+}
+
+#[test]
+fn panic_mode_round_robin_family() {
+    panic_mode_picks(&["round_robin", "weighted_round_robin", "stride"]);
+}
+
+#[test]
+fn panic_mode_random_and_load_aware() {
+    panic_mode_picks(&["random", "least_conn", "p2c", "peak_ewma"]);
+}
+
+#[test]
+fn panic_mode_hash_family() {
+    panic_mode_picks(&[
+        "ring_hash",
+        "fnv_ring",
+        "maglev",
+        "jump",
+        "rendezvous",
+        "bounded_load",
+        "bounded_load:maglev",
+    ]);
+}
+
+#[test]
+fn panic_mode_slow_start() {
+    panic_mode_picks(&["slow_start", "slow_start:p2c", "slow_start:maglev"]);
 }
