@@ -55,6 +55,7 @@ mod headers;
 mod health;
 mod http1;
 mod otel;
+mod path;
 mod pool;
 mod reload;
 mod route;

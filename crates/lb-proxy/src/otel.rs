@@ -130,7 +130,7 @@ impl TraceCarrier for crate::http1::write::HeadIn<'_> {
         self.head.method.as_str()
     }
     fn path(&self) -> &[u8] {
-        crate::route::split_query(self.head.path.of(self.buf)).0
+        crate::route::split_query(self.target).0
     }
     fn field(&self, name: &str) -> Option<&str> {
         self.head.field(self.buf, name).and_then(|v| std::str::from_utf8(v).ok())

@@ -28,7 +28,9 @@ impl Routes {
         Routes { rules }
     }
 
-    /// The upstream index for a request to `host` (may carry a port) and `path`.
+    /// The upstream index for a request to `host` (may carry a port) and
+    /// `path` (normalised, see `crate::path`). A prefix matches whole path
+    /// segments: `/api` matches `/api` and `/api/x`, never `/apiary`.
     pub(crate) fn find(&self, host: Option<&[u8]>, path: &[u8]) -> Option<usize> {
         let host = host.map(strip_port);
         self.rules
@@ -39,10 +41,16 @@ impl Routes {
                     (Some(want), Some(got)) => want.as_bytes().eq_ignore_ascii_case(got),
                     (Some(_), None) => false,
                 };
-                host_ok && path.starts_with(r.path_prefix.as_bytes())
+                host_ok && segment_prefix(path, r.path_prefix.as_bytes())
             })
             .map(|r| r.upstream)
     }
+}
+
+/// Whether `prefix` is `path`, or a run of `path`'s leading segments.
+fn segment_prefix(path: &[u8], prefix: &[u8]) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with(b"/") || path.len() == prefix.len() || path[prefix.len()] == b'/')
 }
 
 fn strip_port(host: &[u8]) -> &[u8] {
@@ -101,10 +109,10 @@ impl RequestView for crate::http1::write::HeadIn<'_> {
             .map(move |f| f.value.of(buf))
     }
     fn path(&self) -> &[u8] {
-        split_query(self.head.path.of(self.buf)).0
+        split_query(self.target).0
     }
     fn query(&self) -> Option<&[u8]> {
-        split_query(self.head.path.of(self.buf)).1
+        split_query(self.target).1
     }
 }
 
@@ -178,6 +186,11 @@ mod tests {
         assert_eq!(routes.find(None, b"/"), Some(0));
         assert_eq!(Routes::new(vec![r(Some("a"), "/x", 0)]).find(Some(b"a"), b"/y"), None);
         assert_eq!(strip_port(b"[::1]:80"), b"::1");
+        assert_eq!(routes.find(None, b"/apiary"), Some(0), "a prefix matches whole segments");
+        assert_eq!(routes.find(None, b"/api"), Some(1));
+        let slash = Routes::new(vec![r(None, "/static/", 0)]);
+        assert_eq!(slash.find(None, b"/static/x"), Some(0));
+        assert_eq!(slash.find(None, b"/static"), None);
     }
 
     #[test]

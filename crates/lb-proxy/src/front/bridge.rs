@@ -42,10 +42,8 @@ pub(crate) async fn forward(
     let mut parts = http::Request::new(()).into_parts().0;
     parts.method = head.method.clone();
     parts.version = Version::HTTP_2;
-    let path = head.path.of(hb);
-    parts.uri = PathAndQuery::try_from(if path.first() == Some(&b'/') { path } else { b"/" })
-        .map(Uri::from)
-        .unwrap_or_else(|_| Uri::from_static("/"));
+    parts.uri =
+        PathAndQuery::try_from(&req.target[..]).map(Uri::from).unwrap_or_else(|_| Uri::from_static("/"));
     let ours = |kind: FieldName| {
         matches!(
             kind,

@@ -61,13 +61,15 @@ pub(crate) struct Arrived {
     pub(crate) head: RequestHead,
     /// The head's bytes; `head`'s spans point here.
     pub(crate) bytes: Vec<u8>,
+    /// The request target as routed and forwarded: the path normalised, the query as sent.
+    pub(crate) target: Vec<u8>,
     pub(crate) peer: SocketAddr,
     peer_text: ([u8; 48], usize),
 }
 
 impl Arrived {
     pub(crate) fn input(&self) -> HeadIn<'_> {
-        HeadIn { head: &self.head, buf: &self.bytes }
+        HeadIn { head: &self.head, buf: &self.bytes, target: &self.target }
     }
 
     /// This hop as the endpoint hears of it.
@@ -113,8 +115,13 @@ pub(crate) async fn serve(
     let mut peer_text = [0u8; 48];
     let len = headers::ip_text(peer.ip(), &mut peer_text);
     let mut io = Io { stream, buf, out: Output::default(), scratch: Scratch::default(), key: Vec::new() };
-    let mut arrived =
-        Arrived { head: RequestHead::default(), bytes: Vec::new(), peer, peer_text: (peer_text, len) };
+    let mut arrived = Arrived {
+        head: RequestHead::default(),
+        bytes: Vec::new(),
+        target: Vec::new(),
+        peer,
+        peer_text: (peer_text, len),
+    };
     // One wait for the stop for the connection's whole life, polled only while idle.
     let mut watch = stop.clone();
     let mut stopped = std::pin::pin!(crate::server::stop_requested(&mut watch));
@@ -127,6 +134,11 @@ pub(crate) async fn serve(
         arrived.bytes.clear();
         arrived.bytes.extend_from_slice(&io.buf.bytes()[..len]);
         io.buf.consume(len);
+        if let Err(error) = crate::path::normalize(arrived.head.path.of(&arrived.bytes), &mut arrived.target)
+        {
+            io.refuse(StatusCode::BAD_REQUEST, &error.to_string(), &settings).await;
+            break true;
+        }
         let rt = runtime.load_full();
         let stopping = stop.has_changed().unwrap_or(true);
         if !io.handle(&arrived, &rt, &settings, stopping).await {
@@ -277,7 +289,7 @@ impl Io {
                 Some(field) => RequestIdRef::Client(field.value),
                 None => RequestIdRef::Made(rt.request_ids.next()),
             };
-        let (path, _) = route::split_query(head.path.of(hb));
+        let (path, _) = route::split_query(&req.target);
         let mut reply = Reply {
             status: StatusCode::OK,
             backend: None,
@@ -285,7 +297,7 @@ impl Io {
             body_read: matches!(head.framing, Framing::Empty | Framing::Length(0)),
             local_answer: None,
         };
-        match rt.routes.find(head.host.map(|h| h.of(hb)), if path.is_empty() { b"/" } else { path }) {
+        match rt.routes.find(head.host.map(|h| h.of(hb)), path) {
             None => reply.local(StatusCode::NOT_FOUND, "no route for this host and path\n"),
             Some(index) => {
                 let upstream = &rt.upstreams[index];

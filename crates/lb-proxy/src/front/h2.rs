@@ -91,6 +91,9 @@ async fn handle(
 ) -> ProxyResponse {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
+    if normalize_target(&mut parts).is_err() {
+        return local(StatusCode::BAD_REQUEST, "invalid request path\n");
+    }
     let host = parts
         .uri
         .authority()
@@ -211,6 +214,19 @@ async fn handle(
         });
     }
     response
+}
+
+/// Routes and endpoints see the normalised path (see `crate::path`).
+fn normalize_target(parts: &mut Parts) -> Result<(), ()> {
+    let given = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let mut target = Vec::new();
+    crate::path::normalize(given.as_bytes(), &mut target).map_err(|_| ())?;
+    if target != given.as_bytes() {
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query = Some(PathAndQuery::try_from(target).map_err(|_| ())?);
+        parts.uri = Uri::from_parts(uri).map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 fn field_name(kind: FieldName) -> Option<HeaderName> {

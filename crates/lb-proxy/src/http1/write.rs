@@ -47,6 +47,8 @@ impl FieldWriter for Vec<u8> {
 pub(crate) struct HeadIn<'a> {
     pub(crate) head: &'a RequestHead,
     pub(crate) buf: &'a [u8],
+    /// The request target as it goes on: the path normalised (`crate::path`), the query as sent.
+    pub(crate) target: &'a [u8],
 }
 
 impl ClientFields for HeadIn<'_> {
@@ -76,11 +78,7 @@ pub(crate) fn request_head(out: &mut Vec<u8>, input: HeadIn<'_>, edits: &Request
     let (head, buf) = (input.head, input.buf);
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    let path = head.path.of(buf);
-    if path.first() != Some(&b'/') && path != b"*" {
-        out.push(b'/');
-    }
-    out.extend_from_slice(path);
+    out.extend_from_slice(input.target);
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(edits.host);
     out.extend_from_slice(b"\r\n");
@@ -258,7 +256,7 @@ mod tests {
             framing: head.framing,
         };
         let mut out = Vec::new();
-        request_head(&mut out, HeadIn { head: &head, buf }, &edits);
+        request_head(&mut out, HeadIn { head: &head, buf, target: b"/cart?x=1" }, &edits);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /cart?x=1 HTTP/1.1\r\nhost: shop.example\r\nCase-Kept: A\r\nx-forwarded-for: 192.0.2.1\r\n\
