@@ -73,19 +73,23 @@ fn upstreams_json(runtime: &Runtime) -> String {
         .upstream_names
         .iter()
         .map(|(name, &i)| {
-            let snapshot = runtime.upstreams[i].current.load();
-            let endpoints: Vec<serde_json::Value> = lb_core::Balancer::endpoints(&**snapshot)
-                .iter()
-                .map(|m| {
+            let upstream = &runtime.upstreams[i];
+            let snapshot = upstream.current.load();
+            let members = lb_core::Balancer::endpoints(&**snapshot).iter();
+            let standings = upstream.standings(runtime.clock.now());
+            let endpoints: Vec<serde_json::Value> = members
+                .zip(standings)
+                .map(|(m, (_, standing))| {
                     serde_json::json!({
                         "address": m.endpoint().address().to_string(),
                         "weight": m.endpoint().weight(),
-                        "status": format!("{:?}", m.state().status()).to_lowercase(),
+                        "status": standing.label(),
+                        "cause": standing.cause(),
                         "in_flight": m.state().in_flight(),
                     })
                 })
                 .collect();
-            (name.clone(), serde_json::Value::Array(endpoints))
+            (name.clone(), serde_json::json!({ "panic": upstream.in_panic(), "endpoints": endpoints }))
         })
         .collect();
     serde_json::Value::Object(upstreams).to_string()

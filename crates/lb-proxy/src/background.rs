@@ -138,11 +138,15 @@ async fn tick(
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut probes: Option<(ProbeSet, EndpointSet)> = None;
+    let mut standings = std::collections::HashMap::new();
     loop {
         tokio::select! {
             _ = interval.tick() => {
                 let snapshot = upstream.current.load();
-                snapshot.tick(clock.now());
+                let now = clock.now();
+                snapshot.tick(now);
+                upstream.update_panic();
+                upstream.log_health_changes(&mut standings, now);
                 if let Some(prober) = &prober {
                     let set = snapshot.endpoints();
                     match &mut probes {

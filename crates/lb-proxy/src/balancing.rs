@@ -49,6 +49,7 @@ fn apply(algorithm: &mut Algorithm, p: &AlgorithmParams) {
             *points_per_weight = p.points_per_weight.unwrap_or(*points_per_weight);
         }
         Algorithm::Maglev { table_size } => *table_size = p.table_size.unwrap_or(*table_size),
+        Algorithm::FnvRing { replicas } => *replicas = p.replicas.unwrap_or(*replicas),
         Algorithm::BoundedLoad { over, balance_factor } => {
             *balance_factor = p.balance_factor.unwrap_or(*balance_factor);
             match over {

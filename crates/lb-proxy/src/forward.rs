@@ -147,9 +147,9 @@ pub(crate) async fn forward<E: Exchange>(
         let last_try = try_no + 1 == max_tries;
         let now = rt.clock.now();
         let limit = settings.limits.max_in_flight_per_endpoint;
-        let Some((pick, admission)) =
-            pick_admitted(&upstream.current.load(), key, &tried[..try_no], now, limit)
-        else {
+        let panic = upstream.in_panic();
+        let picked = pick_admitted(&upstream.current.load(), key, &tried[..try_no], now, limit, panic);
+        let Some((pick, admission)) = picked else {
             if try_no == 0 {
                 upstream.metrics.refused();
                 return Forwarded::Local {
@@ -162,6 +162,9 @@ pub(crate) async fn forward<E: Exchange>(
         if !budget_deposited {
             upstream.budget_deposit(now);
             budget_deposited = true;
+            if panic {
+                upstream.metrics.panicked();
+            }
         }
         let attempt = Attempt::start(pick, admission, &rt.clock);
         tried[try_no] = attempt.index();
@@ -249,6 +252,7 @@ fn pick_admitted(
     exclude: &[usize],
     now: lb_core::Timestamp,
     per_endpoint_limit: u32,
+    panic: bool,
 ) -> Option<(OwnedPick<Snapshot>, Admission)> {
     let mut skipped = [usize::MAX; 16];
     let mut n_skipped = 0;
@@ -258,7 +262,8 @@ fn pick_admitted(
         let n_exclude = if with_exclusions { exclude.len() } else { 0 };
         excluded_buf[..n_exclude].copy_from_slice(&exclude[..n_exclude]);
         excluded_buf[n_exclude..n_exclude + n_skipped].copy_from_slice(&skipped[..n_skipped]);
-        let ctx = PickContext::new().excluding(&excluded_buf[..n_exclude + n_skipped]);
+        let ctx =
+            PickContext::new().excluding(&excluded_buf[..n_exclude + n_skipped]).with_health_ignored(panic);
         let ctx = match key {
             Some(k) => ctx.with_key(k),
             None => ctx,

@@ -76,9 +76,14 @@ impl Guards {
         }
     }
 
+    /// The breaker's state (closed when there is no breaker).
+    pub(crate) fn breaker_state(&self, now: Timestamp) -> State {
+        self.breaker.as_ref().map_or(State::Closed, |b| b.state(now))
+    }
+
     /// The breaker state as the `breaker_state` gauge encodes it: 0 closed, 1 open, 2 half-open.
     pub(crate) fn breaker_code(&self, now: Timestamp) -> f64 {
-        f64::from(self.breaker.as_ref().map_or(State::Closed, |b| b.state(now)).gauge_value())
+        f64::from(self.breaker_state(now).gauge_value())
     }
 }
 

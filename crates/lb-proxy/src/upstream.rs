@@ -3,13 +3,15 @@
 //! guards, metric handles, the keep-alive connection pool).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use lb_core::{Balancer, Build, Clock, EndpointId, EndpointSet, PickContext, Report, Timestamp};
+use lb_core::{
+    Balancer, Build, Clock, EndpointId, EndpointSet, HealthStatus, PickContext, Report, Timestamp,
+};
 use lb_health::{OutlierDetector, RetryBudget};
 
 use crate::backoff::{self, Pacer};
@@ -27,6 +29,8 @@ pub(crate) struct Settings {
     pub(crate) workers: usize,
     /// Upper bounds of the latency histogram's buckets, in seconds.
     pub(crate) histogram_buckets: Arc<[f64]>,
+    /// Below this share of healthy endpoints (percent), picks ignore health; 0: never.
+    pub(crate) panic_threshold: u8,
     pub(crate) hash_key: Option<config::HashKey>,
     pub(crate) host_header: config::HostHeader,
     pub(crate) forwarded_header: bool,
@@ -93,6 +97,57 @@ impl Balancer for Snapshot {
     }
 }
 
+/// Where an endpoint stands, and which mechanism put it there; the first that applies, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Standing {
+    /// A failing active health check took it out.
+    Unhealthy,
+    /// Outlier detection ejected it for a while.
+    Ejected,
+    /// Its circuit breaker is open.
+    BreakerOpen,
+    /// Its circuit breaker lets trial requests through.
+    BreakerHalfOpen,
+    /// Discovery reports a warning; it still takes traffic.
+    Degraded,
+    Healthy,
+}
+
+impl Standing {
+    fn of(status: HealthStatus, backend: &Backend, now: Timestamp) -> Standing {
+        match (status, backend.guards.breaker_state(now)) {
+            (HealthStatus::Unhealthy, _) => Standing::Unhealthy,
+            (HealthStatus::Ejected, _) => Standing::Ejected,
+            (_, lb_health::State::Open) => Standing::BreakerOpen,
+            (_, lb_health::State::HalfOpen) => Standing::BreakerHalfOpen,
+            (HealthStatus::Degraded, _) => Standing::Degraded,
+            (HealthStatus::Healthy, _) => Standing::Healthy,
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Standing::Unhealthy => "unhealthy",
+            Standing::Ejected => "ejected",
+            Standing::BreakerOpen => "breaker_open",
+            Standing::BreakerHalfOpen => "breaker_half_open",
+            Standing::Degraded => "degraded",
+            Standing::Healthy => "healthy",
+        }
+    }
+
+    /// The mechanism that took the endpoint out (or limits it), if one did.
+    pub(crate) fn cause(self) -> Option<&'static str> {
+        match self {
+            Standing::Unhealthy => Some("active_check"),
+            Standing::Ejected => Some("outlier_detection"),
+            Standing::BreakerOpen | Standing::BreakerHalfOpen => Some("circuit_breaker"),
+            Standing::Degraded => Some("discovery"),
+            Standing::Healthy => None,
+        }
+    }
+}
+
 /// One request counted against its upstream's `max_in_flight`. A guard, so a
 /// request dropped at any point (the client left, a drain ended) still ends its count.
 pub(crate) struct InFlight(Arc<Upstream>);
@@ -122,6 +177,8 @@ pub(crate) struct Upstream {
     pub(crate) settings: Settings,
     pub(crate) current: ArcSwap<Snapshot>,
     pub(crate) in_flight: AtomicU32,
+    /// Panic mode, set by the tick from the share of healthy endpoints.
+    panic: AtomicBool,
     pub(crate) metrics: UpstreamMetrics,
     /// The wait between retries and the seeds of its jitter.
     pub(crate) pacer: Pacer,
@@ -152,6 +209,7 @@ impl Upstream {
                 protocol: cfg.protocol,
                 workers: *process.global.worker_threads.get_ref(),
                 histogram_buckets: Arc::from(process.admin.histogram_buckets.get_ref().as_slice()),
+                panic_threshold: *cfg.panic_threshold.get_ref(),
                 hash_key: cfg.hash_key.clone(),
                 host_header: cfg.host_header.clone(),
                 forwarded_header: cfg.forwarded_header,
@@ -169,6 +227,7 @@ impl Upstream {
                     .map(|o| OutlierDetector::new(crate::health::outlier_config(o), EndpointSet::empty())),
             }),
             in_flight: AtomicU32::new(0),
+            panic: AtomicBool::new(false),
             metrics: UpstreamMetrics::new(name),
             pacer: Pacer::new(backoff::schedule(&cfg.retry), first_seed(name)),
             budget: retry_budget(&cfg.retry).unwrap_or_default(),
@@ -198,6 +257,8 @@ impl Upstream {
         let outlier = self.current.load().outlier.as_ref().map(|o| o.with_set(set.clone()));
         let balancer = self.algorithm.build(set);
         self.current.store(Arc::new(Snapshot { balancer, backends, outlier }));
+        drop(known);
+        self.update_panic();
     }
 
     fn new_backend(&self, address: &str) -> Backend {
@@ -240,6 +301,70 @@ impl Upstream {
     #[inline]
     pub(crate) fn budget_withdraw(&self, now: Timestamp) -> bool {
         self.budget.try_withdraw(now)
+    }
+
+    /// Whether fewer than `panic_threshold` of the endpoints are healthy, so
+    /// picks ignore health (Envoy's panic mode).
+    #[inline]
+    pub(crate) fn in_panic(&self) -> bool {
+        self.panic.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the share of healthy endpoints off the request path (the
+    /// upstream's tick): enters or leaves panic mode, saying so once.
+    pub(crate) fn update_panic(&self) {
+        let threshold = f64::from(self.settings.panic_threshold) / 100.0;
+        let snapshot = self.current.load();
+        let set = snapshot.endpoints();
+        let share = set.eligible_share();
+        let panic = threshold > 0.0 && !set.is_empty() && share < threshold;
+        if self.panic.swap(panic, Ordering::Relaxed) != panic {
+            let healthy = set.eligible_count();
+            if panic {
+                tracing::warn!(upstream = %self.name, healthy, of = set.len(), "panic mode: fewer than panic_threshold endpoints are healthy, balancing over all of them");
+            } else {
+                tracing::info!(upstream = %self.name, healthy, of = set.len(), "panic mode over");
+            }
+        }
+    }
+
+    /// Each endpoint's standing, with what took it out.
+    pub(crate) fn standings(&self, now: Timestamp) -> Vec<(Arc<Backend>, Standing)> {
+        let snapshot = self.current.load();
+        snapshot
+            .endpoints()
+            .iter()
+            .zip(&snapshot.backends)
+            .map(|(member, backend)| {
+                (Arc::clone(backend), Standing::of(member.state().status(), backend, now))
+            })
+            .collect()
+    }
+
+    /// Logs every endpoint whose standing changed since `last` (keyed by the
+    /// endpoint's `Backend`), once, with its cause. Allocates only when
+    /// endpoints come or go.
+    pub(crate) fn log_health_changes(&self, last: &mut HashMap<usize, Standing>, now: Timestamp) {
+        let snapshot = self.current.load();
+        let key = |backend: &Arc<Backend>| Arc::as_ptr(backend) as usize;
+        for (member, backend) in snapshot.endpoints().iter().zip(&snapshot.backends) {
+            let standing = Standing::of(member.state().status(), backend, now);
+            let before = last.insert(key(backend), standing).unwrap_or(Standing::Healthy);
+            if before != standing {
+                let (address, from, to) = (&backend.authority, before.label(), standing.label());
+                match standing.cause() {
+                    Some(cause) => {
+                        tracing::warn!(upstream = %self.name, backend = %address, from, to, cause, "endpoint health changed")
+                    }
+                    None => {
+                        tracing::info!(upstream = %self.name, backend = %address, from, to, "endpoint health changed")
+                    }
+                }
+            }
+        }
+        if last.len() > snapshot.backends.len() {
+            last.retain(|k, _| snapshot.backends.iter().any(|b| key(b) == *k));
+        }
     }
 
     /// Refreshes the gauges that mirror state (health, breaker) for `/metrics`.

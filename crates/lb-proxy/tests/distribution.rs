@@ -61,7 +61,7 @@ async fn load_aware_and_random_algorithms_reach_every_backend() {
 
 #[tokio::test]
 async fn hash_algorithms_stick_to_one_backend_per_key() {
-    for algorithm in ["ring_hash", "maglev", "rendezvous"] {
+    for algorithm in ["ring_hash", "maglev", "rendezvous", "fnv_ring"] {
         let mut owners = BTreeMap::new();
         // Twelve keys: with six, all landing on one backend was a few-percent flake.
         for user in 0..12 {

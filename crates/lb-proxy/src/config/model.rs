@@ -238,6 +238,14 @@ pub struct Upstream {
     /// Ramp a new endpoint's share of traffic up over this window.
     #[serde(default, with = "duration::option")]
     pub slow_start: Option<Duration>,
+    /// When fewer than this share (percent) of the endpoints are healthy,
+    /// balance over all of them (Envoy's panic threshold); 0 turns it off.
+    #[serde(default = "fifty_percent")]
+    pub panic_threshold: Spanned<u8>,
+}
+
+fn fifty_percent() -> Spanned<u8> {
+    Spanned::new(0..0, 50)
 }
 
 fn websocket_only() -> Vec<String> {
@@ -269,6 +277,8 @@ pub struct AlgorithmParams {
     pub balance_factor: Option<f64>,
     /// Slow start: the share a new endpoint starts from, in percent (default 10).
     pub slow_start_min_weight_percent: Option<u8>,
+    /// `fnv_ring`: points per unit of weight (default 160).
+    pub replicas: Option<u32>,
 }
 
 /// The protocol spoken to an upstream's endpoints.

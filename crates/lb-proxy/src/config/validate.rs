@@ -220,6 +220,12 @@ fn check_upstream(upstream: &Upstream, span: std::ops::Range<usize>, found: &mut
     if let Some(breaker) = &upstream.circuit_breaker {
         check_breaker(breaker, span.clone(), found);
     }
+    if *upstream.panic_threshold.get_ref() > 100 {
+        found.push(Violation::new(
+            upstream.panic_threshold.span(),
+            "panic_threshold is a percentage, at most 100",
+        ));
+    }
     let attempts = &upstream.retry.attempts;
     if !(1..=5).contains(attempts.get_ref()) {
         found.push(Violation::new(attempts.span(), "retry.attempts must be from 1 (no retry) to 5"));

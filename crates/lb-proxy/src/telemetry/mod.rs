@@ -148,6 +148,8 @@ impl BackendMetrics {
 #[derive(Debug)]
 pub(crate) struct UpstreamMetrics {
     pub(crate) retries: Counter,
+    panic_picks: OnceLock<Counter>,
+    upstream: String,
     /// The proxy's own refusals, under `backend="-"`.
     refusals: Counts,
 }
@@ -156,6 +158,8 @@ impl UpstreamMetrics {
     pub(crate) fn new(upstream: &str) -> Self {
         UpstreamMetrics {
             retries: counter!("retries_total", "upstream" => upstream.to_string()),
+            panic_picks: OnceLock::new(),
+            upstream: upstream.to_string(),
             refusals: Counts::new(upstream, NO_BACKEND),
         }
     }
@@ -165,6 +169,13 @@ impl UpstreamMetrics {
     pub(crate) fn refused(&self) {
         self.refusals.error(ErrorType::Rejected);
         self.refusals.status(StatusCode::SERVICE_UNAVAILABLE.as_u16());
+    }
+
+    /// A request was balanced in panic mode, over every endpoint.
+    pub(crate) fn panicked(&self) {
+        self.panic_picks
+            .get_or_init(|| counter!("panic_requests_total", "upstream" => self.upstream.clone()))
+            .increment(1);
     }
 
     /// The proxy answered `status` itself for the client's fault (413): counted, never as an error.
@@ -185,6 +196,10 @@ pub(crate) fn describe() {
     );
     describe_counter!("retries_total", "Retries made, by upstream.");
     describe_counter!("ejections_total", "Times an endpoint was ejected by outlier detection.");
+    describe_counter!(
+        "panic_requests_total",
+        "Requests balanced over every endpoint because fewer than panic_threshold were healthy (Envoy's lb_healthy_panic)."
+    );
     describe_gauge!("requests_in_flight", "Requests in flight to an endpoint.");
     describe_gauge!(
         "endpoint_healthy",
