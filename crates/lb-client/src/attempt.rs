@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use lb_core::{Balancer, Clock, Endpoint, Outcome, OwnedPick, PickContext, Report, Timestamp};
+use lb_core::{Balancer, Clock, Endpoint, Member, Outcome, OwnedPick, PickContext, Report, Timestamp};
 
 use crate::live::Generation;
 use crate::resilience::{Admission, EndpointHealth, Resilience};
-use crate::telemetry::EndpointLabels;
+use crate::telemetry::{EndpointLabels, Status};
 
 /// What every kind of caller keeps per endpoint: its metric labels and its health.
 #[derive(Debug, Clone)]
@@ -19,13 +19,14 @@ pub(crate) struct Guard {
 }
 
 impl Guard {
-    pub(crate) fn new(service: &Arc<str>, endpoint: &Endpoint, resilience: &Resilience) -> Self {
+    pub(crate) fn new(service: &Arc<str>, member: &Member, resilience: &Resilience) -> Self {
         let guard = Guard {
-            labels: EndpointLabels::new(service, &endpoint.address().to_string()),
+            labels: EndpointLabels::new(service, &member.endpoint().address().to_string()),
             health: resilience.new_endpoint(),
         };
+        // Dashboards see every endpoint's health and breaker from the start.
+        guard.labels.healthy(member.state().is_eligible());
         if guard.health.has_breaker() {
-            // Dashboards see every endpoint's breaker from the start, closed.
             guard.labels.breaker_state(0.0);
         }
         guard
@@ -114,15 +115,22 @@ impl<B: Balancer> Attempt<B> {
         self.pick().endpoint()
     }
 
-    /// Reports how the attempt ended to everyone who learns from it.
+    /// Reports how the attempt ended to everyone who learns from it. An
+    /// [`Outcome::LocallyRejected`] attempt failed on the caller's side (its
+    /// request body, a request reqwest would not send): it ends like a
+    /// cancelled one, blaming nobody.
     pub(crate) fn finish<E>(
         mut self,
         generation: &Generation<B, E>,
         resilience: &Resilience,
         outcome: Outcome,
-        status: metrics::SharedString,
+        status: Status,
         clock: &dyn Clock,
     ) {
+        if outcome == Outcome::LocallyRejected {
+            // Dropping `self` releases everything it holds.
+            return;
+        }
         let Some(pick) = self.pick.take() else { return };
         let now = clock.now();
         let report = Report { outcome, latency: now.saturating_since(self.started), at: now };
@@ -134,8 +142,9 @@ impl<B: Balancer> Attempt<B> {
 
 impl<B: Balancer> Drop for Attempt<B> {
     /// A cancelled attempt (its future dropped: a caller's timeout, a
-    /// losing hedge) blames nobody: the in-flight counts end and a
-    /// half-open breaker gets its trial permit back.
+    /// losing hedge; or its request body failed) blames nobody: the
+    /// in-flight counts end, a half-open breaker gets its trial permit back,
+    /// and `requests_total` counts it as 499 (client closed request).
     fn drop(&mut self) {
         if self.pick.take().is_some() {
             self.guard.labels.cancelled();
@@ -167,7 +176,7 @@ mod tests {
             Timestamp::ZERO,
         );
         let service: Arc<str> = Arc::from("test");
-        let extras = set.iter().map(|m| Guard::new(&service, m.endpoint(), resilience)).collect();
+        let extras = set.iter().map(|m| Guard::new(&service, m, resilience)).collect();
         Generation { balancer: Arc::new(Algorithm::RoundRobin.build(set)), extras, outlier: None }
     }
 
@@ -181,7 +190,7 @@ mod tests {
             outlier: None,
             ..ResilienceConfig::default()
         };
-        Resilience::new(config, Arc::new(ManualClock::new())).unwrap()
+        Resilience::new(config, Arc::new(ManualClock::new()), &Arc::from("test")).unwrap()
     }
 
     #[test]
@@ -200,34 +209,16 @@ mod tests {
         let generation = generation(2, &resilience);
         let first = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
         let tripped = first.index();
-        first.finish(
-            &generation,
-            &resilience,
-            Outcome::ConnectError,
-            metrics::SharedString::const_str("error"),
-            &clock,
-        );
+        first.finish(&generation, &resilience, Outcome::ConnectError, Status::Error, &clock);
         for _ in 0..4 {
             let attempt = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
             assert_ne!(attempt.index(), tripped, "the open breaker refuses");
-            attempt.finish(
-                &generation,
-                &resilience,
-                Outcome::Success,
-                metrics::SharedString::const_str("200"),
-                &clock,
-            );
+            attempt.finish(&generation, &resilience, Outcome::Success, Status::Code(200), &clock);
         }
         let other = 1 - tripped;
         let second = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
         assert_eq!(second.index(), other);
-        second.finish(
-            &generation,
-            &resilience,
-            Outcome::Timeout,
-            metrics::SharedString::const_str("error"),
-            &clock,
-        );
+        second.finish(&generation, &resilience, Outcome::Timeout, Status::Error, &clock);
         assert!(Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_none());
         let in_flight: u32 = generation.balancer.endpoints().iter().map(|m| m.state().in_flight()).sum();
         assert_eq!(in_flight, 0, "refused picks end their in-flight count");
@@ -239,10 +230,31 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_failed_by_the_caller_blames_nobody() {
+        let clock = ManualClock::new();
+        let resilience = trips_at_once();
+        let generation = generation(1, &resilience);
+        for _ in 0..3 {
+            let attempt = Attempt::start(&generation, None, &mut Excluded::default(), &clock)
+                .expect("the breaker was never tripped by the caller's failures");
+            attempt.finish(&generation, &resilience, Outcome::LocallyRejected, Status::Error, &clock);
+        }
+        let state = generation.balancer.endpoints().get(0).unwrap().state();
+        assert_eq!(state.in_flight(), 0, "the in-flight count ended");
+        assert!(state.is_eligible());
+        let attempt = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+        attempt.finish(&generation, &resilience, Outcome::Reset, Status::Error, &clock);
+        assert!(
+            Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_none(),
+            "an endpoint's own failure still trips its breaker"
+        );
+    }
+
+    #[test]
     fn a_full_endpoint_is_passed_over() {
         let clock = ManualClock::new();
         let config = ResilienceConfig { max_in_flight_per_endpoint: Some(1), ..ResilienceConfig::default() };
-        let resilience = Resilience::new(config, Arc::new(ManualClock::new())).unwrap();
+        let resilience = Resilience::new(config, Arc::new(ManualClock::new()), &Arc::from("test")).unwrap();
         let generation = generation(2, &resilience);
         let a = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
         let b = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
@@ -251,14 +263,16 @@ mod tests {
             Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_none(),
             "both are full"
         );
-        a.finish(&generation, &resilience, Outcome::Success, metrics::SharedString::const_str("200"), &clock);
+        a.finish(&generation, &resilience, Outcome::Success, Status::Code(200), &clock);
         assert!(Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_some());
     }
 
     #[test]
     fn a_tried_endpoint_is_reused_only_when_nothing_else_is_left() {
         let clock = ManualClock::new();
-        let resilience = Resilience::new(ResilienceConfig::default(), Arc::new(ManualClock::new())).unwrap();
+        let resilience =
+            Resilience::new(ResilienceConfig::default(), Arc::new(ManualClock::new()), &Arc::from("test"))
+                .unwrap();
         let generation = generation(2, &resilience);
         let mut excluded = Excluded::default();
         let a = Attempt::start(&generation, None, &mut excluded, &clock).unwrap();

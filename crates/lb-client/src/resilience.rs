@@ -17,7 +17,7 @@ use lb_health::{
 use crate::Error;
 use crate::attempt::Guard;
 use crate::live::{AbortOnDrop, Live};
-use crate::telemetry::EndpointLabels;
+use crate::telemetry::{EndpointLabels, UpstreamLabels};
 
 /// What one endpoint keeps across generations: its breaker.
 #[derive(Debug)]
@@ -100,8 +100,9 @@ pub struct ResilienceConfig {
     /// rather than 60 s). `None` turns breakers off.
     pub breaker: Option<Settings>,
     /// Passive outlier ejection over the upstream's endpoints (default:
-    /// Envoy's, 5 consecutive failures eject for 30 s, at most 10 % of the
-    /// endpoints but always one). `None` turns it off.
+    /// [`ResilienceConfig::guide_outlier`], the user's guide's "more than 5
+    /// failures": the 6th consecutive failure of any kind ejects for 30 s, at
+    /// most 10 % of the endpoints but always one). `None` turns it off.
     pub outlier: Option<OutlierConfig>,
     /// At most this many requests in flight to one endpoint at once
     /// (default 1024; `None`: no limit). With HTTP/1.1 this also bounds the
@@ -121,12 +122,31 @@ impl Default for ResilienceConfig {
     fn default() -> Self {
         ResilienceConfig {
             breaker: Some(Settings::new("endpoint").timeout(Duration::from_secs(10))),
-            outlier: Some(OutlierConfig::default()),
+            outlier: Some(ResilienceConfig::guide_outlier()),
             max_in_flight_per_endpoint: Some(1024),
             active_check: None,
             budget: BudgetConfig::default(),
             sweep_every: Duration::from_secs(1),
         }
+    }
+}
+
+impl ResilienceConfig {
+    /// The default outlier detection: the user's guide's passive check
+    /// (`if failures > 5 { remove the backend for a while }`) on Envoy's
+    /// machinery, as `lb_health::OutlierConfig::more_than_five_failures` and
+    /// the proxy's `preset = "guide"` define it. A streak ejects when it
+    /// reaches its threshold, and the threshold is 6: five failures in a row
+    /// leave the endpoint in, the sixth ejects it. Failures of any kind count
+    /// in one streak (5xx answers, refused connections, timeouts, resets)
+    /// and any other answer ends it; a failure on the caller's side (its
+    /// request dropped, its body broken) counts for nothing. Ejections last
+    /// 30 s, growing with repeats up to 300 s, and take at most 10 % of the
+    /// endpoints out, but always one. Envoy's interval detectors (success
+    /// rate, failure percentage) are off, as in the proxy; set them on the
+    /// returned value to use them.
+    pub fn guide_outlier() -> OutlierConfig {
+        OutlierConfig::more_than_five_failures()
     }
 }
 
@@ -136,10 +156,15 @@ pub(crate) struct Resilience {
     budget: RetryBudget,
     prober: Option<Prober>,
     clock: Arc<dyn Clock>,
+    labels: UpstreamLabels,
 }
 
 impl Resilience {
-    pub(crate) fn new(config: ResilienceConfig, clock: Arc<dyn Clock>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        config: ResilienceConfig,
+        clock: Arc<dyn Clock>,
+        service: &Arc<str>,
+    ) -> Result<Self, Error> {
         let BudgetConfig { ttl, min_per_sec, percent } = config.budget;
         let budget = RetryBudget::new(ttl, min_per_sec, percent).map_err(|e| Error::Config(e.to_string()))?;
         let prober = match &config.active_check {
@@ -149,7 +174,7 @@ impl Resilience {
         if config.sweep_every.is_zero() {
             return Err(Error::Config("sweep_every must be longer than zero".to_string()));
         }
-        Ok(Resilience { config, budget, prober, clock })
+        Ok(Resilience { config, budget, prober, clock, labels: UpstreamLabels::new(service) })
     }
 
     /// Health for a newly discovered endpoint.
@@ -170,6 +195,11 @@ impl Resilience {
     /// Takes one retry from the budget, if there is one.
     pub(crate) fn withdraw(&self, now: Timestamp) -> bool {
         self.budget.try_withdraw(now)
+    }
+
+    /// The upstream's own series: retries, refused requests.
+    pub(crate) fn labels(&self) -> &UpstreamLabels {
+        &self.labels
     }
 
     /// The retry budget, the gate every retry passes.
@@ -226,6 +256,10 @@ impl Resilience {
                 if let Some(detector) = &generation.outlier {
                     sweep(detector, &generation.extras, clock.now());
                 }
+                // Ejections ended, active checks passed or failed: mirror them in `endpoint_healthy`.
+                for (member, extra) in set.iter().zip(&generation.extras) {
+                    extra.as_ref().labels.healthy(member.state().is_eligible());
+                }
             }
         });
         vec![AbortOnDrop(task)]
@@ -242,5 +276,40 @@ fn sweep<E: AsRef<Guard>>(detector: &OutlierDetector, extras: &[E], now: Timesta
                 extra.as_ref().labels.ejected();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lb_core::{Endpoint, Outcome, Timestamp};
+
+    use super::*;
+
+    fn failure(outcome: Outcome) -> Report {
+        Report { outcome, latency: Duration::from_millis(1), at: Timestamp::ZERO }
+    }
+
+    #[test]
+    fn the_default_ejects_on_the_sixth_consecutive_failure_of_any_kind() {
+        let config = ResilienceConfig::default().outlier.expect("outlier detection is on by default");
+        assert_eq!(config, ResilienceConfig::guide_outlier());
+        assert_eq!((config.consecutive_5xx, config.split_local_origin), (Some(6), false));
+        let set = EndpointSet::new(
+            (1..=2).map(|p| Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, 1], p)))),
+            Timestamp::ZERO,
+        );
+        let detector = OutlierDetector::new(config, set);
+        let kinds = [Outcome::Http5xx(500), Outcome::ConnectError, Outcome::Timeout, Outcome::Reset];
+        for i in 0..5 {
+            assert!(!detector.record(0, &failure(kinds[i % kinds.len()])), "failure {} leaves it in", i + 1);
+        }
+        assert!(!detector.record(0, &failure(Outcome::Success)), "a success ends the streak");
+        for i in 0..5 {
+            assert!(!detector.record(0, &failure(kinds[i % kinds.len()])));
+        }
+        assert!(detector.record(0, &failure(Outcome::Http5xx(503))), "the sixth in a row ejects");
+        assert!(detector.is_ejected(0));
     }
 }

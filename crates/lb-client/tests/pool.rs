@@ -33,49 +33,50 @@ async fn requests_to_the_service_name_reach_every_endpoint() {
     assert_eq!(hits, [10, 10, 10], "round robin spreads evenly");
 }
 
-#[tokio::test]
-async fn one_of_five_down_still_serves_almost_everything_within_budget() {
-    support::metrics::install();
-    let servers = backends(4).await;
-    let dead = refused_address();
-    let pool = Pool::builder("orders", Algorithm::RoundRobin)
-        .endpoints(servers.iter().map(|b| endpoint(b.addr)).chain([endpoint(dead)]))
-        .build()
-        .unwrap();
-    let total = 2000;
-    let mut ok = 0;
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..8 {
-        let pool = pool.clone();
-        tasks.spawn(async move {
-            let mut ok = 0;
-            for i in 0..total / 8 {
-                let response = pool.get(&format!("/item/{worker}/{i}")).send().await;
-                if response.is_ok_and(|r| r.status() == 200) {
-                    ok += 1;
+#[test]
+fn one_of_five_down_still_serves_almost_everything_within_budget() {
+    support::metrics::run(false, |recorded| async move {
+        let servers = backends(4).await;
+        let dead = refused_address();
+        let pool = Pool::builder("orders", Algorithm::RoundRobin)
+            .endpoints(servers.iter().map(|b| endpoint(b.addr)).chain([endpoint(dead)]))
+            .build()
+            .unwrap();
+        let total = 2000;
+        let mut ok = 0;
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..8 {
+            let pool = pool.clone();
+            tasks.spawn(async move {
+                let mut ok = 0;
+                for i in 0..total / 8 {
+                    let response = pool.get(&format!("/item/{worker}/{i}")).send().await;
+                    if response.is_ok_and(|r| r.status() == 200) {
+                        ok += 1;
+                    }
                 }
-            }
-            ok
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        ok += done.unwrap();
-    }
-    assert!(ok * 1000 >= total * 999, "only {ok} of {total} succeeded");
-    let served: u64 = servers.iter().map(Backend::hits).sum();
-    assert_eq!(served, ok as u64, "every success came from a live backend, exactly once");
-    let dead_label = dead.to_string();
-    let m = support::metrics::read();
-    let dead_attempts = m.counter("requests_total", &[("upstream", "orders"), ("backend", &dead_label)]);
-    let retries = m.counter("retries_total", &[("upstream", "orders")]);
-    assert!(dead_attempts >= 1, "the dead endpoint was tried");
-    assert!(dead_attempts <= 20, "its breaker and ejection keep it out: {dead_attempts} attempts");
-    // The budget allows 20 % of requests plus 10 per second of reserve; we stay far below.
-    assert!(
-        retries >= 1 && retries <= dead_attempts,
-        "failures were retried: {retries} retries, {dead_attempts} failures"
-    );
-    assert!(retries * 5 <= total as u64, "{retries} retries exceed the 20 % budget");
+                ok
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            ok += done.unwrap();
+        }
+        assert!(ok * 1000 >= total * 999, "only {ok} of {total} succeeded");
+        let served: u64 = servers.iter().map(Backend::hits).sum();
+        assert_eq!(served, ok as u64, "every success came from a live backend, exactly once");
+        let dead_label = dead.to_string();
+        let m = recorded.scrape();
+        let dead_attempts = m.counter("requests_total", &[("upstream", "orders"), ("backend", &dead_label)]);
+        let retries = m.counter("retries_total", &[("upstream", "orders")]);
+        assert!(dead_attempts >= 1.0, "the dead endpoint was tried");
+        assert!(dead_attempts <= 20.0, "its breaker and ejection keep it out: {dead_attempts} attempts");
+        // The budget allows 20 % of requests plus 10 per second of reserve; we stay far below.
+        assert!(
+            retries >= 1.0 && retries <= dead_attempts,
+            "failures were retried: {retries} retries, {dead_attempts} failures"
+        );
+        assert!(retries * 5.0 <= f64::from(total), "{retries} retries exceed the 20 % budget");
+    });
 }
 
 #[tokio::test]

@@ -115,7 +115,8 @@ impl<A: Build + 'static, K: Send + Sync + 'static> BalanceBuilder<A, K> {
         self.validate()?;
         let service: Arc<str> = Arc::from(self.service.as_str());
         let outlier = self.resilience.outlier.clone();
-        let resilience = Arc::new(Resilience::new(self.resilience, Arc::clone(&self.clock))?);
+        let resilience = Arc::new(Resilience::new(self.resilience, Arc::clone(&self.clock), &service)?);
+        crate::telemetry::describe();
         let (set, follow) = match self.source {
             Source::Static(endpoints) => (EndpointSet::new(endpoints, self.clock.now()), None),
             Source::Watch(rx) => {
@@ -131,10 +132,10 @@ impl<A: Build + 'static, K: Send + Sync + 'static> BalanceBuilder<A, K> {
                     .map(|i| match live::previous(set, i, before) {
                         Some(old) => Slot { service: old.service.clone(), guard: old.guard.clone() },
                         None => {
-                            let endpoint = set.members()[i].endpoint();
+                            let member = &set.members()[i];
                             Slot {
-                                service: make.make(endpoint),
-                                guard: Guard::new(&service, endpoint, &resilience),
+                                service: make.make(member.endpoint()),
+                                guard: Guard::new(&service, member, &resilience),
                             }
                         }
                     })
@@ -180,7 +181,8 @@ impl<A: Build + 'static, K: Send + Sync + 'static> BalanceBuilder<A, K> {
         if self.recheck.is_zero() {
             return Err(Error::Config("recheck_every must be longer than zero".to_string()));
         }
-        Resilience::new(self.resilience.clone(), Arc::clone(&self.clock)).map(drop)
+        Resilience::new(self.resilience.clone(), Arc::clone(&self.clock), &Arc::from(self.service.as_str()))
+            .map(drop)
     }
 }
 

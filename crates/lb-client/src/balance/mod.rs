@@ -204,11 +204,6 @@ impl<A: Build + 'static, S: Send + Sync + 'static, K> Balance<A, S, K> {
         &*self.shared.clock
     }
 
-    /// The logical service name, for metrics.
-    pub(crate) fn service_name(&self) -> &Arc<str> {
-        &self.shared.service
-    }
-
     /// The upstream's health machinery (its retry budget, for callers that retry).
     pub(crate) fn resilience(&self) -> &Resilience {
         &self.shared.resilience
@@ -233,6 +228,7 @@ impl<A: Build + 'static, S: Send + Sync + 'static, K> Balance<A, S, K> {
         let shared = Arc::clone(&self.shared);
         let key = shared.key.key(&request);
         let Some(attempt) = Attempt::start(generation, key, excluded, &*shared.clock) else {
+            shared.resilience.labels().refused();
             return Err(Error::NoEndpoint(shared.service.to_string()));
         };
         excluded.push(attempt.index());
@@ -244,7 +240,7 @@ impl<A: Build + 'static, S: Send + Sync + 'static, K> Balance<A, S, K> {
                 Ok(response) => (response.outcome(), response.status_code()),
                 Err(error) => (error_chain(&**error), None),
             };
-            let status = crate::telemetry::status_or_outcome(status, outcome);
+            let status = crate::telemetry::Status::of(status, outcome);
             attempt.finish(&generation, &shared.resilience, outcome, status, &*shared.clock);
             (result, outcome)
         })

@@ -117,7 +117,7 @@ impl<A: Build + 'static> Service<http::Request<Body>> for BalancedChannel<A> {
                 if !again {
                     return result;
                 }
-                crate::telemetry::retried(balance.service_name());
+                balance.resilience().labels().retried();
                 attempts += 1;
             }
         })

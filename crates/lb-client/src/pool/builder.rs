@@ -1,8 +1,13 @@
 //! Configuring a [`Pool`]: endpoints, algorithm, timeouts, connection pool
 //! and resilience. The defaults follow the production checklist of the
-//! user's guide (§7.3): a 30 s request timeout, pooled idle connections
-//! closed after 90 s, at most 10 idle connections per endpoint, a 10 s
-//! connect timeout, and no redirects followed.
+//! user's guide (§7.3): a 30 s overall request timeout (Go's
+//! `Client.Timeout`), pooled idle connections closed after 90 s
+//! (`IdleConnTimeout`), at most 10 idle connections per endpoint
+//! (`MaxIdleConnsPerHost`), a 10 s connect timeout that covers the TLS
+//! handshake (`TLSHandshakeTimeout`), and no redirects followed
+//! (`CheckRedirect` returning `ErrUseLastResponse`). Go's
+//! `ExpectContinueTimeout` has no counterpart: reqwest 0.13 offers no such
+//! setting and sends a request body right after its head.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,13 +111,15 @@ impl<A: Build + 'static> PoolBuilder<A> {
     }
 
     /// The overall time a request may take, across all attempts and
-    /// backoffs (default 30 s); a request can override it.
+    /// backoffs, reading the response body included (default 30 s, Go's
+    /// `Client.Timeout` in the guide's checklist); a request can override it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// How long a TCP (and TLS) connect may take (default 10 s).
+    /// How long a TCP connect and TLS handshake may take together (default
+    /// 10 s, the guide's `TLSHandshakeTimeout`).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connections.connect_timeout = timeout;
         self
@@ -201,7 +208,9 @@ impl<A: Build + 'static> PoolBuilder<A> {
         }
         let client = Arc::new(ArcSwap::from_pointee(self.connections.build()?));
         let service: Arc<str> = Arc::from(self.service.as_str());
-        let resilience = Arc::new(Resilience::new(self.resilience.clone(), Arc::clone(&self.clock))?);
+        let resilience =
+            Arc::new(Resilience::new(self.resilience.clone(), Arc::clone(&self.clock), &service)?);
+        crate::telemetry::describe();
         let source = std::mem::replace(&mut self.source, Source::Static(Vec::new()));
         let (set, follow) = match source {
             Source::Static(endpoints) => (EndpointSet::new(endpoints, self.clock.now()), None),
@@ -220,7 +229,7 @@ impl<A: Build + 'static> PoolBuilder<A> {
                 (0..set.len())
                     .map(|i| match live::previous(set, i, before) {
                         Some(old) => old.clone(),
-                        None => Guard::new(&service, set.members()[i].endpoint(), &resilience),
+                        None => Guard::new(&service, &set.members()[i], &resilience),
                     })
                     .collect()
             }

@@ -13,7 +13,6 @@ use super::send::attempt_outcome;
 use super::url::point_at;
 use crate::Error;
 use crate::attempt::{Attempt, Excluded};
-use crate::telemetry;
 
 pub(crate) async fn send_hedged<A: Build + 'static>(
     pool: &Pool<A>,
@@ -45,7 +44,12 @@ pub(crate) async fn send_hedged<A: Build + 'static>(
 
     let mut hedge = hedging.start(clock.now());
     let mut running = FuturesUnordered::new();
-    running.push(launch(&mut excluded)?);
+    let first = launch(&mut excluded).inspect_err(|error| {
+        if matches!(error, Error::NoEndpoint(_)) {
+            shared.resilience.labels().refused();
+        }
+    })?;
+    running.push(first);
     let mut may_send = true;
     let mut last: Option<(String, Result<reqwest::Response, reqwest::Error>)> = None;
     loop {
@@ -57,7 +61,7 @@ pub(crate) async fn send_hedged<A: Build + 'static>(
                         && let Ok(next) = launch(&mut excluded)
                     {
                         running.push(next);
-                        telemetry::retried(&shared.service);
+                        shared.resilience.labels().retried();
                     } else {
                         may_send = false;
                     }
@@ -73,7 +77,7 @@ pub(crate) async fn send_hedged<A: Build + 'static>(
         tokio::select! {
             answer = running.next() => {
                 let Some((attempt, result)) = answer else { break };
-                let (outcome, status) = attempt_outcome(&result);
+                let (outcome, status) = attempt_outcome(&result, None);
                 let backend = generation.extras[attempt.index()].labels.backend_name().to_string();
                 attempt.finish(&generation, &shared.resilience, outcome, status, clock);
                 match hedge.on_answer(outcome, clock.now()) {

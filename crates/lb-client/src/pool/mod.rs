@@ -10,6 +10,7 @@
 //! another endpoint, after a jittered backoff, while the shared retry
 //! budget allows it and the request's deadline has time left.
 
+mod body;
 mod builder;
 mod hedge;
 mod request;

@@ -7,15 +7,16 @@ use lb_core::{Build, Outcome};
 use lb_health::{MAX_ATTEMPTS, Method, SplitMix64};
 
 use super::Pool;
+use super::body::BodyFailed;
 use super::url::point_at;
 use crate::Error;
 use crate::attempt::{Attempt, Excluded};
 use crate::classify;
-use crate::telemetry;
+use crate::telemetry::Status;
 
 pub(crate) async fn send<A: Build + 'static>(
     pool: &Pool<A>,
-    request: reqwest::Request,
+    mut request: reqwest::Request,
     key: Option<&[u8]>,
     idempotent: Option<bool>,
 ) -> Result<reqwest::Response, Error> {
@@ -39,6 +40,8 @@ pub(crate) async fn send<A: Build + 'static>(
     {
         return super::hedge::send_hedged(pool, request, key, hedging, deadline).await;
     }
+    // A streamed body is sent once; if it fails, the caller is to blame.
+    let body_failed = super::body::watch(&mut request);
     let mut request = Some(request);
     shared.resilience.deposit(clock.now());
 
@@ -50,6 +53,7 @@ pub(crate) async fn send<A: Build + 'static>(
     let mut rng = SplitMix64::new(fastrand::u64(..));
     loop {
         let Some(attempt) = Attempt::start(&generation, key, &mut excluded, clock) else {
+            shared.resilience.labels().refused();
             return Err(Error::NoEndpoint(shared.service.to_string()));
         };
         // Keep the original for later attempts while the body can be copied;
@@ -70,7 +74,7 @@ pub(crate) async fn send<A: Build + 'static>(
         *sent.timeout_mut() = Some(try_timeout);
 
         let result = shared.client.load().execute(sent).await;
-        let (outcome, status) = attempt_outcome(&result);
+        let (outcome, status) = attempt_outcome(&result, body_failed.as_ref());
         let index = attempt.index();
         attempt.finish(&generation, &shared.resilience, outcome, status, clock);
         excluded.push(index);
@@ -94,21 +98,24 @@ pub(crate) async fn send<A: Build + 'static>(
             return result
                 .map_err(|source| Error::Request { endpoint: backend.backend_name().to_string(), source });
         };
-        telemetry::retried(&shared.service);
+        shared.resilience.labels().retried();
         tokio::time::sleep(pause).await;
     }
 }
 
-/// The outcome and `status` label of one reqwest attempt.
+/// The outcome and `status` of one reqwest attempt. An error while the
+/// caller's own body was failing is the caller's ([`Outcome::LocallyRejected`]).
 pub(crate) fn attempt_outcome(
     result: &Result<reqwest::Response, reqwest::Error>,
-) -> (Outcome, metrics::SharedString) {
+    body_failed: Option<&BodyFailed>,
+) -> (Outcome, Status) {
     match result {
         Ok(response) => {
             let code = response.status().as_u16();
-            (Outcome::from_status(code), telemetry::status_label(code))
+            (Outcome::from_status(code), Status::Code(code))
         }
-        Err(e) => (classify::reqwest_error(e), metrics::SharedString::const_str("error")),
+        Err(_) if body_failed.is_some_and(BodyFailed::get) => (Outcome::LocallyRejected, Status::Error),
+        Err(e) => (classify::reqwest_error(e), Status::Error),
     }
 }
 

@@ -3,16 +3,17 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// A running backend; stopped when dropped.
@@ -29,6 +30,14 @@ struct State {
     connections: AtomicU64,
     status: AtomicU16,
     delay_ms: AtomicU64,
+    /// Answers wait until this many requests have arrived (0: no wait).
+    gate: AtomicU64,
+    /// A `Location` header for every answer.
+    location: Mutex<Option<String>>,
+    /// Requests whose head arrived, answered or not.
+    arrivals: watch::Sender<u64>,
+    /// Connections the client closed (or that broke).
+    closed: watch::Sender<u64>,
 }
 
 impl Backend {
@@ -42,6 +51,10 @@ impl Backend {
             connections: AtomicU64::new(0),
             status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(delay.as_millis() as u64),
+            gate: AtomicU64::new(0),
+            location: Mutex::new(None),
+            arrivals: watch::Sender::new(0),
+            closed: watch::Sender::new(0),
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&state)));
         Backend { addr, name: name.to_string(), state, task }
@@ -57,9 +70,37 @@ impl Backend {
         self.state.connections.load(Ordering::Relaxed)
     }
 
+    /// Connections that ended so far.
+    pub fn closed(&self) -> u64 {
+        *self.state.closed.borrow()
+    }
+
     /// Makes every later answer carry `status`.
     pub fn answer_with(&self, status: u16) {
         self.state.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Makes every later answer a `302 Found` to `location`.
+    pub fn redirect_to(&self, location: &str) {
+        *self.state.location.lock().unwrap() = Some(location.to_string());
+        self.answer_with(302);
+    }
+
+    /// Holds every answer until `arrivals` requests have arrived in all.
+    pub fn hold_until(&self, arrivals: u64) {
+        self.state.gate.store(arrivals, Ordering::Relaxed);
+    }
+
+    /// Waits until `n` requests have arrived in all.
+    pub async fn arrived(&self, n: u64) {
+        let mut arrivals = self.state.arrivals.subscribe();
+        arrivals.wait_for(|&a| a >= n).await.expect("the backend keeps its state");
+    }
+
+    /// Waits until `n` connections have ended in all.
+    pub async fn closed_at_least(&self, n: u64) {
+        let mut closed = self.state.closed.subscribe();
+        closed.wait_for(|&c| c >= n).await.expect("the backend keeps its state");
     }
 
     /// Stops accepting and closes every connection.
@@ -82,10 +123,14 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         state.connections.fetch_add(1, Ordering::Relaxed);
         let state = Arc::clone(&state);
         connections.spawn(async move {
-            let service = service_fn(move |request| answer(Arc::clone(&state), request));
+            let service = {
+                let state = Arc::clone(&state);
+                service_fn(move |request| answer(Arc::clone(&state), request))
+            };
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            state.closed.send_modify(|c| *c += 1);
         });
         while connections.try_join_next().is_some() {}
     }
@@ -95,15 +140,26 @@ async fn answer(
     state: Arc<State>,
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path().to_string();
+    state.arrivals.send_modify(|a| *a += 1);
+    // The whole request first: a body that breaks off gets no answer.
+    if request.into_body().collect().await.is_err() {
+        return Ok(hyper::Response::builder().status(400).body(Full::default()).expect("a valid response"));
+    }
+    let gate = state.gate.load(Ordering::Relaxed);
+    if gate > 0 {
+        let _ = state.arrivals.subscribe().wait_for(|&a| a >= gate).await;
+    }
     let delay = state.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     state.hits.fetch_add(1, Ordering::Relaxed);
-    let body = format!("{} {}", state.name, request.uri().path());
+    let body = format!("{} {}", state.name, path);
     let status = state.status.load(Ordering::Relaxed);
-    Ok(hyper::Response::builder()
-        .status(status)
-        .body(Full::new(Bytes::from(body)))
-        .expect("a valid response"))
+    let mut response = hyper::Response::builder().status(status);
+    if let Some(location) = state.location.lock().unwrap().clone() {
+        response = response.header("location", location);
+    }
+    Ok(response.body(Full::new(Bytes::from(body))).expect("a valid response"))
 }
