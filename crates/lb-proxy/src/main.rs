@@ -43,7 +43,14 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(loaded) => {
+                let admin = loaded.admin.listen.get_ref();
+                if loaded.admin.enabled && !admin.ip().is_loopback() {
+                    eprintln!(
+                        "warning: the admin listener {admin} is reachable from other hosts and has no token; \
+                         bind it to 127.0.0.1 or put it behind a firewall"
+                    );
+                }
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -119,5 +126,7 @@ where
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // No colour codes when the log goes to a file or a pipe.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }

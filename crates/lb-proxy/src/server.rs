@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -13,7 +14,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use lb_core::{Clock, MonotonicClock};
 use std::future::Future;
@@ -110,26 +111,24 @@ impl Proxy {
         };
         let worker_count = (*self.config.global.worker_threads.get_ref()).max(1);
         let mut listen_addresses = Vec::new();
-        let mut other_workers: Vec<Vec<std::net::TcpListener>> =
+        let mut other_workers: Vec<Vec<(std::net::TcpListener, Arc<ConnectionCap>)>> =
             (1..worker_count).map(|_| Vec::new()).collect();
-        for address in self.config.listen_addresses() {
+        for listener_config in &self.config.listeners {
+            let listener_config = listener_config.get_ref();
+            let address = *listener_config.listen.get_ref();
             let bind = |address| workers::listen(address, worker_count > 1);
             let first = bind(address).map_err(|source| StartError::Bind { address, source })?;
             let bound = first.local_addr().unwrap_or(address);
+            let name = listener_config.name.clone().unwrap_or_else(|| bound.to_string());
+            let cap = ConnectionCap::new(&name, *listener_config.max_connections.get_ref());
             for sockets in &mut other_workers {
-                sockets.push(bind(bound).map_err(|source| StartError::Bind { address: bound, source })?);
+                let socket = bind(bound).map_err(|source| StartError::Bind { address: bound, source })?;
+                sockets.push((socket, Arc::clone(&cap)));
             }
             let listener =
                 TcpListener::from_std(first).map_err(|source| StartError::Bind { address: bound, source })?;
             listen_addresses.push(bound);
-            let serving = serve_proxy(
-                listener,
-                serving.settings,
-                Arc::clone(&serving.runtime),
-                serving.stopped.clone(),
-                serving.drain_timeout,
-            );
-            tasks.push(tokio::spawn(serving));
+            tasks.push(tokio::spawn(serve_proxy(listener, serving.clone(), cap)));
         }
         let workers = Workers::spawn(other_workers, &serving).map_err(StartError::Workers)?;
         let mut admin_address = None;
@@ -137,6 +136,13 @@ impl Proxy {
             let address = *self.config.admin.listen.get_ref();
             let listener = bind(address).await?;
             admin_address = Some(listener.local_addr().unwrap_or(address));
+            if !address.ip().is_loopback() {
+                tracing::warn!(
+                    %address,
+                    "the admin listener is reachable from other hosts and has no token: anyone who reaches it \
+                     reads /metrics and /upstreams; bind it to 127.0.0.1 or put it behind a firewall"
+                );
+            }
             tasks.push(tokio::spawn(admin::serve(listener, handle, Arc::clone(&shared), stopped.clone())));
         }
         Ok(RunningProxy {
@@ -158,19 +164,56 @@ async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })
 }
 
-pub(crate) async fn serve_proxy(
-    listener: TcpListener,
-    settings: FrontSettings,
-    runtime: Arc<ArcSwap<Runtime>>,
-    stopped: watch::Receiver<bool>,
-    drain_timeout: Duration,
-) {
+pub(crate) async fn serve_proxy(listener: TcpListener, serving: Serving, cap: Arc<ConnectionCap>) {
+    let Serving { runtime, settings, stopped, drain_timeout } = serving;
     let stop = stopped.clone();
     let connections = accept_loop(listener, stopped, move |stream, peer| {
-        front::serve(stream, peer, Arc::clone(&runtime), settings, stop.clone())
+        // Counted at accept; over the cap the connection is dropped (closed) when its task starts.
+        let slot = cap.admit();
+        let (runtime, stop) = (Arc::clone(&runtime), stop.clone());
+        async move {
+            let Some(_slot) = slot else { return };
+            front::serve(stream, peer, runtime, settings, stop).await;
+        }
     })
     .await;
     drain(connections, drain_timeout).await;
+}
+
+/// A listener's cap on open client connections, shared by every worker accepting on it.
+pub(crate) struct ConnectionCap {
+    open: AtomicUsize,
+    max: usize,
+    gauge: metrics::Gauge,
+    refused: metrics::Counter,
+}
+
+impl ConnectionCap {
+    fn new(listener: &str, max: usize) -> Arc<Self> {
+        let (gauge, refused) = crate::telemetry::connection_metrics(listener);
+        Arc::new(ConnectionCap { open: AtomicUsize::new(0), max, gauge, refused })
+    }
+
+    /// A slot for one more connection, or `None` (counted) at the cap.
+    fn admit(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.refused.increment(1);
+            return None;
+        }
+        self.gauge.increment(1.0);
+        Some(ConnectionSlot(Arc::clone(self)))
+    }
+}
+
+/// One open client connection; its slot comes back when it closes.
+struct ConnectionSlot(Arc<ConnectionCap>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.gauge.decrement(1.0);
+    }
 }
 
 /// Waits up to `timeout` for `connections` to finish, then drops what is left.
@@ -220,6 +263,11 @@ where
     }
 }
 
+/// How long an admin (or demo) connection may wait for its next request head.
+const LOCAL_IDLE: Duration = Duration::from_secs(30);
+/// The longest an admin (or demo) connection lives.
+const LOCAL_LIFETIME: Duration = Duration::from_secs(300);
+
 /// Serves one connection with a synchronous handler of small local responses
 /// (the admin pages, the demo backends).
 pub(crate) async fn serve_local<F>(stream: TcpStream, respond: F)
@@ -231,7 +279,18 @@ where
         let response = respond(&req);
         async move { Ok::<_, Infallible>(response) }
     });
-    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+    // Nothing at all for a while: closed (the header timeout below starts only once a protocol is known).
+    // (`readable()` may wake early; a peek waits for a real byte.)
+    if !matches!(tokio::time::timeout(LOCAL_IDLE, stream.peek(&mut [0u8; 1])).await, Ok(Ok(1..))) {
+        return;
+    }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A scraper keeps its connection between scrapes; one that sends nothing for this long is closed.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(LOCAL_IDLE);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(LOCAL_IDLE).keep_alive_timeout(LOCAL_IDLE);
+    let serving = builder.serve_connection(TokioIo::new(stream), service);
+    // Answers are immediate: no connection lives long, whatever its client does.
+    let _ = tokio::time::timeout(LOCAL_LIFETIME, serving).await;
 }
 
 /// A running proxy.

@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::front::FrontSettings;
 use crate::runtime::Runtime;
+use crate::server::ConnectionCap;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -59,7 +60,7 @@ pub(crate) struct Serving {
 impl Workers {
     /// Starts one thread per entry of `listeners` (workers 1, 2, ...), each serving its sockets.
     pub(crate) fn spawn(
-        listeners: Vec<Vec<std::net::TcpListener>>,
+        listeners: Vec<Vec<(std::net::TcpListener, Arc<ConnectionCap>)>>,
         serving: &Serving,
     ) -> std::io::Result<Workers> {
         let mut finished = Vec::with_capacity(listeners.len());
@@ -74,14 +75,12 @@ impl Workers {
                 };
                 runtime.block_on(async move {
                     let mut serving_tasks = Vec::new();
-                    for socket in sockets {
+                    for (socket, cap) in sockets {
                         match tokio::net::TcpListener::from_std(socket) {
                             Ok(listener) => serving_tasks.push(tokio::spawn(crate::server::serve_proxy(
                                 listener,
-                                serving.settings,
-                                Arc::clone(&serving.runtime),
-                                serving.stopped.clone(),
-                                serving.drain_timeout,
+                                serving.clone(),
+                                cap,
                             ))),
                             Err(error) => tracing::error!(worker = i + 1, %error, "cannot serve a listener"),
                         }

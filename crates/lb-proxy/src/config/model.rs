@@ -79,6 +79,10 @@ pub struct Global {
     pub max_headers: Spanned<usize>,
     /// The largest request body accepted, in bytes; 0 means no limit.
     pub max_body_bytes: u64,
+    /// An upgraded connection (WebSocket) closes after this long with no byte either way
+    /// (HAProxy's `timeout tunnel`).
+    #[serde(with = "duration::positive")]
+    pub tunnel_idle_timeout: Duration,
     /// How much of a request body is kept so the request can be retried.
     pub replay_buffer_bytes: usize,
     /// Close a client connection idle this long between requests.
@@ -109,7 +113,8 @@ impl Default for Global {
             worker_threads: Spanned::new(0..0, 1),
             max_header_bytes: Spanned::new(0..0, 64 * 1024),
             max_headers: Spanned::new(0..0, 100),
-            max_body_bytes: 0,
+            max_body_bytes: 1 << 30,
+            tunnel_idle_timeout: Duration::from_secs(3600),
             replay_buffer_bytes: 64 * 1024,
             client_idle_timeout: Duration::from_secs(60),
             client_header_timeout: Duration::from_secs(60),
@@ -161,11 +166,19 @@ impl Default for Admin {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
-    /// A name for logs.
+    /// A name for logs and metrics (the address when absent).
     #[serde(default)]
     pub name: Option<String>,
     /// The address to bind.
     pub listen: Spanned<SocketAddr>,
+    /// The most client connections open at once; past it a new one is
+    /// closed as soon as it is accepted (and counted), never queued.
+    #[serde(default = "ten_thousand")]
+    pub max_connections: Spanned<usize>,
+}
+
+fn ten_thousand() -> Spanned<usize> {
+    Spanned::new(0..0, 10_000)
 }
 
 /// One routing rule: requests whose host and path match go to `upstream`.

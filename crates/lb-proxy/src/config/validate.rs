@@ -111,6 +111,10 @@ fn check_listeners(config: &Config, found: &mut Vec<Violation>) {
         seen.insert(*config.admin.listen.get_ref(), ());
     }
     for listener in &config.listeners {
+        let max = &listener.get_ref().max_connections;
+        if *max.get_ref() == 0 {
+            found.push(Violation::new(max.span(), "max_connections must be at least 1"));
+        }
         let listen = &listener.get_ref().listen;
         let addr = *listen.get_ref();
         if addr.port() != 0 && seen.insert(addr, ()).is_some() {

@@ -549,8 +549,14 @@ impl Io {
             return;
         }
         self.buf.consume(self.buf.len());
-        if let Err(error) = tokio::io::copy_bidirectional(&mut self.stream, &mut conn.stream).await {
-            tracing::debug!(%error, "upgraded connection ended with an error");
+        match super::tunnel::copy_both_ways(&mut self.stream, &mut conn.stream, settings.tunnel_idle_timeout)
+            .await
+        {
+            Ok(super::tunnel::TunnelEnd::Closed) => {}
+            Ok(super::tunnel::TunnelEnd::Idle) => {
+                tracing::debug!("upgraded connection closed after its idle timeout")
+            }
+            Err(error) => tracing::debug!(%error, "upgraded connection ended with an error"),
         }
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod h1;
 pub(crate) mod h2;
 mod native;
 mod prefixed;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub(crate) struct FrontSettings {
     pub(crate) body_timeout: Duration,
     /// Longest wait for one write to the client.
     pub(crate) send_timeout: Duration,
+    /// An upgraded connection closes after this long with no byte either way.
+    pub(crate) tunnel_idle_timeout: Duration,
 }
 
 impl FrontSettings {
@@ -54,6 +57,7 @@ impl FrontSettings {
             header_timeout: global.client_header_timeout,
             body_timeout: global.client_body_timeout,
             send_timeout: global.send_timeout,
+            tunnel_idle_timeout: global.tunnel_idle_timeout,
         }
     }
 }

@@ -79,7 +79,8 @@ impl ReadBuffer {
     /// data before it allocates, so an idle connection holds no buffer.
     pub(crate) async fn fill(&mut self, stream: &mut TcpStream, max: usize) -> Result<usize, FillError> {
         if self.data.is_empty() {
-            stream.readable().await.map_err(FillError::Io)?;
+            // `readable()` may wake before any byte came; a peek waits for one (or the end).
+            stream.peek(&mut [0u8; 1]).await.map_err(FillError::Io)?;
         }
         std::future::poll_fn(|cx| self.poll_fill(cx, stream, max)).await
     }

@@ -184,6 +184,14 @@ impl UpstreamMetrics {
     }
 }
 
+/// The client connections a listener holds, and the ones it closed at once for being over its cap.
+pub(crate) fn connection_metrics(listener: &str) -> (Gauge, Counter) {
+    (
+        gauge!("client_connections", "listener" => listener.to_string()),
+        counter!("client_connections_refused_total", "listener" => listener.to_string()),
+    )
+}
+
 /// Gives every metric of the proxy its HELP text; call once the recorder is installed.
 pub(crate) fn describe() {
     describe_counter!(
@@ -201,6 +209,11 @@ pub(crate) fn describe() {
         "Requests balanced over every endpoint because fewer than panic_threshold were healthy (Envoy's lb_healthy_panic)."
     );
     describe_gauge!("requests_in_flight", "Requests in flight to an endpoint.");
+    describe_gauge!("client_connections", "Client connections open on a listener.");
+    describe_counter!(
+        "client_connections_refused_total",
+        "Client connections closed at once because the listener was at max_connections."
+    );
     describe_gauge!(
         "endpoint_healthy",
         "1 when an endpoint can be picked, 0 when a health mechanism took it out."
