@@ -1,4 +1,6 @@
-//! One line per request on the `lb_proxy::access` tracing target.
+//! One line per request, written whole to stdout or to `access_log_file`:
+//! `key=value` text, or one JSON object per line (JSON Lines), never mixed
+//! with the diagnostic log (which goes to stderr through `tracing`).
 //!
 //! Every value taken from the request is escaped, so a request id or path
 //! with spaces, quotes or line breaks cannot forge a line or a field: in
@@ -6,7 +8,10 @@
 //! `\` and every byte outside printable ASCII escaped; JSON escapes itself.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -69,11 +74,46 @@ impl AccessLog {
             ),
         }
     }
+}
 
-    /// Writes one request's line.
-    pub(crate) fn write(self, entry: &AccessEntry<'_>) {
-        if let Some(line) = self.line(entry) {
-            tracing::info!(target: "lb_proxy::access", "{line}");
+/// Where access lines go: a format and an output.
+#[derive(Debug)]
+pub(crate) struct AccessSink {
+    format: AccessLog,
+    /// `None`: stdout.
+    file: Option<Mutex<std::fs::File>>,
+    /// What the sink was opened from, so a reload can keep it.
+    pub(crate) opened_from: (AccessLog, Option<PathBuf>),
+}
+
+impl AccessSink {
+    /// The sink a configuration asks for; the file is opened for appending now.
+    pub(crate) fn open(format: AccessLog, file: Option<&PathBuf>) -> std::io::Result<AccessSink> {
+        let opened = match (format, file) {
+            (AccessLog::Off, _) | (_, None) => None,
+            (_, Some(path)) => {
+                Some(Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
+            }
+        };
+        Ok(AccessSink { format, file: opened, opened_from: (format, file.cloned()) })
+    }
+
+    /// Whether lines are written at all.
+    #[inline]
+    pub(crate) fn enabled(&self) -> bool {
+        self.format.enabled()
+    }
+
+    /// Writes one request's line, whole, in one write.
+    pub(crate) fn write(&self, entry: &AccessEntry<'_>) {
+        let Some(mut line) = self.format.line(entry) else { return };
+        line.push('\n');
+        let written = match &self.file {
+            Some(file) => file.lock().unwrap_or_else(PoisonError::into_inner).write_all(line.as_bytes()),
+            None => std::io::stdout().lock().write_all(line.as_bytes()),
+        };
+        if let Err(error) = written {
+            tracing::warn!(%error, "cannot write the access log");
         }
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::access_log::AccessSink;
 use crate::background::{self, UpstreamTasks};
 use crate::config::Config;
 use crate::runtime::{Previous, Runtime};
@@ -39,11 +40,21 @@ impl RunningProxy {
             return Err(ReloadError::NeedsRestart(needs_restart));
         }
         let running = self.runtime.load_full();
+        let global = &config.global;
+        let access_log =
+            if running.access_log.opened_from == (global.access_log, global.access_log_file.clone()) {
+                Arc::clone(&running.access_log)
+            } else {
+                let path = global.access_log_file.clone().unwrap_or_default();
+                let opened = AccessSink::open(global.access_log, global.access_log_file.as_ref());
+                Arc::new(opened.map_err(|source| StartError::AccessLog { path, source })?)
+            };
         let previous = Previous { config: &self.config, runtime: &running };
         let next = Arc::new(Runtime::build(
             &config,
             Arc::clone(&running.clock),
             self.tracing.clone(),
+            access_log,
             Some(previous),
         ));
         let carried_over = |name: &str| matches!((running.upstream(name), next.upstream(name)), (Some(a), Some(b)) if Arc::ptr_eq(a, b));

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use lb_core::{Clock, Endpoint, EndpointSet};
 
+use crate::access_log::AccessSink;
 use crate::balancing::parse_algorithm;
 use crate::body::ReplayStats;
-use crate::config::{self, AccessLog, Config, Discovery, StaticEndpoint};
+use crate::config::{self, Config, Discovery, StaticEndpoint};
 use crate::headers::{RequestIds, TrustedProxies};
 use crate::otel::Tracing;
 use crate::route::{Route, Routes};
@@ -21,7 +22,7 @@ pub(crate) struct Runtime {
     pub(crate) upstream_names: BTreeMap<String, usize>,
     pub(crate) replay_limit: usize,
     pub(crate) max_body_bytes: u64,
-    pub(crate) access_log: AccessLog,
+    pub(crate) access_log: Arc<AccessSink>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) replay_stats: Arc<ReplayStats>,
     pub(crate) request_ids: RequestIds,
@@ -43,6 +44,7 @@ impl Runtime {
         config: &Config,
         clock: Arc<dyn Clock>,
         tracing: Option<Arc<Tracing>>,
+        access_log: Arc<AccessSink>,
         previous: Option<Previous<'_>>,
     ) -> Runtime {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
@@ -90,7 +92,7 @@ impl Runtime {
             upstream_names,
             replay_limit: config.global.replay_buffer_bytes,
             max_body_bytes: config.global.max_body_bytes,
-            access_log: config.global.access_log,
+            access_log,
             clock,
             replay_stats: previous.map_or_else(Default::default, |p| Arc::clone(&p.runtime.replay_stats)),
             request_ids: RequestIds::default(),

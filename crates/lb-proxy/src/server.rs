@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::access_log::AccessSink;
 use crate::background::UpstreamTasks;
 use crate::config::Config;
 use crate::front::{self, FrontSettings};
@@ -38,6 +39,14 @@ pub enum StartError {
     Bind {
         /// The address.
         address: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The access log file could not be opened.
+    #[error("cannot open the access log {}: {source}", path.display())]
+    AccessLog {
+        /// The file.
+        path: std::path::PathBuf,
         /// What the operating system said.
         source: std::io::Error,
     },
@@ -98,7 +107,18 @@ impl Proxy {
             Some(cfg) => Some(Arc::new(Tracing::new(cfg).map_err(StartError::Tracing)?)),
             None => None,
         };
-        let runtime = Arc::new(Runtime::build(&self.config, Arc::clone(&self.clock), tracing.clone(), None));
+        let global = &self.config.global;
+        let access_log =
+            AccessSink::open(global.access_log, global.access_log_file.as_ref()).map_err(|source| {
+                StartError::AccessLog { path: global.access_log_file.clone().unwrap_or_default(), source }
+            })?;
+        let runtime = Arc::new(Runtime::build(
+            &self.config,
+            Arc::clone(&self.clock),
+            tracing.clone(),
+            Arc::new(access_log),
+            None,
+        ));
         let (stop, stopped) = watch::channel(false);
         let upstream_tasks = background::spawn(&self.config, &runtime)?;
         let mut tasks = Vec::new();

@@ -70,9 +70,14 @@ impl Config {
         Ok(config)
     }
 
-    /// File discovery paths are relative to the configuration file.
+    /// File discovery paths and the access log file are relative to the configuration file.
     fn resolve_relative_paths(&mut self, config_path: &Path) {
         let base = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(file) = self.global.access_log_file.as_mut()
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
+        }
         for upstream in self.upstreams.values_mut() {
             if let Discovery::File(file) = upstream.get_mut().discovery.get_mut()
                 && file.path.is_relative()

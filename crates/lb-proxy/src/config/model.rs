@@ -103,8 +103,10 @@ pub struct Global {
     /// On stop, how long requests in flight get to finish before their connections are dropped.
     #[serde(with = "duration")]
     pub drain_timeout: Duration,
-    /// One line per request on the `access_log` tracing target.
+    /// One line per request: off, `key=value` text, or JSON Lines.
     pub access_log: AccessLog,
+    /// Where access lines go (appended), relative to the configuration file; stdout when absent.
+    pub access_log_file: Option<PathBuf>,
 }
 
 impl Default for Global {
@@ -123,6 +125,7 @@ impl Default for Global {
             trusted_proxies: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             access_log: AccessLog::Off,
+            access_log_file: None,
         }
     }
 }

@@ -93,6 +93,14 @@ impl Arrived {
     }
 }
 
+/// What becomes of a connection after a request.
+enum Next {
+    KeepAlive,
+    Close,
+    /// Close, though the client may still be sending (its body was not read to the end).
+    CloseUnread,
+}
+
 /// How waiting for a request head ended.
 enum NextHead {
     /// A head of this many bytes is at the front of the buffer, parsed.
@@ -141,8 +149,11 @@ pub(crate) async fn serve(
         }
         let rt = runtime.load_full();
         let stopping = stop.has_changed().unwrap_or(true);
-        if !io.handle(&arrived, &rt, &settings, stopping).await {
-            break true;
+        match io.handle(&arrived, &rt, &settings, stopping).await {
+            Next::KeepAlive => {}
+            Next::Close => break false,
+            // The client may still be sending a body nobody read.
+            Next::CloseUnread => break true,
         }
         if stop.has_changed().unwrap_or(true) {
             break false;
@@ -274,14 +285,14 @@ impl Io {
         let _ = bounded::within(settings.send_timeout, self.out.flush(&mut self.stream)).await;
     }
 
-    /// Serves one request; whether the connection stays open.
+    /// Serves one request; what becomes of the connection.
     async fn handle(
         &mut self,
         req: &Arrived,
         rt: &Runtime,
         settings: &FrontSettings,
         stopping: bool,
-    ) -> bool {
+    ) -> Next {
         let arrived = Instant::now();
         let (head, hb) = (&req.head, &req.bytes[..]);
         let request_id =
@@ -352,7 +363,11 @@ impl Io {
                 request_id,
             });
         }
-        reply.keep
+        match (reply.keep, reply.body_read) {
+            (true, _) => Next::KeepAlive,
+            (false, true) => Next::Close,
+            (false, false) => Next::CloseUnread,
+        }
     }
 
     /// Copies the request's hash key into `self.key`; the key, if it has one.

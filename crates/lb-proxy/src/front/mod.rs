@@ -172,7 +172,10 @@ mod tests {
                     [upstreams.web]\ndiscovery.static.endpoints = [\"127.0.0.1:9\"]\n";
         let config = crate::Config::parse(text, "test.toml").unwrap();
         let clock = Arc::new(lb_core::MonotonicClock::new());
-        let runtime = Arc::new(ArcSwap::new(Arc::new(Runtime::build(&config, clock, None, None))));
+        let access_log =
+            Arc::new(crate::access_log::AccessSink::open(config.global.access_log, None).unwrap());
+        let runtime =
+            Arc::new(ArcSwap::new(Arc::new(Runtime::build(&config, clock, None, access_log, None))));
         let (_stop, stopped) = watch::channel(false);
         let serving = serve(stream, address, runtime, FrontSettings::new(&config.global), stopped);
         let size = std::mem::size_of_val(&serving);
