@@ -90,3 +90,38 @@ async fn a_cookie_keeps_a_session_on_one_backend() {
     }
     assert!(owners.len() >= 2, "sessions spread: {owners:?}");
 }
+
+/// nginx's behaviour: with one of three endpoints ejected, the two survivors
+/// share the rotation evenly (never `b2 b2 b3`: the ejected one's turns are
+/// not handed to its neighbour).
+#[tokio::test]
+async fn survivors_of_an_ejection_share_round_robin_evenly() {
+    let bad = Backend::start(|_req| async {
+        let mut r = http::Response::new(common::full("bad"));
+        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+    .await;
+    let (b2, b3) = (Backend::named("b2").await, Backend::named("b3").await);
+    let extra = "retry.attempts = 1\n[upstreams.web.outlier_detection]\nconsecutive_5xx = 1\nmax_ejection_percent = 50";
+    let proxy = proxy(&config("round_robin", &[(bad.addr, 1), (b2.addr, 1), (b3.addr, 1)], extra)).await;
+    let addr = proxy.listen_addresses()[0];
+    // Until the bad endpoint has answered (and been ejected), whatever the rotation's start.
+    for _ in 0..3 {
+        if bad.requests.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+        get(addr, "/", &[]).await;
+    }
+    assert_eq!(bad.requests.load(std::sync::atomic::Ordering::SeqCst), 1, "one 5xx ejected it");
+    let mut order = Vec::new();
+    for _ in 0..12 {
+        order.push(get(addr, "/", &[]).await.1);
+    }
+    assert!(order.windows(2).all(|w| w[0] != w[1]), "the survivors alternate: {order:?}");
+    assert_eq!(order.iter().filter(|b| *b == "b2").count(), 6, "{order:?}");
+    proxy.shutdown().await;
+    for b in [bad, b2, b3] {
+        b.kill().await;
+    }
+}
