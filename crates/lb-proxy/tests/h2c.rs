@@ -131,3 +131,30 @@ fn an_unknown_protocol_is_refused_where_it_is_written() {
     assert!(error.contains("unknown variant `h3`, expected `http1` or `h2c`"), "{error}");
     assert!(error.starts_with("p.toml:14:12:"), "{error}");
 }
+
+/// An HTTP/2 client connection with no request for `client_idle_timeout` gets
+/// a GOAWAY and is closed, as HTTP/1 keep-alive connections are.
+#[tokio::test(start_paused = true)]
+async fn an_idle_http2_client_connection_is_closed() {
+    let backend = Backend::named("a").await;
+    let text = format!(
+        "[global]\nclient_idle_timeout = \"5s\"\n{}",
+        config("round_robin", &[(backend.addr, 1)], "")
+    );
+    let proxy = proxy(&text).await;
+    let stream = tokio::net::TcpStream::connect(proxy.listen_addresses()[0]).await.unwrap();
+    let (mut client, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let call = Request::get(format!("http://{}/", proxy.listen_addresses()[0]))
+        .version(Version::HTTP_2)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(client.send_request(call).await.unwrap().status(), StatusCode::OK);
+    let started = tokio::time::Instant::now();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), connection).await;
+    assert!(ended.is_ok(), "the proxy closed the idle connection");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    proxy.shutdown().await;
+    backend.kill().await;
+}

@@ -4,7 +4,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -49,10 +50,17 @@ pub(crate) async fn serve(
     let mut peer_text = [0u8; 48];
     let len = headers::ip_text(peer.ip(), &mut peer_text);
     let peer_text: Arc<[u8]> = Arc::from(&peer_text[..len]);
+    let activity = Arc::new(Activity::default());
+    let busy = Arc::clone(&activity);
     let service = service_fn(move |req| {
         let rt = runtime.load_full();
         let peer_text = Arc::clone(&peer_text);
-        async move { Ok::<_, Infallible>(handle(rt, req, peer, &peer_text).await) }
+        let request = busy.begin();
+        async move {
+            let response = handle(rt, req, peer, &peer_text).await;
+            drop(request);
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -68,9 +76,65 @@ pub(crate) async fn serve(
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        () = activity.idle_for(settings.idle_timeout) => {
+            // GOAWAY: no new streams; streams still sending their bodies finish.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
     };
     if let Err(error) = ended {
         tracing::debug!(%peer, %error, "HTTP/2 client connection ended with an error");
+    }
+}
+
+/// Requests on one HTTP/2 connection: how many are being answered, and when that last changed.
+#[derive(Debug)]
+struct Activity {
+    answering: AtomicUsize,
+    since: Mutex<tokio::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity { answering: AtomicUsize::new(0), since: Mutex::new(tokio::time::Instant::now()) }
+    }
+}
+
+impl Activity {
+    /// A request is being answered until the guard drops.
+    fn begin(self: &Arc<Self>) -> Answering {
+        self.answering.fetch_add(1, Ordering::Relaxed);
+        Answering(Arc::clone(self))
+    }
+
+    fn touched(&self) -> tokio::time::Instant {
+        *self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Resolves once no request was being answered for `idle` (the
+    /// connection's idle timeout, `client_idle_timeout`).
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            tokio::time::sleep_until(self.touched() + idle).await;
+            if self.answering.load(Ordering::Relaxed) > 0 {
+                // Busy: look again a timeout later (the end of a request moves `since`).
+                tokio::time::sleep(idle).await;
+            } else if self.touched() + idle <= tokio::time::Instant::now() {
+                return;
+            }
+        }
+    }
+}
+
+/// One request being answered; see [`Activity::begin`].
+struct Answering(Arc<Activity>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        *activity.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            tokio::time::Instant::now();
+        activity.answering.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
