@@ -202,3 +202,26 @@ fn serde_jargon_is_translated() {
     );
     assert!(e.starts_with("lb.toml:3:12: hash_key takes exactly one source"), "{e}");
 }
+
+#[test]
+fn check_warns_about_an_admin_listener_other_hosts_can_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("open-admin.toml");
+    std::fs::write(&file, format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{GOOD_UPSTREAM}{SERVES}")).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_lb-proxy")).args(["check", "--config"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "a warning, not an error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: the admin listener 0.0.0.0:9901 is reachable from other hosts"),
+        "{stderr}"
+    );
+    let quiet = dir.path().join("loopback-admin.toml");
+    std::fs::write(&quiet, format!("{GOOD_UPSTREAM}{SERVES}")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+        .args(["check", "--config"])
+        .arg(&quiet)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}

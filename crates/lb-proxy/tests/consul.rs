@@ -116,8 +116,10 @@ discovery.consul = {{ service = "web", address = "{}" }}
     let addr = proxy.listen_addresses()[0];
 
     // Traffic reaches both instances (and only them: `db` is another service).
-    poll(addr, "both instances answer", |seen| seen.iter().any(|s| s == "a") && seen.iter().any(|s| s == "b"))
-        .await;
+    poll(addr, "both instances answer", |seen| {
+        seen.iter().any(|s| s == "a") && seen.iter().any(|s| s == "b")
+    })
+    .await;
     assert_eq!(addresses(&proxy), sorted(&[&a, &b]));
     assert_eq!(spread(addr, 20).await, counts(&[("a", 10), ("b", 10)]), "round robin over both");
 
