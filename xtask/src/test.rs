@@ -1,5 +1,9 @@
 //! `cargo xtask test`: the whole suite, exactly as CI runs it.
 
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
 use crate::{apt, cmd};
 
 /// Options of `cargo xtask test`.
@@ -12,6 +16,9 @@ pub(crate) struct Args {
 
 /// Crates that must keep building without their default (`std`) features.
 const NO_STD_CRATES: &[&str] = &["lb-core", "lb-algorithms", "lb-health"];
+
+/// How long one example may run before it is killed and the step fails.
+const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(crate) fn run(args: &Args) -> Result<(), String> {
     let cargo = cmd::cargo();
@@ -37,6 +44,9 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     cmd::step("doctests");
     cmd::run(&cargo, &["test", "--workspace", "--all-features", "--doc"])?;
 
+    cmd::step("examples (each must finish within 2 minutes)");
+    run_examples(&cargo)?;
+
     cmd::step("no_std builds");
     for krate in NO_STD_CRATES {
         cmd::run(&cargo, &["build", "--package", krate, "--no-default-features"])?;
@@ -44,4 +54,101 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
 
     println!("\nall checks passed");
     Ok(())
+}
+
+/// Runs every `crates/*/examples/*.rs` with `cargo run --quiet -p <crate> --example <name>`.
+/// Each crate's examples are built first, so the timeout bounds the run, not the build.
+fn run_examples(cargo: &str) -> Result<(), String> {
+    let started = Instant::now();
+    let examples = examples(&cmd::workspace_root().join("crates"))?;
+    let mut packages: Vec<&str> = examples.iter().map(|(package, _)| package.as_str()).collect();
+    packages.dedup();
+    for package in packages {
+        cmd::run(cargo, &["build", "--quiet", "--package", package, "--examples"])?;
+    }
+    for (package, example) in &examples {
+        let args = ["run", "--quiet", "--package", package, "--example", example];
+        let took = run_bounded(cargo, &args, EXAMPLE_TIMEOUT)
+            .map_err(|e| format!("example `{example}` of {package} failed: {e}"))?;
+        println!("example `{example}` of {package} passed in {:.1} s", took.as_secs_f64());
+    }
+    println!("{} examples passed in {:.1} s", examples.len(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Every `<crate>/examples/<name>.rs` under `crates`, as (package, example name), sorted.
+fn examples(crates: &Path) -> Result<Vec<(String, String)>, String> {
+    let list = |dir: &Path| -> Result<Vec<std::path::PathBuf>, String> {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let mut paths = entries
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        paths.sort();
+        Ok(paths)
+    };
+    let mut found = Vec::new();
+    for krate in list(crates)? {
+        let examples_dir = krate.join("examples");
+        if !examples_dir.is_dir() {
+            continue;
+        }
+        let package = package_name(&krate.join("Cargo.toml"))?;
+        for file in list(&examples_dir)? {
+            if file.extension().is_some_and(|e| e == "rs")
+                && let Some(name) = file.file_stem().and_then(|s| s.to_str())
+            {
+                found.push((package.clone(), name.to_string()));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The `name` of a manifest's `[package]` table.
+fn package_name(manifest: &Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(manifest).map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let mut in_package = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package
+            && let Some(value) =
+                line.strip_prefix("name").map(str::trim_start).and_then(|r| r.strip_prefix('='))
+        {
+            return Ok(value.trim().trim_matches('"').to_string());
+        }
+    }
+    Err(format!("{} has no [package] name", manifest.display()))
+}
+
+/// Runs `program args...` in the workspace root, killing it (and what it
+/// started) when it runs longer than `timeout`; how long it took.
+fn run_bounded(program: &str, args: &[&str], timeout: Duration) -> Result<Duration, String> {
+    println!("$ {program} {}", args.join(" "));
+    let mut command = Command::new(program);
+    command.args(args).current_dir(cmd::workspace_root());
+    // Its own process group, so a timeout kills the example too, not only cargo.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| format!("could not start `{program}`: {e}"))?;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("could not wait for `{program}`: {e}"))? {
+            return if status.success() {
+                Ok(started.elapsed())
+            } else {
+                Err(format!("exited with {status}"))
+            };
+        }
+        if started.elapsed() >= timeout {
+            #[cfg(unix)]
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("still running after {} s; killed", timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -32,6 +32,13 @@
 //! `127.0.0.1:8500`) and refuses `https://` addresses with a clear error;
 //! reqwest's rustls backend is left out to keep the build small.
 //!
+//! # Testing
+//!
+//! With the `testing` feature, [`testing::FakeConsul`] is a contract fake
+//! of the Consul HTTP API endpoints above (NOT Consul) for tests: this
+//! crate's own, and the Consul end-to-end tests of `lb-client` and
+//! `lb-proxy`.
+//!
 //! ```
 //! use lb_consul::{ServiceEntry, endpoints_from};
 //!
@@ -76,6 +83,8 @@ mod config;
 mod endpoints;
 mod error;
 mod registration;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod watch;
 
 pub use api::{AgentService, CheckStatus, HealthCheck, HttpCheck, Node, Registration, ServiceEntry, Weights};

@@ -1,16 +1,14 @@
-//! The health watch and registration against the CONTRACT FAKE in
-//! `support/` (not Consul: a scripted server that keeps Consul's documented
-//! blocking-query contract). Waits are short and every wait is bounded.
-
-mod support;
+//! The health watch and registration against the CONTRACT FAKE
+//! `lb_consul::testing` (not Consul: a scripted server that keeps Consul's
+//! documented blocking-query contract). Waits are short and every wait is bounded.
 
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
+use lb_consul::testing::{FakeConsul, Instance};
 use lb_consul::{Backoff, ConsulClient, ConsulConfig, ConsulError, HealthWatch, HttpCheck, Registration};
 use lb_core::{Change, Endpoint, HealthStatus, ManualClock};
 use lb_discovery::{ChangeStream, HEALTH_META_KEY, Source, changes, watch_snapshots};
-use support::{FakeConsul, Instance};
 
 const WAIT: Duration = Duration::from_secs(5);
 

@@ -52,9 +52,11 @@ async fn poll(proxy: SocketAddr, what: &str, mut done: impl FnMut(&[String]) -> 
         false
     })
     .await;
+    let last = &answers[answers.len().saturating_sub(20)..];
     assert!(
         matches!(polled, Ok(true)),
-        "{what}: not within {TRIES} requests or {POLL_LIMIT:?}; answers: {answers:?}"
+        "{what}: not within {TRIES} requests or {POLL_LIMIT:?}; {} answers, the last: {last:?}",
+        answers.len()
     );
 }
 

@@ -1,15 +1,44 @@
-//! A CONTRACT FAKE of the few Consul HTTP API endpoints lb uses. It is NOT Consul.
+//! A CONTRACT FAKE of the few Consul HTTP API endpoints lb uses, for tests
+//! (feature `testing`). It is NOT Consul.
 //!
-//! It implements the documented contract the client relies on, on hyper 1.x
-//! over 127.0.0.1: a raft-like index bumped on every change, blocking
-//! queries (`index` + `wait`) held until the state changes or the wait
-//! expires, `X-Consul-Index` on answers, ACL tokens (403 without the right
-//! one), `dc` (only `dc1` exists), tag filters of the form
-//! `"tag" in Service.Tags and ...`, and agent registration. Tests script it:
-//! add and remove instances, set check statuses, force the index (even
+//! [`FakeConsul`] implements the documented contract the client relies on,
+//! on hyper 1.x over 127.0.0.1: a raft-like index bumped on every change,
+//! blocking queries (`index` + `wait`) held until the state changes or the
+//! wait expires, `X-Consul-Index` on answers, ACL tokens (403 without the
+//! right one), `dc` (only `dc1` exists), tag filters of the form
+//! `"tag" in Service.Tags and ...`, and agent registration
+//! (`PUT /v1/agent/service/register` and `.../deregister/:id`). Tests script
+//! it: add and remove instances, set check statuses, force the index (even
 //! backwards or to 0) and inject 500 errors. Every request is recorded.
-
-#![allow(dead_code, unreachable_pub)]
+//!
+//! What it checks is only that lb keeps Consul's *documented* contract; it
+//! says nothing about how a real agent behaves beyond it (that is what
+//! `tests/real_agent.rs` is for, against a real agent, when one is available).
+//! Anything it does not implement is answered 404 with a body saying so.
+//!
+//! Its waits (`until*`) are bounded (5 s) and panic when the state never
+//! comes, so a test using it fails instead of hanging.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lb_consul::testing::{FakeConsul, Instance};
+//! use lb_consul::{ConsulClient, ConsulConfig, HealthWatch};
+//! use lb_discovery::Source;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let fake = FakeConsul::start().await;
+//! fake.put(Instance::passing("node-1", "web-1", "web", 8080));
+//! let client = ConsulClient::new(ConsulConfig::new(&fake.url()).unwrap()).unwrap();
+//! let mut watch = HealthWatch::new(client, "web").wait(Duration::from_millis(100));
+//! let endpoints = watch.next_list().await.unwrap().unwrap();
+//! assert_eq!(endpoints[0].id().as_str(), "node-1/web-1");
+//! assert_eq!(endpoints[0].address().to_string(), "127.0.0.1:8080");
+//!
+//! // Its check goes critical: the next list leaves it out.
+//! fake.set_check("node-1", "web-1", "service:web-1", "critical");
+//! assert!(watch.next_list().await.unwrap().unwrap().is_empty());
+//! # });
+//! ```
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -26,26 +55,40 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// One service instance as the fake stores it.
+/// One service instance as the fake stores it (one entry of
+/// `/v1/health/service/:service`). The fields are public so tests can build
+/// and inspect instances freely; [`FakeConsul::put`] stores one.
 #[derive(Debug, Clone)]
 pub struct Instance {
+    /// The node's name (`Node.Node`); with `id`, the instance's key.
     pub node: String,
+    /// The node's address (`Node.Address`), used when `address` is empty.
     pub node_address: String,
+    /// The service instance id (`Service.ID`), unique per node.
     pub id: String,
+    /// The service name (`Service.Service`).
     pub service: String,
+    /// The service address (`Service.Address`); empty means the node's.
     pub address: String,
+    /// The service port (`Service.Port`).
     pub port: u16,
+    /// `Service.Tags`.
     pub tags: Vec<String>,
+    /// `Service.Meta`.
     pub meta: BTreeMap<String, String>,
+    /// `Service.Weights` as (passing, warning).
     pub weights: (u32, u32),
-    /// (check id, service id or "" for a node check, status)
+    /// The checks as (check id, service id or "" for a node check, status:
+    /// `passing`, `warning` or `critical`).
     pub checks: Vec<(String, String, String)>,
     /// The registered check definition, when registered through the agent API.
     pub check_definition: Option<Value>,
 }
 
 impl Instance {
-    /// A passing instance of `service` on node `node` at 127.0.0.1.
+    /// A passing instance `id` of `service` on node `node` at 127.0.0.1:`port`,
+    /// with weights (10, 1) and two passing checks: the node's `serfHealth`
+    /// and the service's `service:{id}`.
     pub fn passing(node: &str, id: &str, service: &str, port: u16) -> Self {
         Instance {
             node: node.into(),
@@ -65,11 +108,13 @@ impl Instance {
         }
     }
 
+    /// Adds a tag.
     pub fn tagged(mut self, tag: &str) -> Self {
         self.tags.push(tag.into());
         self
     }
 
+    /// Sets the service address (instead of the node's 127.0.0.1).
     pub fn at(mut self, address: &str) -> Self {
         self.address = address.into();
         self
@@ -94,17 +139,26 @@ impl Instance {
     }
 }
 
-/// One request the fake received.
+/// One request the fake received, as [`FakeConsul::requests`] lists it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The HTTP method.
     pub method: String,
+    /// The path, without the query.
     pub path: String,
+    /// The `index` query parameter (a blocking query), if any.
     pub index: Option<u64>,
+    /// The `wait` query parameter, as sent (`"2s"`, `"100ms"`).
     pub wait: Option<String>,
+    /// The `dc` query parameter.
     pub dc: Option<String>,
+    /// The `filter` query parameter.
     pub filter: Option<String>,
+    /// Whether the `passing` query parameter was sent.
     pub passing: bool,
+    /// The `X-Consul-Token` header.
     pub token: Option<String>,
+    /// The answer's status; 0 while the request is still held (blocked).
     pub status: u16,
 }
 
@@ -126,11 +180,18 @@ struct Shared {
     answered: watch::Sender<usize>,
 }
 
-/// The running fake; stops accepting when dropped.
+/// The running CONTRACT FAKE of Consul's HTTP API (not Consul); stops
+/// accepting when dropped. See the [module documentation](self).
 pub struct FakeConsul {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FakeConsul {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeConsul").field("addr", &self.addr).finish_non_exhaustive()
+    }
 }
 
 impl Drop for FakeConsul {
@@ -142,7 +203,11 @@ impl Drop for FakeConsul {
 const WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 impl FakeConsul {
-    /// Starts the fake on 127.0.0.1 at an ephemeral port, at index 10.
+    /// Starts the fake on 127.0.0.1 at an ephemeral port, at index 10, with
+    /// no instances. Needs a tokio runtime.
+    ///
+    /// # Panics
+    /// If no port can be bound on 127.0.0.1.
     pub async fn start() -> FakeConsul {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -179,6 +244,11 @@ impl FakeConsul {
         self.addr.to_string()
     }
 
+    /// The address as a URL, `http://127.0.0.1:port` (for config files).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.shared.state.lock().unwrap()
     }
@@ -198,19 +268,25 @@ impl FakeConsul {
         self.state().token = Some(token.into());
     }
 
+    /// Adds or replaces (by node and id) an instance; bumps the index.
     pub fn put(&self, instance: Instance) {
         self.change(|s| {
             s.instances.insert(instance.key(), instance);
         });
     }
 
+    /// Removes the instance `id` of node `node` (if any); bumps the index.
     pub fn remove(&self, node: &str, id: &str) {
         self.change(|s| {
             s.instances.remove(&format!("{node}/{id}"));
         });
     }
 
-    /// Sets the status of one check of one instance (node checks too).
+    /// Sets the status (`passing`, `warning`, `critical`) of one check of one
+    /// instance (node checks such as `serfHealth` too); bumps the index.
+    ///
+    /// # Panics
+    /// If the instance or the check is unknown.
     pub fn set_check(&self, node: &str, id: &str, check_id: &str, status: &str) {
         self.change(|s| {
             let instance = s.instances.get_mut(&format!("{node}/{id}")).expect("a known instance");
@@ -231,29 +307,43 @@ impl FakeConsul {
         self.state().fail_next = n;
     }
 
+    /// The current index (what `X-Consul-Index` answers).
     pub fn index(&self) -> u64 {
         self.state().index
     }
 
+    /// The stored instance `id` of node `node` (agent registrations are on
+    /// node `fake-node`).
     pub fn instance(&self, node: &str, id: &str) -> Option<Instance> {
         self.state().instances.get(&format!("{node}/{id}")).cloned()
     }
 
+    /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<Seen> {
         self.state().requests.clone()
     }
 
-    /// Waits (bounded) until at least `n` queries are blocked.
+    /// Waits (at most 5 s) until at least `n` queries are blocked.
+    ///
+    /// # Panics
+    /// If that does not happen in time.
     pub async fn until_blocked(&self, n: usize) {
         at_least(&self.shared.blocked, n, "queries blocked").await;
     }
 
-    /// Waits (bounded) until at least `n` requests were answered in total.
+    /// Waits (at most 5 s) until at least `n` requests were answered in total.
+    ///
+    /// # Panics
+    /// If that does not happen in time.
     pub async fn until_answered(&self, n: usize) {
         at_least(&self.shared.answered, n, "requests answered").await;
     }
 
-    /// Waits (bounded) until the fake's state satisfies `done`.
+    /// Waits (at most 5 s) until the fake's state satisfies `done`, checked
+    /// after every change.
+    ///
+    /// # Panics
+    /// If that does not happen in time.
     pub async fn until(&self, mut done: impl FnMut(&FakeConsul) -> bool) {
         let mut version = self.shared.version.subscribe();
         let wait = async {
