@@ -6,6 +6,7 @@
 mod apt;
 mod bench;
 mod cmd;
+mod graph;
 mod test;
 
 use std::process::ExitCode;
@@ -21,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install the Debian packages the tests need, then run fmt, clippy, tests and doctests.
+    /// Install the Debian packages the tests need, then run fmt, the crate-graph rules, clippy,
+    /// tests, doctests, every example and the no_std builds.
     Test(test::Args),
     /// Run criterion benchmarks side by side with the peer crates and servers.
     Bench(bench::Args),

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{apt, cmd};
+use crate::{apt, cmd, graph};
 
 /// Options of `cargo xtask test`.
 #[derive(clap::Args)]
@@ -28,6 +28,8 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
 
     cmd::step("format");
     cmd::run(&cargo, &["fmt", "--all", "--check"])?;
+
+    graph::check()?;
 
     cmd::step("clippy (warnings are errors)");
     cmd::run(&cargo, &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
