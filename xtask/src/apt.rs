@@ -29,6 +29,7 @@ const BENCH_PACKAGES: &[Package] = &[
     Package { name: "nginx", needed_by: "the proxy benchmark (peer: nginx, one worker)" },
     Package { name: "haproxy", needed_by: "the proxy benchmark (peer: HAProxy, one thread)" },
     Package { name: "wrk", needed_by: "the proxy benchmark (load generator)" },
+    Package { name: "util-linux", needed_by: "the proxy benchmark (taskset, for the pinned mode)" },
 ];
 
 fn is_installed(name: &str) -> bool {
