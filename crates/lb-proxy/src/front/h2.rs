@@ -551,14 +551,7 @@ impl Exchange for HyperExchange {
                 let mut stale_retry = self.parts.method.is_idempotent();
                 loop {
                     let body = self.body.replay().ok_or(TryError::Reset)?;
-                    let mut conn = match pool.checkout() {
-                        Some(conn) => conn,
-                        None => match tokio::time::timeout(timeout, pool.connect(&backend.authority)).await {
-                            Ok(Ok(conn)) => conn,
-                            Ok(Err(_)) => return Err(TryError::Connect),
-                            Err(_) => return Err(TryError::Timeout),
-                        },
-                    };
+                    let mut conn = super::http1_connection(pool, backend, timeout).await?;
                     match self.send_http1(&mut conn, backend, body, timeout).await {
                         Ok(request_sent) => return Ok(HyperAnswer::H1 { conn, request_sent }),
                         Err(Http1Failure::Stale) if stale_retry => stale_retry = false,

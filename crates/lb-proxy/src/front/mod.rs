@@ -23,9 +23,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::Global;
+use crate::forward::TryError;
 use crate::http1::buffer::{FillError, INITIAL, ReadBuffer};
 use crate::http1::request::HeadLimits;
+use crate::pool::http1::{EndpointPool, UpstreamConn};
 use crate::runtime::Runtime;
+use crate::upstream::Backend;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -152,6 +155,22 @@ async fn sniff(
             return Err(());
         }
         deadline.get_or_insert_with(|| tokio::time::Instant::now() + header_timeout);
+    }
+}
+
+/// The endpoint's most recent idle HTTP/1.1 connection, or a new one within `timeout`.
+async fn http1_connection(
+    pool: &EndpointPool,
+    backend: &Backend,
+    timeout: Duration,
+) -> Result<UpstreamConn, TryError> {
+    if let Some(conn) = pool.checkout() {
+        return Ok(conn);
+    }
+    match tokio::time::timeout(timeout, pool.connect(&backend.authority)).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(_)) => Err(TryError::Connect),
+        Err(_) => Err(TryError::Timeout),
     }
 }
 

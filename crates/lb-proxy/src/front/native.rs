@@ -320,14 +320,7 @@ impl Exchange for NativeExchange<'_> {
         // uncharged, when the request may safely go twice.
         let mut stale_retry = self.head.head.method.is_idempotent();
         loop {
-            let mut conn = match pool.checkout() {
-                Some(conn) => conn,
-                None => match tokio::time::timeout(timeout, pool.connect(&backend.authority)).await {
-                    Ok(Ok(conn)) => conn,
-                    Ok(Err(_)) => return Err(TryError::Connect),
-                    Err(_) => return Err(TryError::Timeout),
-                },
-            };
+            let mut conn = super::http1_connection(pool, backend, timeout).await?;
             match self.try_on(&mut conn, backend, timeout).await {
                 Ok(request_sent) => return Ok(NativeAnswer { conn, request_sent }),
                 Err(Failure::Stale) if stale_retry && self.replayable() => stale_retry = false,

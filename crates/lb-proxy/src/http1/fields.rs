@@ -128,6 +128,21 @@ pub(crate) struct Field {
     pub(crate) forward: bool,
 }
 
+/// Records httparse's fields of the head in `buf` as spans, classified;
+/// hop-by-hop fields are marked not forwarded.
+pub(crate) fn record(buf: &[u8], parsed: &[httparse::Header<'_>], fields: &mut Vec<Field>) {
+    fields.clear();
+    for field in parsed {
+        let kind = FieldName::of(field.name.as_bytes());
+        fields.push(Field {
+            name: Span::within(buf, field.name.as_bytes()),
+            value: Span::within(buf, field.value),
+            kind,
+            forward: !kind.is_hop_by_hop(),
+        });
+    }
+}
+
 /// The comma-separated tokens of a list-valued field (`Connection`, `Transfer-Encoding`), trimmed.
 pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())

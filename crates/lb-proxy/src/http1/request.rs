@@ -162,16 +162,7 @@ pub(crate) fn parse(buf: &[u8], limits: HeadLimits, head: &mut RequestHead) -> R
     head.version = if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     let options = head.method == Method::OPTIONS;
     let target_host = read_target(buf, target.as_bytes(), options, head)?;
-    head.fields.clear();
-    for field in request.headers.iter() {
-        let kind = FieldName::of(field.name.as_bytes());
-        head.fields.push(Field {
-            name: Span::within(buf, field.name.as_bytes()),
-            value: Span::within(buf, field.value),
-            kind,
-            forward: !kind.is_hop_by_hop(),
-        });
-    }
+    fields::record(buf, request.headers, &mut head.fields);
     read_fields(buf, head, target_host)
 }
 

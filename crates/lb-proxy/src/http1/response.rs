@@ -85,16 +85,7 @@ pub(crate) fn parse(
     head.status = status;
     head.version = Some(if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 });
     head.reason = Span::within(buf, response.reason.unwrap_or("").as_bytes());
-    head.fields.clear();
-    for field in response.headers.iter() {
-        let kind = FieldName::of(field.name.as_bytes());
-        head.fields.push(Field {
-            name: Span::within(buf, field.name.as_bytes()),
-            value: Span::within(buf, field.value),
-            kind,
-            forward: !kind.is_hop_by_hop(),
-        });
-    }
+    fields::record(buf, response.headers, &mut head.fields);
     read_framing(buf, method, head)?;
     Ok(true)
 }

@@ -646,15 +646,20 @@ async fn eight_interim_responses_are_skipped() {
     proxy.shutdown().await;
 }
 
+/// One GET through a proxy whose backend answers `answer` and closes; what the client read.
+async fn through_closing_backend(answer: &'static [u8], target: &str) -> (Vec<u8>, End) {
+    let backend = RawBackend::start(move |_: &Seen| Answer::close(answer)).await;
+    let proxy = start_proxy(backend.addr, "", "retry.attempts = 1").await;
+    let request = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+    let read = send_and_read_to_end(proxy.listen_addresses()[0], request.as_bytes()).await;
+    proxy.shutdown().await;
+    read
+}
+
 #[tokio::test]
 async fn a_content_length_response_cut_short_looks_cut() {
-    let backend = RawBackend::start(|_: &Seen| {
-        Answer::close(&b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"[..])
-    })
-    .await;
-    let proxy = start_proxy(backend.addr, "", "retry.attempts = 1").await;
     let (bytes, end) =
-        send_and_read_to_end(proxy.listen_addresses()[0], b"GET /cut HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        through_closing_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", "/cut").await;
     let (responses, _) = parse_all(&bytes);
     assert_eq!(responses.len(), 1, "{}", show(&bytes));
     let response = &responses[0];
@@ -663,36 +668,28 @@ async fn a_content_length_response_cut_short_looks_cut() {
     assert!(end.closed(), "the client connection closes after the cut: {}", show(&bytes));
     assert!(!response.complete && response.body.len() < 100, "fewer than 100 bytes came: {}", show(&bytes));
     assert_eq!(response.body, b"0123456789");
-    proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_chunked_response_cut_short_never_ends_cleanly() {
-    let backend = RawBackend::start(|_: &Seen| {
-        Answer::close(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"[..])
-    })
+    let (bytes, end) = through_closing_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        "/cut",
+    )
     .await;
-    let proxy = start_proxy(backend.addr, "", "retry.attempts = 1").await;
-    let (bytes, end) =
-        send_and_read_to_end(proxy.listen_addresses()[0], b"GET /cut HTTP/1.1\r\nHost: a\r\n\r\n").await;
     let (responses, _) = parse_all(&bytes);
     assert_eq!(responses.len(), 1, "{}", show(&bytes));
     assert!(responses[0].chunked(), "an HTTP/1.1 client gets chunks: {}", responses[0].head);
     assert!(end.closed(), "the client connection closes after the cut: {}", show(&bytes));
     assert!(!bytes.ends_with(b"0\r\n\r\n"), "no last chunk after a cut: {}", show(&bytes));
     assert!(!responses[0].complete, "{}", show(&bytes));
-    proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_close_delimited_response_stays_close_delimited() {
-    let backend = RawBackend::start(|_: &Seen| {
-        Answer::close(&b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"[..])
-    })
-    .await;
-    let proxy = start_proxy(backend.addr, "", "retry.attempts = 1").await;
     let (bytes, end) =
-        send_and_read_to_end(proxy.listen_addresses()[0], b"GET /eof HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        through_closing_backend(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", "/eof")
+            .await;
     let (responses, _) = parse_all(&bytes);
     assert_eq!(responses.len(), 1, "{}", show(&bytes));
     let response = &responses[0];
@@ -701,7 +698,6 @@ async fn a_close_delimited_response_stays_close_delimited() {
     assert_eq!(response.field("content-length"), None, "no length invented: {}", response.head);
     assert_eq!(response.body, b"until the end");
     assert_eq!(end, End::Eof, "the connection closes after it");
-    proxy.shutdown().await;
 }
 
 #[tokio::test]
