@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install the Debian packages the tests need, then run fmt, the crate-graph rules, clippy,
-    /// tests, doctests, every example and the no_std builds.
+    /// tests (under nextest and under plain `cargo test`), doctests, every example and the no_std builds.
     Test(test::Args),
     /// Run criterion benchmarks side by side with the peer crates and servers.
     Bench(bench::Args),

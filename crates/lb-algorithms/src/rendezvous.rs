@@ -71,32 +71,26 @@ impl Rendezvous {
         -self.weights[i] / libm::log(unit)
     }
 
-    /// Selects for a prehashed key (see [`hash_key`](crate::hash_key)): the
-    /// best-scoring eligible endpoint.
-    pub fn select_hash(&self, hash: u64, ctx: &PickContext<'_>) -> Option<usize> {
-        let eligible = (0..self.id_hashes.len()).filter(|&i| self.set.is_eligible(i, ctx));
-        if self.uniform {
-            // Integer comparison of the mixes: no float, no logarithm.
-            return eligible.max_by_key(|&i| (self.mix(hash, i), core::cmp::Reverse(i)));
-        }
-        let mut best: Option<(usize, f64)> = None;
-        for i in eligible {
-            let s = self.score(hash, i);
-            if best.is_none_or(|(_, b)| s > b) {
-                best = Some((i, s));
-            }
-        }
-        best.map(|(i, _)| i)
+    /// Endpoint `i`'s rank for a key hash as an integer; larger wins, ties go
+    /// to the lower index. Scores are never negative, and the bits of
+    /// non-negative floats order as the floats do.
+    #[inline]
+    fn rank(&self, hash: u64, i: usize) -> u64 {
+        if self.uniform { self.mix(hash, i) } else { self.score(hash, i).to_bits() }
     }
 
-    /// Every endpoint ordered by its score for `hash`, best first. Allocates.
+    /// Selects for a prehashed key (see [`hash_key`](crate::hash_key)): the
+    /// best-ranked eligible endpoint, in one scan.
+    pub fn select_hash(&self, hash: u64, ctx: &PickContext<'_>) -> Option<usize> {
+        (0..self.id_hashes.len())
+            .filter(|&i| self.set.is_eligible(i, ctx))
+            .max_by_key(|&i| (self.rank(hash, i), core::cmp::Reverse(i)))
+    }
+
+    /// Every endpoint ordered by its rank for `hash`, best first. Allocates.
     pub fn ranked(&self, hash: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.id_hashes.len()).collect();
-        if self.uniform {
-            order.sort_unstable_by_key(|&i| (core::cmp::Reverse(self.mix(hash, i)), i));
-        } else {
-            order.sort_by(|&a, &b| self.score(hash, b).total_cmp(&self.score(hash, a)).then(a.cmp(&b)));
-        }
+        order.sort_unstable_by_key(|&i| (core::cmp::Reverse(self.rank(hash, i)), i));
         order
     }
 }
@@ -106,10 +100,36 @@ impl HashWalk for Rendezvous {
         hash_key(key)
     }
 
-    /// The endpoints by descending score. Unlike the other walks this one
-    /// allocates (it sorts); the per-pick path uses a single scan instead.
+    /// The endpoints by descending rank, found one scan at a time rather
+    /// than sorted: nothing is allocated, and a walk that stops at the owner
+    /// (as bounded loads mostly does) costs one pick.
     fn walk(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
-        self.ranked(hash).into_iter()
+        RankWalk { hrw: self, hash, last: None }
+    }
+}
+
+/// [`Rendezvous`]'s walk: each step is the best `(rank, lower index)` below
+/// the previous one. O(n) a step, O(n²) for a whole walk.
+struct RankWalk<'a> {
+    hrw: &'a Rendezvous,
+    hash: u64,
+    last: Option<(u64, usize)>,
+}
+
+impl Iterator for RankWalk<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let after_last = |&(rank, i): &(u64, usize)| match self.last {
+            None => true,
+            Some((last_rank, last_i)) => rank < last_rank || (rank == last_rank && i > last_i),
+        };
+        let next = (0..self.hrw.id_hashes.len())
+            .map(|i| (self.hrw.rank(self.hash, i), i))
+            .filter(after_last)
+            .max_by_key(|&(rank, i)| (rank, core::cmp::Reverse(i)))?;
+        self.last = Some(next);
+        Some(next.1)
     }
 }
 
@@ -138,5 +158,16 @@ mod tests {
         eject(hrw.endpoints(), order[0]);
         assert_eq!(hrw.select(&PickContext::new().with_key(b"k")), Some(order[1]));
         assert_eq!(hrw.candidates(b"k").collect::<Vec<_>>(), order);
+    }
+
+    #[test]
+    fn the_walk_is_the_ranking_with_and_without_weights() {
+        for weights in [&[1, 1, 1, 1, 1][..], &[1, 3, 2, 5, 1]] {
+            let hrw = Rendezvous::new(weighted_set(weights));
+            for key in 0..200u64 {
+                let hash = splitmix64(key);
+                assert_eq!(hrw.walk(hash).collect::<Vec<_>>(), hrw.ranked(hash), "{weights:?} key {key}");
+            }
+        }
     }
 }

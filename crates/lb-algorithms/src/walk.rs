@@ -16,8 +16,8 @@ pub trait HashWalk: Balancer {
     fn key_hash(&self, key: &[u8]) -> u64;
 
     /// Endpoint indices for `hash`, owner first. Indices may repeat; the walk
-    /// is finite and visits every endpoint the structure holds. The ring,
-    /// Maglev and jump walks allocate nothing; rendezvous ranks (and so allocates).
+    /// is finite and visits every endpoint the structure holds. No walk
+    /// allocates (tests/allocations.rs holds every algorithm to that).
     fn walk(&self, hash: u64) -> impl Iterator<Item = usize> + '_;
 
     /// The distinct endpoints for `key` in failover order (owner first),

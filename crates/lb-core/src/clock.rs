@@ -154,10 +154,13 @@ mod tests {
 
     #[cfg(feature = "std")]
     #[test]
-    fn monotonic_clock_does_not_go_back() {
+    fn monotonic_clock_counts_real_time_in_nanoseconds() {
         let clock = MonotonicClock::new();
         let a = clock.now();
+        // `sleep` waits at least this long, so the lower bound is certain.
+        std::thread::sleep(Duration::from_millis(3));
         let b = clock.now();
-        assert!(b >= a);
+        assert!(b - a >= Duration::from_millis(3), "{a:?} then {b:?}");
+        assert!(b - a < Duration::from_secs(60), "nanoseconds, not a larger unit: {a:?} then {b:?}");
     }
 }

@@ -158,6 +158,7 @@ async fn tick(
                         None => probes = Some((prober.watch(set), set.clone())),
                     }
                 }
+                upstream.upkeep_rounds.fetch_add(1, std::sync::atomic::Ordering::Release);
             }
             _ = stopped.changed() => return,
         }

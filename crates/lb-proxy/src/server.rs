@@ -366,6 +366,15 @@ impl RunningProxy {
             .collect()
     }
 
+    /// How many upkeep rounds `upstream` has finished (one every 250 ms:
+    /// ejections ending, slow start, health logging); `None` for an unknown
+    /// upstream. Waiting for two more than now proves the upkeep has seen
+    /// whatever changed before, such as a [`ManualClock`](lb_core::ManualClock) advance.
+    pub fn upkeep_rounds(&self, upstream: &str) -> Option<u64> {
+        let runtime = self.runtime.load();
+        Some(runtime.upstream(upstream)?.upkeep_rounds.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     /// Stops accepting and drains: idle client connections close at once, and
     /// each busy one finishes its current response, for up to the configured
     /// `drain_timeout`; upgraded connections (WebSocket) get the same time.

@@ -3,7 +3,7 @@
 //! guards, metric handles, the keep-alive connection pool).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -179,6 +179,9 @@ pub(crate) struct Upstream {
     pub(crate) in_flight: AtomicU32,
     /// Panic mode, set by the tick from the share of healthy endpoints.
     panic: AtomicBool,
+    /// Upkeep rounds finished, so a caller can wait until the upkeep has
+    /// seen a change (a clock moved, an endpoint failed) instead of sleeping.
+    pub(crate) upkeep_rounds: AtomicU64,
     pub(crate) metrics: UpstreamMetrics,
     /// The wait between retries and the seeds of its jitter.
     pub(crate) pacer: Pacer,
@@ -228,6 +231,7 @@ impl Upstream {
             }),
             in_flight: AtomicU32::new(0),
             panic: AtomicBool::new(false),
+            upkeep_rounds: AtomicU64::new(0),
             metrics: UpstreamMetrics::new(name),
             pacer: Pacer::new(backoff::schedule(&cfg.retry), first_seed(name)),
             budget: retry_budget(&cfg.retry).unwrap_or_default(),

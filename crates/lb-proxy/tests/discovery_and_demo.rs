@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Backend, full, get};
+use common::{Backend, eventually, full, get};
 use http::{Response, StatusCode};
 
 #[tokio::test]
@@ -45,12 +45,7 @@ async fn a_file_change_moves_traffic_and_in_flight_requests_finish() {
     assert_eq!(first, (StatusCode::OK, "old".to_string()), "the file's first list is served");
 
     let in_flight = tokio::spawn(async move { get(addr, "/slow", &[]).await });
-    for _ in 0..250 {
-        if old.requests.load(Ordering::SeqCst) >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(eventually(|| old.requests.load(Ordering::SeqCst) >= 2).await, "the slow request is in flight");
     std::fs::write(&file, format!("[[endpoints]]\naddress = \"{}\"\n", new.addr)).unwrap();
     let mut moved = false;
     for _ in 0..250 {

@@ -83,13 +83,10 @@ async fn the_in_flight_limit_gives_503() {
     let proxy = proxy(&config("round_robin", &[(held.addr, 1)], extra)).await;
     let addr = proxy.listen_addresses()[0];
     let first = tokio::spawn(async move { get(addr, "/", &[]).await });
-    // Wait until the first request is at the backend.
-    for _ in 0..200 {
-        if held.requests.load(std::sync::atomic::Ordering::SeqCst) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(
+        eventually(|| held.requests.load(std::sync::atomic::Ordering::SeqCst) == 1).await,
+        "the first request reaches the backend"
+    );
     let (status, body) = get(addr, "/", &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     release.send(true).unwrap();

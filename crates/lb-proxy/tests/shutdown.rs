@@ -5,6 +5,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{Backend, config, full, get, proxy};
@@ -39,6 +41,17 @@ async fn wait_for_arrival(arrivals: &mut mpsc::UnboundedReceiver<()>) {
     assert!(matches!(arrived, Ok(Some(()))), "the request should reach the backend");
 }
 
+/// Waits (bounded) until connecting to `address` is refused; whether it was.
+async fn listener_closes(address: SocketAddr) -> bool {
+    for _ in 0..250 {
+        if TcpStream::connect(address).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn a_request_in_flight_at_shutdown_completes_and_new_connections_are_refused() {
     // The backend holds its answer until the gate opens, so the stop cannot finish before.
@@ -58,14 +71,21 @@ async fn a_request_in_flight_at_shutdown_completes_and_new_connections_are_refus
     let request = tokio::spawn(async move { get(address, "/", &[]).await });
     wait_for_arrival(&mut arrivals).await;
 
-    let stopping = tokio::spawn(proxy.shutdown());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The stop reports whether the backend had been let answer by the time it ended.
+    let answer_allowed = Arc::new(AtomicBool::new(false));
+    let allowed = Arc::clone(&answer_allowed);
+    let stopping = tokio::spawn(async move {
+        proxy.shutdown().await;
+        allowed.load(Ordering::SeqCst)
+    });
+    assert!(listener_closes(address).await, "the listener closes at once");
     assert!(!stopping.is_finished(), "the stop waits for the request in flight");
-    assert!(TcpStream::connect(address).await.is_err(), "the listener closed at once");
+    answer_allowed.store(true, Ordering::SeqCst);
     gate.send(true).unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(10), request).await.expect("bounded").unwrap();
     assert_eq!(answer, (StatusCode::OK, "done".to_string()));
-    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("the drain ends").unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("the drain ends");
+    assert!(stopped.unwrap(), "the stop ended only after the request in flight could finish");
     backend.kill().await;
 }
 
