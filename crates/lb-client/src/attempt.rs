@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use lb_core::{Balancer, Clock, Endpoint, Member, Outcome, OwnedPick, PickContext, Report, Timestamp};
+use lb_core::{
+    Balancer, Clock, Endpoint, Exclusions, Member, Outcome, OwnedPick, PickContext, Report, Timestamp,
+};
 
 use crate::live::Generation;
 use crate::resilience::{Admission, EndpointHealth, Resilience};
@@ -33,28 +35,6 @@ impl Guard {
     }
 }
 
-/// The endpoints one request must not be sent to again. A fixed array, so
-/// a request allocates nothing for it.
-#[derive(Debug, Default)]
-pub(crate) struct Excluded {
-    indices: [usize; 16],
-    len: usize,
-}
-
-impl Excluded {
-    pub(crate) fn push(&mut self, index: usize) {
-        // Beyond capacity an endpoint may be tried twice; never unbounded.
-        if let Some(slot) = self.indices.get_mut(self.len) {
-            *slot = index;
-            self.len += 1;
-        }
-    }
-
-    pub(crate) fn as_slice(&self) -> &[usize] {
-        &self.indices[..self.len]
-    }
-}
-
 /// A request under way at one endpoint.
 #[derive(Debug)]
 pub(crate) struct Attempt<B: Balancer> {
@@ -66,39 +46,32 @@ pub(crate) struct Attempt<B: Balancer> {
 }
 
 impl<B: Balancer> Attempt<B> {
-    /// Picks an endpoint that is not excluded, is under its in-flight limit
-    /// and whose breaker admits the request. When every other endpoint was tried, one may be reused rather
-    /// than failing; an endpoint whose breaker refuses is excluded and
-    /// another picked, so this ends after at most one round of the set.
+    /// Picks an endpoint that was not `tried`, is under its in-flight limit
+    /// and whose breaker admits the request, falling back through candidates
+    /// as [`lb_core::pick_admitted`] does (the proxy's attempts share it):
+    /// a tried endpoint again only when no other is left, a refusing one never.
     pub(crate) fn start<E: AsRef<Guard>>(
         generation: &Generation<B, E>,
         key: Option<&[u8]>,
-        excluded: &mut Excluded,
+        tried: &Exclusions,
         clock: &dyn Clock,
     ) -> Option<Self> {
-        for _ in 0..=generation.extras.len() {
-            let ctx = PickContext::new().excluding(excluded.as_slice());
-            let ctx = match key {
-                Some(key) => ctx.with_key(key),
-                None => ctx,
-            };
-            let pick = OwnedPick::pick(&generation.balancer, &ctx)
-                .or_else(|| OwnedPick::pick(&generation.balancer, &ctx.excluding(&[])))?;
+        let ctx = PickContext::new();
+        let ctx = match key {
+            Some(key) => ctx.with_key(key),
+            None => ctx,
+        };
+        let now = clock.now();
+        let (pick, admission) = lb_core::pick_admitted(&generation.balancer, ctx, tried, |pick| {
             let guard = generation.extras[pick.index()].as_ref();
-            let now = clock.now();
             // The pick itself counts, so this is the load including this request.
             let in_flight =
                 generation.balancer.endpoints().get(pick.index()).map_or(0, |m| m.state().in_flight());
-            match guard.health.admit(now, in_flight) {
-                Some(admission) => {
-                    guard.labels.started();
-                    return Some(Attempt { pick: Some(pick), guard: guard.clone(), admission, started: now });
-                }
-                // Dropping the pick ends its in-flight count and teaches nothing.
-                None => excluded.push(pick.index()),
-            }
-        }
-        None
+            guard.health.admit(now, in_flight)
+        })?;
+        let guard = generation.extras[pick.index()].as_ref();
+        guard.labels.started();
+        Some(Attempt { pick: Some(pick), guard: guard.clone(), admission, started: now })
     }
 
     fn pick(&self) -> &OwnedPick<B> {
@@ -194,37 +167,28 @@ mod tests {
     }
 
     #[test]
-    fn exclusions_are_bounded() {
-        let mut excluded = Excluded::default();
-        for i in 0..40 {
-            excluded.push(i);
-        }
-        assert_eq!(excluded.as_slice(), (0..16).collect::<Vec<_>>());
-    }
-
-    #[test]
     fn an_open_breaker_sends_the_request_elsewhere_and_all_open_means_none() {
         let clock = ManualClock::new();
         let resilience = trips_at_once();
         let generation = generation(2, &resilience);
-        let first = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+        let first = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
         let tripped = first.index();
         first.finish(&generation, &resilience, Outcome::ConnectError, Status::Error, &clock);
         for _ in 0..4 {
-            let attempt = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+            let attempt = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
             assert_ne!(attempt.index(), tripped, "the open breaker refuses");
             attempt.finish(&generation, &resilience, Outcome::Success, Status::Code(200), &clock);
         }
         let other = 1 - tripped;
-        let second = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+        let second = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
         assert_eq!(second.index(), other);
         second.finish(&generation, &resilience, Outcome::Timeout, Status::Error, &clock);
-        assert!(Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_none());
+        assert!(Attempt::start(&generation, None, &Exclusions::new(), &clock).is_none());
         let in_flight: u32 = generation.balancer.endpoints().iter().map(|m| m.state().in_flight()).sum();
         assert_eq!(in_flight, 0, "refused picks end their in-flight count");
         clock.advance(Duration::from_secs(5));
         assert!(
-            Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_some(),
+            Attempt::start(&generation, None, &Exclusions::new(), &clock).is_some(),
             "half-open admits a trial"
         );
     }
@@ -235,17 +199,17 @@ mod tests {
         let resilience = trips_at_once();
         let generation = generation(1, &resilience);
         for _ in 0..3 {
-            let attempt = Attempt::start(&generation, None, &mut Excluded::default(), &clock)
+            let attempt = Attempt::start(&generation, None, &Exclusions::new(), &clock)
                 .expect("the breaker was never tripped by the caller's failures");
             attempt.finish(&generation, &resilience, Outcome::LocallyRejected, Status::Error, &clock);
         }
         let state = generation.balancer.endpoints().get(0).unwrap().state();
         assert_eq!(state.in_flight(), 0, "the in-flight count ended");
         assert!(state.is_eligible());
-        let attempt = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+        let attempt = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
         attempt.finish(&generation, &resilience, Outcome::Reset, Status::Error, &clock);
         assert!(
-            Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_none(),
+            Attempt::start(&generation, None, &Exclusions::new(), &clock).is_none(),
             "an endpoint's own failure still trips its breaker"
         );
     }
@@ -256,15 +220,12 @@ mod tests {
         let config = ResilienceConfig { max_in_flight_per_endpoint: Some(1), ..ResilienceConfig::default() };
         let resilience = Resilience::new(config, Arc::new(ManualClock::new()), &Arc::from("test")).unwrap();
         let generation = generation(2, &resilience);
-        let a = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
-        let b = Attempt::start(&generation, None, &mut Excluded::default(), &clock).unwrap();
+        let a = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
+        let b = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
         assert_ne!(a.index(), b.index(), "the busy endpoint is full");
-        assert!(
-            Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_none(),
-            "both are full"
-        );
+        assert!(Attempt::start(&generation, None, &Exclusions::new(), &clock).is_none(), "both are full");
         a.finish(&generation, &resilience, Outcome::Success, Status::Code(200), &clock);
-        assert!(Attempt::start(&generation, None, &mut Excluded::default(), &clock).is_some());
+        assert!(Attempt::start(&generation, None, &Exclusions::new(), &clock).is_some());
     }
 
     #[test]
@@ -274,12 +235,12 @@ mod tests {
             Resilience::new(ResilienceConfig::default(), Arc::new(ManualClock::new()), &Arc::from("test"))
                 .unwrap();
         let generation = generation(2, &resilience);
-        let mut excluded = Excluded::default();
-        let a = Attempt::start(&generation, None, &mut excluded, &clock).unwrap();
+        let mut excluded = Exclusions::new();
+        let a = Attempt::start(&generation, None, &excluded, &clock).unwrap();
         excluded.push(a.index());
-        let b = Attempt::start(&generation, None, &mut excluded, &clock).unwrap();
+        let b = Attempt::start(&generation, None, &excluded, &clock).unwrap();
         assert_ne!(a.index(), b.index());
         excluded.push(b.index());
-        assert!(Attempt::start(&generation, None, &mut excluded, &clock).is_some(), "reuse beats failing");
+        assert!(Attempt::start(&generation, None, &excluded, &clock).is_some(), "reuse beats failing");
     }
 }

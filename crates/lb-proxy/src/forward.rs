@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use lb_core::{Balancer, Outcome, OwnedPick, PickContext};
+use lb_core::{Balancer, Exclusions, Outcome, OwnedPick, PickContext};
 
 use crate::attempt::Attempt;
 use crate::config::RetryOn;
@@ -136,7 +136,7 @@ pub(crate) async fn forward<E: Exchange>(
     let settings = &upstream.settings;
     let deadline = arrived + settings.timeouts.request;
     let max_tries = (*settings.retry.attempts.get_ref() as usize).clamp(1, MAX_TRIES);
-    let mut tried = [usize::MAX; MAX_TRIES];
+    let mut tried = Exclusions::new();
     let mut last_error = TryError::Connect;
     let mut budget_deposited = false;
     let mut waits = upstream.pacer.start();
@@ -148,7 +148,7 @@ pub(crate) async fn forward<E: Exchange>(
         let now = rt.clock.now();
         let limit = settings.limits.max_in_flight_per_endpoint;
         let panic = upstream.in_panic();
-        let picked = pick_admitted(&upstream.current.load(), key, &tried[..try_no], now, limit, panic);
+        let picked = pick_admitted(&upstream.current.load(), key, &tried, now, limit, panic);
         let Some((pick, admission)) = picked else {
             if try_no == 0 {
                 upstream.metrics.refused();
@@ -167,7 +167,7 @@ pub(crate) async fn forward<E: Exchange>(
             }
         }
         let attempt = Attempt::start(pick, admission, &rt.clock);
-        tried[try_no] = attempt.index();
+        tried.push(attempt.index());
         let left = deadline.saturating_duration_since(attempt.started());
         let (outcome, status, error) =
             match exchange.send(attempt.backend(), upstream.try_timeout(left)).await {
@@ -244,49 +244,24 @@ async fn pause(wait: Duration) {
 }
 
 /// Picks an endpoint whose breaker admits the request and that is under its
-/// in-flight limit. A retry that finds every endpoint excluded tries again
-/// without exclusions: another connection to the same endpoint beats failing.
+/// in-flight limit, falling back through candidates as
+/// [`lb_core::pick_admitted`] does (the client's attempts share it).
 fn pick_admitted(
     snapshot: &std::sync::Arc<Snapshot>,
     key: Option<&[u8]>,
-    exclude: &[usize],
+    tried: &Exclusions,
     now: lb_core::Timestamp,
     per_endpoint_limit: u32,
     panic: bool,
 ) -> Option<(OwnedPick<Snapshot>, Admission)> {
-    let mut skipped = [usize::MAX; 16];
-    let mut n_skipped = 0;
-    let mut excluded_buf = [usize::MAX; MAX_TRIES + 16];
-    let mut with_exclusions = !exclude.is_empty();
-    for _ in 0..snapshot.backends.len().min(16) + 2 {
-        let n_exclude = if with_exclusions { exclude.len() } else { 0 };
-        excluded_buf[..n_exclude].copy_from_slice(&exclude[..n_exclude]);
-        excluded_buf[n_exclude..n_exclude + n_skipped].copy_from_slice(&skipped[..n_skipped]);
-        let ctx =
-            PickContext::new().excluding(&excluded_buf[..n_exclude + n_skipped]).with_health_ignored(panic);
-        let ctx = match key {
-            Some(k) => ctx.with_key(k),
-            None => ctx,
-        };
-        let Some(pick) = OwnedPick::pick(snapshot, &ctx) else {
-            if with_exclusions {
-                with_exclusions = false;
-                continue;
-            }
-            return None;
-        };
-        let backend = &snapshot.backends[pick.index()];
+    let ctx = PickContext::new().with_health_ignored(panic);
+    let ctx = match key {
+        Some(k) => ctx.with_key(k),
+        None => ctx,
+    };
+    lb_core::pick_admitted(snapshot, ctx, tried, |pick| {
         let over_limit = per_endpoint_limit != 0
             && snapshot.endpoints().members()[pick.index()].state().in_flight() > per_endpoint_limit;
-        if !over_limit && let Ok(admission) = backend.guards.admit(now) {
-            return Some((pick, admission));
-        }
-        if n_skipped == skipped.len() {
-            return None;
-        }
-        skipped[n_skipped] = pick.index();
-        n_skipped += 1;
-        drop(pick);
-    }
-    None
+        if over_limit { None } else { snapshot.backends[pick.index()].guards.admit(now).ok() }
+    })
 }

@@ -36,10 +36,11 @@ pub use classify::{HeaderKey, NoKey, RequestKey, ResponseOutcome};
 pub use layer::{BalanceBuilder, BalanceLayer};
 
 use crate::Error;
-use crate::attempt::{Attempt, Excluded, Guard};
+use crate::attempt::{Attempt, Guard};
 use crate::classify::error_chain;
 use crate::live::{AbortOnDrop, Generation, Live};
 use crate::resilience::Resilience;
+use lb_core::Exclusions;
 
 /// Makes the inner service for one endpoint. Any
 /// `Fn(&Endpoint) -> S + Send + Sync + 'static` closure is one.
@@ -176,7 +177,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let generation = self.shared.live.load();
-        let mut excluded = Excluded::default();
+        let mut excluded = Exclusions::new();
         match self.dispatch(&generation, request, &mut excluded) {
             Ok(sent) => Box::pin(async move { sent.await.0 }),
             Err(error) => Box::pin(async move { Err(error.into()) }),
@@ -215,7 +216,7 @@ impl<A: Build + 'static, S: Send + Sync + 'static, K> Balance<A, S, K> {
         &self,
         generation: &Arc<BalanceGeneration<A, S>>,
         request: Req,
-        excluded: &mut Excluded,
+        excluded: &mut Exclusions,
     ) -> Result<impl Future<Output = (Result<S::Response, BoxError>, Outcome)> + Send + 'static, Error>
     where
         S: Service<Req> + Clone + Send + Sync + 'static,

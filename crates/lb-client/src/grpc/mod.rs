@@ -45,9 +45,9 @@ use tonic::body::Body;
 use tonic::transport::Channel;
 use tower::{BoxError, Service};
 
-use crate::attempt::Excluded;
 use crate::resilience::ResilienceConfig;
 use crate::{Balance, Error, NoKey};
+use lb_core::Exclusions;
 use replay::Buffered;
 
 /// How many endpoints a call that could not connect tries in all.
@@ -92,7 +92,7 @@ impl<A: Build + 'static> Service<http::Request<Body>> for BalancedChannel<A> {
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let generation = balance.generation();
-            let mut excluded = Excluded::default();
+            let mut excluded = Exclusions::new();
             let data = match replay::buffer(body).map_err(BoxError::from)? {
                 Buffered::Streaming(body) => {
                     let sent = balance.dispatch(

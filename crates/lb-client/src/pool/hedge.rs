@@ -12,7 +12,8 @@ use super::Pool;
 use super::send::attempt_outcome;
 use super::url::point_at;
 use crate::Error;
-use crate::attempt::{Attempt, Excluded};
+use crate::attempt::Attempt;
+use lb_core::Exclusions;
 
 pub(crate) async fn send_hedged<A: Build + 'static>(
     pool: &Pool<A>,
@@ -25,11 +26,11 @@ pub(crate) async fn send_hedged<A: Build + 'static>(
     let clock = &*shared.clock;
     shared.resilience.deposit(clock.now());
     let generation = shared.live.load();
-    let mut excluded = Excluded::default();
+    let mut excluded = Exclusions::new();
     let no_endpoint = || Error::NoEndpoint(shared.service.to_string());
 
     // Starts one copy on an endpoint not tried yet; its future reports back.
-    let launch = |excluded: &mut Excluded| -> Result<_, Error> {
+    let launch = |excluded: &mut Exclusions| -> Result<_, Error> {
         let attempt = Attempt::start(&generation, key, excluded, clock).ok_or_else(no_endpoint)?;
         excluded.push(attempt.index());
         let mut copy = request.try_clone().ok_or_else(no_endpoint)?;

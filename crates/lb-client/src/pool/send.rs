@@ -10,9 +10,10 @@ use super::Pool;
 use super::body::BodyFailed;
 use super::url::point_at;
 use crate::Error;
-use crate::attempt::{Attempt, Excluded};
+use crate::attempt::Attempt;
 use crate::classify;
 use crate::telemetry::Status;
+use lb_core::Exclusions;
 
 pub(crate) async fn send<A: Build + 'static>(
     pool: &Pool<A>,
@@ -49,10 +50,10 @@ pub(crate) async fn send<A: Build + 'static>(
     let generation = shared.live.load();
     let mut attempts = policy.start(method, clock.now());
     let max_attempts = policy.max_attempts.clamp(1, MAX_ATTEMPTS);
-    let mut excluded = Excluded::default();
+    let mut excluded = Exclusions::new();
     let mut rng = SplitMix64::new(fastrand::u64(..));
     loop {
-        let Some(attempt) = Attempt::start(&generation, key, &mut excluded, clock) else {
+        let Some(attempt) = Attempt::start(&generation, key, &excluded, clock) else {
             shared.resilience.labels().refused();
             return Err(Error::NoEndpoint(shared.service.to_string()));
         };
