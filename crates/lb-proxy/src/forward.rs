@@ -5,7 +5,7 @@
 //! report how it went to the breaker, the metrics, the outlier detector and
 //! the balancer. Failures before the response starts go again on another
 //! endpoint while the policy, the budget, the deadline and the body's replay
-//! buffer allow, after the upstream's backoff (see [`crate::backoff`]).
+//! buffer allow, under lb-health's retry engine (see [`crate::retry`]).
 //! Failures on the client's side (an aborted upload, a malformed body) end
 //! the request at once and are never charged to the endpoint.
 
@@ -15,14 +15,10 @@ use http::{Method, StatusCode};
 use lb_core::{Balancer, Exclusions, Outcome, OwnedPick, PickContext};
 
 use crate::attempt::Attempt;
-use crate::config::RetryOn;
 use crate::health::Admission;
 use crate::otel::RequestSpan;
 use crate::runtime::Runtime;
 use crate::upstream::{Backend, Snapshot, Upstream};
-
-/// Most tries per request (gRPC clamps `maxAttempts` to 5 too).
-pub(crate) const MAX_TRIES: usize = 5;
 
 /// Something on the client's side that ends a request: not the endpoint's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,22 +131,25 @@ pub(crate) async fn forward<E: Exchange>(
 ) -> Forwarded<E::Answer> {
     let settings = &upstream.settings;
     let deadline = arrived + settings.timeouts.request;
-    let max_tries = (*settings.retry.attempts.get_ref() as usize).clamp(1, MAX_TRIES);
+    let started = rt.clock.now();
+    let method = lb_health::Method::parse(exchange.method().as_str());
+    let mut retries = Retries {
+        attempts: upstream
+            .retry_policy
+            .start(method, started)
+            .until(started + deadline.saturating_duration_since(Instant::now())),
+        rng: None,
+    };
     let mut tried = Exclusions::new();
     let mut last_error = TryError::Connect;
     let mut budget_deposited = false;
-    let mut waits = upstream.pacer.start();
-    for try_no in 0..max_tries {
-        if try_no > 0 && !exchange.replayable() {
-            break;
-        }
-        let last_try = try_no + 1 == max_tries;
+    loop {
         let now = rt.clock.now();
         let limit = settings.limits.max_in_flight_per_endpoint;
         let panic = upstream.in_panic();
         let picked = pick_admitted(&upstream.current.load(), key, &tried, now, limit, panic);
         let Some((pick, admission)) = picked else {
-            if try_no == 0 {
+            if tried.is_empty() {
                 upstream.metrics.refused();
                 return Forwarded::Local {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -175,20 +174,11 @@ pub(crate) async fn forward<E: Exchange>(
                     let status = E::status(&answer);
                     let outcome = Outcome::from_status(status.as_u16());
                     // Past the deadline the backend's own answer beats a 504.
-                    let again = !last_try
-                        && exchange.replayable()
-                        && retryable(
-                            outcome,
-                            &settings.retry.retry_on,
-                            exchange.method(),
-                            settings.retry.non_idempotent,
-                        );
-                    let wait = if again { waits.next(false, Instant::now(), deadline) } else { None };
-                    match wait.filter(|_| upstream.budget_withdraw(rt.clock.now())) {
+                    match retries.wait(upstream, rt, exchange.replayable(), outcome) {
                         Some(wait) => {
                             drop(answer);
                             attempt.finish(outcome, status);
-                            note_retry(upstream, span, try_no, outcome);
+                            note_retry(upstream, span, retries.attempts.attempt(), outcome);
                             pause(wait).await;
                             continue;
                         }
@@ -204,36 +194,47 @@ pub(crate) async fn forward<E: Exchange>(
             };
         attempt.finish(outcome, status);
         last_error = error;
-        let again = !last_try
-            && retryable(outcome, &settings.retry.retry_on, exchange.method(), settings.retry.non_idempotent);
-        let wait =
-            if again { waits.next(outcome == Outcome::ConnectError, Instant::now(), deadline) } else { None };
-        let Some(wait) = wait.filter(|_| upstream.budget_withdraw(rt.clock.now())) else { break };
-        note_retry(upstream, span, try_no, outcome);
+        let Some(wait) = retries.wait(upstream, rt, exchange.replayable(), outcome) else { break };
+        note_retry(upstream, span, retries.attempts.attempt(), outcome);
         pause(wait).await;
     }
     let (status, text) = last_error.status_and_text();
     Forwarded::Local { status, text }
 }
 
-fn note_retry(upstream: &Upstream, span: &mut Option<RequestSpan>, try_no: usize, outcome: Outcome) {
-    upstream.metrics.retries.increment(1);
-    if let Some(span) = span.as_mut() {
-        span.retry(try_no + 1, outcome);
+/// One request's retry state: lb-health's [`Attempts`](lb_health::Attempts)
+/// under the upstream's policy, and a jitter generator taken only when a
+/// try fails.
+struct Retries<'p> {
+    attempts: lb_health::Attempts<'p>,
+    rng: Option<lb_health::SplitMix64>,
+}
+
+impl Retries<'_> {
+    /// The wait before another try after one ended with `outcome`, or `None`
+    /// when the request stops here: the outcome is not retried, the body
+    /// cannot be sent again, attempts or time ran out, or the budget is spent.
+    fn wait(
+        &mut self,
+        upstream: &Upstream,
+        rt: &Runtime,
+        replayable: bool,
+        outcome: Outcome,
+    ) -> Option<Duration> {
+        if !replayable || outcome == Outcome::Success {
+            return None;
+        }
+        let rng = self.rng.get_or_insert_with(|| upstream.jitter.next());
+        self.attempts.next(outcome, rt.clock.now(), upstream.budget(), rng).ok().map(|retry| retry.after)
     }
 }
 
-/// Whether `outcome` may be retried under `retry_on` for `method`.
-fn retryable(outcome: Outcome, retry_on: &[RetryOn], method: &Method, non_idempotent: bool) -> bool {
-    let wanted = retry_on.iter().any(|r| match r {
-        RetryOn::ConnectError => outcome == Outcome::ConnectError,
-        RetryOn::Reset => outcome == Outcome::Reset,
-        RetryOn::Timeout => outcome == Outcome::Timeout,
-        RetryOn::GatewayError => outcome.is_gateway_error(),
-        RetryOn::Http5xx => outcome.is_5xx(),
-    });
-    // Nothing was sent when the connection failed, so any method may go again.
-    wanted && (outcome == Outcome::ConnectError || non_idempotent || method.is_idempotent())
+/// Counts a retry; `attempt` is the number of the try about to start.
+fn note_retry(upstream: &Upstream, span: &mut Option<RequestSpan>, attempt: u32, outcome: Outcome) {
+    upstream.metrics.retries.increment(1);
+    if let Some(span) = span.as_mut() {
+        span.retry(attempt as usize - 1, outcome);
+    }
 }
 
 /// Waits before a retry; an immediate retry does not yield.

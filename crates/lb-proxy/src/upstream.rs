@@ -14,11 +14,11 @@ use lb_core::{
 };
 use lb_health::{OutlierDetector, RetryBudget};
 
-use crate::backoff::{self, Pacer};
 use crate::balancing::{Algorithm, AlgorithmChoice, AnyBalancer};
 use crate::config;
 use crate::health::Guards;
 use crate::pool::Connections;
+use crate::retry::{self, JitterSeeds};
 use crate::telemetry::{BackendMetrics, UpstreamMetrics};
 
 /// The per-upstream settings the forwarding path reads.
@@ -183,8 +183,10 @@ pub(crate) struct Upstream {
     /// seen a change (a clock moved, an endpoint failed) instead of sleeping.
     pub(crate) upkeep_rounds: AtomicU64,
     pub(crate) metrics: UpstreamMetrics,
-    /// The wait between retries and the seeds of its jitter.
-    pub(crate) pacer: Pacer,
+    /// Which failed tries go again, and when (lb-health's engine, shared with the client).
+    pub(crate) retry_policy: lb_health::RetryPolicy,
+    /// Seeds for the jitter of each request's waits.
+    pub(crate) jitter: JitterSeeds,
     budget: RetryBudget,
     algorithm: Algorithm,
     guard_config: crate::health::GuardConfig,
@@ -233,7 +235,8 @@ impl Upstream {
             panic: AtomicBool::new(false),
             upkeep_rounds: AtomicU64::new(0),
             metrics: UpstreamMetrics::new(name),
-            pacer: Pacer::new(backoff::schedule(&cfg.retry), first_seed(name)),
+            retry_policy: retry::policy(&cfg.retry),
+            jitter: JitterSeeds::new(first_seed(name)),
             budget: retry_budget(&cfg.retry).unwrap_or_default(),
             algorithm: choice.algorithm,
             guard_config: crate::health::GuardConfig::from_upstream(name, cfg),
@@ -301,10 +304,9 @@ impl Upstream {
         self.budget.deposit(now);
     }
 
-    /// Takes one retry from the budget, if there is one.
-    #[inline]
-    pub(crate) fn budget_withdraw(&self, now: Timestamp) -> bool {
-        self.budget.try_withdraw(now)
+    /// The retry budget, the gate every retry passes last.
+    pub(crate) fn budget(&self) -> &RetryBudget {
+        &self.budget
     }
 
     /// Whether fewer than `panic_threshold` of the endpoints are healthy, so

@@ -258,6 +258,14 @@ impl Attempts<'_> {
         self.attempt
     }
 
+    /// Also ends the request at `deadline` (the earlier of it and the
+    /// policy's own): for a caller whose clock started before the policy's,
+    /// such as a proxy counting from when the request head arrived.
+    pub fn until(mut self, deadline: Timestamp) -> Self {
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        self
+    }
+
     /// When the whole request must be over, if the policy has a deadline.
     pub fn deadline(&self) -> Option<Timestamp> {
         self.deadline
@@ -340,6 +348,10 @@ impl Attempts<'_> {
         Ok(self.granted(wait))
     }
 
+    /// A connect error is retried at once: nothing reached a backend that a
+    /// pause would spare, and the retry goes to another endpoint. It does
+    /// not advance the backoff either, so the exponent counts the retries
+    /// that waited. Every other retry waits its backoff first.
     fn next_if<G: RetryGate + ?Sized>(
         &mut self,
         retryable: bool,
@@ -348,6 +360,10 @@ impl Attempts<'_> {
         gate: &G,
         rng: &mut impl Rng,
     ) -> Result<Retry<'_>, GiveUp> {
+        if outcome == Outcome::ConnectError {
+            self.decide(retryable, outcome, now, gate, |_| Duration::ZERO)?;
+            return Ok(self.granted(Duration::ZERO));
+        }
         let after = self.decide(retryable, outcome, now, gate, |a| {
             a.policy.backoff.delay(a.backoff_step + 1, a.previous_delay, rng)
         })?;

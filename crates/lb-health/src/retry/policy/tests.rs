@@ -124,3 +124,42 @@ fn server_pushback_replaces_the_backoff_or_stops_retries() {
     assert_eq!(b.next_after_pushback(Outcome::Http5xx(503), None, now, &()), Err(GiveUp::PushedBack));
     assert_eq!(b.attempt(), 1);
 }
+
+#[test]
+fn a_connect_error_is_retried_at_once_and_does_not_advance_the_backoff() {
+    let p = RetryPolicy {
+        max_attempts: 5,
+        backoff: Backoff::Exponential { base: 100 * MS, cap: 400 * MS, jitter: crate::Jitter::Equal },
+        ..RetryPolicy::default()
+    };
+    let mut rng = SplitMix64::new(7);
+    let now = Timestamp::ZERO;
+    let mut a = p.start(Method::Get, now);
+    assert_eq!(a.next(Outcome::ConnectError, now, &(), &mut rng).unwrap().after, Duration::ZERO);
+    let first = a.next(Outcome::Reset, now, &(), &mut rng).unwrap().after;
+    assert!((50 * MS..=100 * MS).contains(&first), "the first wait is step 1: {first:?}");
+    let second = a.next(Outcome::Timeout, now, &(), &mut rng).unwrap().after;
+    assert!((100 * MS..=200 * MS).contains(&second), "the exponent counts waited retries: {second:?}");
+    assert_eq!(a.next(Outcome::ConnectError, now, &(), &mut rng).unwrap().after, Duration::ZERO);
+    assert_eq!(a.next(Outcome::ConnectError, now, &(), &mut rng), Err(GiveUp::AttemptsExhausted));
+}
+
+#[test]
+fn even_an_immediate_retry_needs_time_left_and_the_gate() {
+    let p = RetryPolicy { deadline: Some(50 * MS), ..policy() };
+    let mut rng = SplitMix64::new(1);
+    let t0 = Timestamp::ZERO;
+    let mut a = p.start(Method::Get, t0);
+    assert_eq!(a.next(Outcome::ConnectError, t0 + 50 * MS, &(), &mut rng), Err(GiveUp::DeadlineExceeded));
+    let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.0).unwrap();
+    assert_eq!(a.next(Outcome::ConnectError, t0, &budget, &mut rng), Err(GiveUp::BudgetExhausted));
+}
+
+#[test]
+fn until_keeps_the_earlier_deadline() {
+    let p = RetryPolicy { deadline: Some(50 * MS), ..policy() };
+    let t0 = Timestamp::ZERO;
+    assert_eq!(p.start(Method::Get, t0).until(t0 + 20 * MS).deadline(), Some(t0 + 20 * MS));
+    assert_eq!(p.start(Method::Get, t0).until(t0 + 90 * MS).deadline(), Some(t0 + 50 * MS));
+    assert_eq!(policy().start(Method::Get, t0).until(t0 + 90 * MS).deadline(), Some(t0 + 90 * MS));
+}
