@@ -428,6 +428,18 @@ mod tests {
     use crate::testing::set_of;
 
     #[test]
+    fn bounded_load_by_name_uses_the_common_factor_of_1_25() {
+        use lb_core::BalancerExt;
+        let balancer = "bounded_load".parse::<Algorithm>().unwrap().build(set_of(4));
+        let held: alloc::vec::Vec<_> =
+            (0..100).map(|_| balancer.pick(&PickContext::new().with_key(b"hot")).unwrap()).collect();
+        let max = balancer.endpoints().iter().map(|m| m.state().in_flight()).max().unwrap();
+        // ceil(1.25 * 100 / 4) = 32 at most; a factor near 1 would hold it to 26.
+        assert!((30..=32).contains(&max), "the hot key's owner holds {max}");
+        drop(held);
+    }
+
+    #[test]
     fn bad_parameters_are_reported_and_replaced_on_build() {
         let bad = [
             (Algorithm::Maglev { table_size: 65_536 }, AlgorithmError::TableSizeNotPrime(65_536)),

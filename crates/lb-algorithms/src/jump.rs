@@ -107,6 +107,16 @@ mod tests {
     use lb_core::Balancer;
 
     #[test]
+    fn the_walk_starts_at_the_keys_owner() {
+        let jump = JumpHash::new(set_of(10));
+        for key in 0..500u64 {
+            let hash = crate::util::splitmix64(key);
+            let owner = jump.select_hash(hash, &PickContext::new());
+            assert_eq!(jump.walk(hash).next(), owner, "key {key}");
+        }
+    }
+
+    #[test]
     fn known_values_and_growth_moves_few() {
         assert_eq!([0, 1, 2].map(|k| jump_bucket(k, 60)), [0, 55, 46]);
         let moved = (0..10_000u64)

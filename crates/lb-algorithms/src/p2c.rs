@@ -198,6 +198,19 @@ mod tests {
     use lb_core::BalancerExt;
 
     #[test]
+    fn a_weighted_pair_with_equal_load_per_weight_is_a_tie() {
+        // Weight 1 idle against weight 2 with one in flight: 1/1 = 2/2, so
+        // each is at least as good as the other.
+        let p2c = PowerOfTwoChoices::new(weighted_set(&[1, 2]));
+        let ctx = PickContext::new().excluding(&[0]);
+        let first = p2c.pick(&ctx).unwrap();
+        assert!(p2c.prefers(0, 1) && p2c.prefers(1, 0));
+        let second = p2c.pick(&ctx).unwrap();
+        assert!(p2c.prefers(0, 1) && !p2c.prefers(1, 0), "2/3 is worse than 1/1");
+        drop((first, second));
+    }
+
+    #[test]
     fn choices_are_distinct_and_eligible() {
         let set = set_of(5);
         eject(&set, 2);

@@ -210,6 +210,16 @@ mod tests {
     use super::*;
     use crate::testing::{eject, weighted_set};
 
+    #[test]
+    fn weights_too_long_for_the_table_are_scaled_in_proportion() {
+        let fitted = fitted_weights(&[1, 3 * MAX_SWRR_TABLE as u32, MAX_SWRR_TABLE as u32]);
+        let total: u64 = fitted.iter().sum();
+        assert!(total <= MAX_SWRR_TABLE + 3, "{fitted:?}");
+        assert_eq!(fitted[0], 1, "a tiny weight keeps one slot");
+        let ratio = fitted[1] as f64 / fitted[2] as f64;
+        assert!((2.99..3.01).contains(&ratio), "3:1 stays 3:1: {fitted:?}");
+    }
+
     fn picks(b: &SmoothWeightedRoundRobin, n: usize) -> Vec<usize> {
         (0..n).map(|_| b.select(&PickContext::new()).unwrap()).collect()
     }
