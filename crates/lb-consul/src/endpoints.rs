@@ -31,7 +31,7 @@ pub fn aggregate_status(entry: &ServiceEntry) -> CheckStatus {
 /// - an instance with any critical check is dropped;
 /// - a warning instance stays at `Weights.Warning` (dropped when that is 0)
 ///   with `lb.health = warning`, which the snapshot consumer turns into the
-///   `Degraded` health flag; a passing one gets `Weights.Passing` and `lb.health = passing`;
+///   `DiscoveryWarning` health flag; a passing one gets `Weights.Passing` and `lb.health = passing`;
 /// - the address is `Service.Address`, or `Node.Address` when that is empty;
 /// - the id is `node/service-id`, because service ids are unique per node only;
 /// - tags and `Service.Meta` are carried, plus the [`meta_keys`];

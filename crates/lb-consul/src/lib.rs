@@ -24,7 +24,7 @@
 //! with a critical check (node checks such as `serfHealth` included) is
 //! dropped; a warning instance stays at its warning weight and is marked
 //! degraded (metadata `lb.health = warning`, which
-//! [`lb_discovery::watch_snapshots`] turns into the `Degraded` health flag).
+//! [`lb_discovery::watch_snapshots`] turns into the `DiscoveryWarning` health flag).
 //!
 //! # TLS
 //!

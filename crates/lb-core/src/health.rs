@@ -38,9 +38,15 @@ pub enum HealthFlag {
     ActiveCheckFailed = 1,
     /// The outlier detector has ejected the endpoint.
     Ejected = 2,
-    /// Discovery or a check reports a warning; the endpoint stays eligible.
-    Degraded = 4,
+    /// Discovery reports a warning (Consul's `warning` state); the endpoint
+    /// stays eligible. Only discovery sets it.
+    DiscoveryWarning = 4,
+    /// The last passing active check was a warning; the endpoint stays
+    /// eligible. Only the active checker sets it.
+    CheckWarning = 8,
 }
+
+const WARNINGS: u8 = HealthFlag::DiscoveryWarning as u8 | HealthFlag::CheckWarning as u8;
 
 const INELIGIBLE: u8 = HealthFlag::ActiveCheckFailed as u8 | HealthFlag::Ejected as u8;
 
@@ -76,7 +82,7 @@ impl EndpointState {
             HealthStatus::Unhealthy
         } else if flags & HealthFlag::Ejected as u8 != 0 {
             HealthStatus::Ejected
-        } else if flags & HealthFlag::Degraded as u8 != 0 {
+        } else if flags & WARNINGS != 0 {
             HealthStatus::Degraded
         } else {
             HealthStatus::Healthy
@@ -152,7 +158,7 @@ mod tests {
     fn worst_flag_wins_and_flags_are_independent() {
         let s = EndpointState::new(Timestamp::ZERO);
         assert_eq!(s.status(), HealthStatus::Healthy);
-        assert!(s.set_flag(HealthFlag::Degraded, true));
+        assert!(s.set_flag(HealthFlag::DiscoveryWarning, true));
         assert_eq!(s.status(), HealthStatus::Degraded);
         assert!(s.is_eligible());
         assert!(s.set_flag(HealthFlag::Ejected, true));
@@ -162,7 +168,22 @@ mod tests {
         assert!(s.set_flag(HealthFlag::ActiveCheckFailed, false));
         assert_eq!(s.status(), HealthStatus::Ejected, "the ejection outlives the active check");
         assert!(!s.set_flag(HealthFlag::ActiveCheckFailed, false), "no change reported twice");
-        assert!(s.has_flag(HealthFlag::Degraded));
+        assert!(s.has_flag(HealthFlag::DiscoveryWarning));
+    }
+
+    #[test]
+    fn each_warning_has_one_owner_and_neither_clears_the_other() {
+        let s = EndpointState::new(Timestamp::ZERO);
+        s.set_flag(HealthFlag::DiscoveryWarning, true);
+        s.set_flag(HealthFlag::CheckWarning, true);
+        // The active check passes cleanly again: discovery's warning stays.
+        s.set_flag(HealthFlag::CheckWarning, false);
+        assert_eq!(s.status(), HealthStatus::Degraded);
+        s.set_flag(HealthFlag::CheckWarning, true);
+        s.set_flag(HealthFlag::DiscoveryWarning, false);
+        assert_eq!(s.status(), HealthStatus::Degraded, "and the other way round");
+        s.set_flag(HealthFlag::CheckWarning, false);
+        assert_eq!(s.status(), HealthStatus::Healthy);
     }
 
     #[test]

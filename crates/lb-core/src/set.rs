@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(EndpointSet::empty().eligible_share(), 0.0);
         let set = EndpointSet::new([ep(1), ep(2), ep(3), ep(4)], Timestamp::ZERO);
         assert_eq!((set.eligible_count(), set.eligible_share()), (4, 1.0));
-        set.get(0).unwrap().state().set_flag(HealthFlag::Degraded, true);
+        set.get(0).unwrap().state().set_flag(HealthFlag::DiscoveryWarning, true);
         set.get(1).unwrap().state().set_flag(HealthFlag::Ejected, true);
         set.get(2).unwrap().state().set_flag(HealthFlag::ActiveCheckFailed, true);
         assert_eq!(set.eligible_count(), 2, "degraded still takes traffic");

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 /// The metadata key a source sets to report an endpoint's discovery health.
 ///
 /// Consul sets it to [`HEALTH_WARNING`] for instances with a warning check.
-/// The snapshot consumer raises [`HealthFlag::Degraded`] on those members
+/// The snapshot consumer raises [`HealthFlag::DiscoveryWarning`] on those members
 /// and clears it on all others, so the flag always mirrors discovery.
 pub const HEALTH_META_KEY: &str = "lb.health";
 
@@ -69,11 +69,11 @@ where
     }
 }
 
-/// Makes every member's [`HealthFlag::Degraded`] match its discovery metadata.
+/// Makes every member's [`HealthFlag::DiscoveryWarning`] match its discovery metadata.
 fn sync_degraded_flags(set: &EndpointSet) {
     for member in set {
         let warning = member.endpoint().meta().get(HEALTH_META_KEY).is_some_and(|v| v == HEALTH_WARNING);
-        member.state().set_flag(HealthFlag::Degraded, warning);
+        member.state().set_flag(HealthFlag::DiscoveryWarning, warning);
     }
 }
 

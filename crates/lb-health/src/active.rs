@@ -253,11 +253,11 @@ impl RiseFall {
     }
 
     /// Writes the verdict onto the endpoint: [`HealthFlag::ActiveCheckFailed`]
-    /// while down, [`HealthFlag::Degraded`] after a warning. Call once at
+    /// while down, [`HealthFlag::CheckWarning`] after a warning. Call once at
     /// start so an initially unhealthy endpoint is kept out.
     pub fn apply_to(&self, state: &EndpointState) {
         state.set_flag(HealthFlag::ActiveCheckFailed, !self.healthy);
-        state.set_flag(HealthFlag::Degraded, self.healthy && self.degraded);
+        state.set_flag(HealthFlag::CheckWarning, self.healthy && self.degraded);
     }
 
     /// [`observe`](Self::observe) then [`apply_to`](Self::apply_to).

@@ -108,7 +108,7 @@ pub(crate) enum Standing {
     BreakerOpen,
     /// Its circuit breaker lets trial requests through.
     BreakerHalfOpen,
-    /// Discovery reports a warning; it still takes traffic.
+    /// Discovery or the active check reports a warning; it still takes traffic.
     Degraded,
     Healthy,
 }
