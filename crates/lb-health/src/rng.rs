@@ -51,6 +51,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn it_is_the_reference_splitmix64() {
+        // Vigna's splitmix64.c from state 0.
+        let mut rng = SplitMix64::new(0);
+        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
     fn seeded_sequences_repeat_and_stay_in_range() {
         let (mut a, mut b) = (SplitMix64::new(7), SplitMix64::new(7));
         for _ in 0..1000 {

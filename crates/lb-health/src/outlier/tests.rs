@@ -226,3 +226,26 @@ mod props {
         }
     }
 }
+
+#[test]
+fn success_rate_uses_the_spread_of_the_peers() {
+    // Success rates 100 x4, 85, 50: mean 89.2, stdev 18.4, so the threshold at
+    // 1.9 stdev is 54.3: only the host at 50 is an outlier, not the one at 85.
+    let volumes = [(100, 0), (100, 0), (100, 0), (100, 0), (85, 15), (50, 50)];
+    let cfg = SuccessRate { minimum_hosts: 5, request_volume: 100, stdev_factor: 1900 };
+    assert_eq!(success_rate_outliers(&volumes, cfg), [5]);
+}
+
+#[test]
+fn a_host_that_only_failed_is_judged_by_failure_percentage() {
+    let volumes = [(0, 10), (10, 0), (9, 1)];
+    let cfg = FailurePercentage { threshold: 85, minimum_hosts: 3, request_volume: 10 };
+    assert_eq!(failure_percentage_outliers(&volumes, cfg), [0]);
+}
+
+#[test]
+fn the_detector_watches_the_set_it_was_given() {
+    let detector = OutlierDetector::new(OutlierConfig::default(), set(3));
+    assert_eq!(detector.set().len(), 3);
+    assert!(detector.set().same_snapshot(&detector.set().clone()));
+}

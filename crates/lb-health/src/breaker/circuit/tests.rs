@@ -336,3 +336,10 @@ mod props {
         }
     }
 }
+
+#[test]
+fn a_breaker_is_named_by_its_settings() {
+    let breaker = CircuitBreaker::new(Settings::new("payments"));
+    assert_eq!(breaker.name(), "payments");
+    assert_eq!(breaker.settings().name(), "payments");
+}
