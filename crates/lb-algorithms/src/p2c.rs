@@ -211,6 +211,18 @@ mod tests {
     }
 
     #[test]
+    fn another_bias_divides_the_weight_by_the_load_to_that_power() {
+        // Bias 2: weight 1 idle (1 / 1^2) ties weight 4 with one in flight (4 / 2^2).
+        let p2c = PowerOfTwoChoices::with_bias(weighted_set(&[1, 4]), 2.0);
+        let ctx = PickContext::new().excluding(&[0]);
+        let first = p2c.pick(&ctx).unwrap();
+        assert!(p2c.prefers(0, 1) && p2c.prefers(1, 0));
+        let second = p2c.pick(&ctx).unwrap();
+        assert!(p2c.prefers(0, 1) && !p2c.prefers(1, 0), "4 / 3^2 is worse than 1");
+        drop((first, second));
+    }
+
+    #[test]
     fn choices_are_distinct_and_eligible() {
         let set = set_of(5);
         eject(&set, 2);

@@ -290,3 +290,41 @@ async fn connections_are_renewed_after_their_maximum_age() {
     }
     assert!(server.connections() >= 2, "the old connection was retired");
 }
+
+/// A pool following a discovery source shows that source's failures: a
+/// broken endpoint file keeps the last good list and is reported with its
+/// line and column until it is fixed.
+#[tokio::test]
+async fn the_discovery_status_shows_a_failing_source_and_its_recovery() {
+    let dir = std::env::temp_dir().join(format!("lb-client-discovery-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("endpoints.toml");
+    std::fs::write(&file, "[[endpoints]]\naddress = 17\n").unwrap();
+    let source = lb_discovery::FileSource::new(&file).unwrap();
+    let pool = Pool::builder("files", Algorithm::RoundRobin).source(source).build().unwrap();
+    let status = || pool.discovery_status().expect("built from a source");
+    for _ in 0..250 {
+        if status().errors_in_a_row > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failing = status();
+    assert!(failing.last_error.as_deref().unwrap_or("").contains("endpoints.toml:2:"), "{failing:?}");
+    assert_eq!(failing.last_success, None);
+    assert!(pool.endpoints().is_empty());
+
+    let server = Backend::start("files", Duration::ZERO).await;
+    std::fs::write(&file, format!("[[endpoints]]\naddress = \"{}\"\n", server.addr)).unwrap();
+    for _ in 0..250 {
+        if !pool.endpoints().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recovered = status();
+    assert_eq!(recovered.errors_in_a_row, 0, "{recovered:?}");
+    assert!(recovered.last_success.is_some());
+    assert_eq!(pool.get("/").send().await.unwrap().status(), 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use futures_util::stream::{self, Stream, StreamExt};
 use lb_core::{Change, Endpoint, EndpointId, EndpointSet, Timestamp};
@@ -42,17 +44,107 @@ pub trait Source: Send + 'static {
 ///
 /// Failed rounds are logged with `tracing` at `error` level, naming the
 /// source and the error (for a file: `path:line:column: message`), and never
-/// end or empty the stream.
+/// end or empty the stream. [`watched`] also hands back the source's
+/// [`SourceStatus`], for consumers that show it.
 pub fn changes<S: Source>(source: S) -> ChangeStream {
+    watched(source).0
+}
+
+/// [`changes`], with a [`SourceStatus`] the stream keeps up to date: when the
+/// source last answered, and its last error. A failing source sends no
+/// change (its consumers keep the last good endpoints), so this is how they
+/// can tell "nothing changed" from "nothing works".
+///
+/// ```
+/// use lb_core::Endpoint;
+/// use lb_discovery::{Source, watched};
+///
+/// struct Down;
+/// impl Source for Down {
+///     type Error = std::io::Error;
+///     fn describe(&self) -> String { "registry".into() }
+///     async fn next_list(&mut self) -> Option<Result<Vec<Endpoint>, std::io::Error>> {
+///         static TRIED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+///         if TRIED.swap(true, std::sync::atomic::Ordering::SeqCst) { return None }
+///         Some(Err(std::io::Error::other("connection refused")))
+///     }
+/// }
+/// use futures_util::{FutureExt, StreamExt};
+/// let (mut stream, status) = watched(Down);
+/// // One failed round, then the source ends (this one answers at once).
+/// assert_eq!(stream.next().now_or_never(), Some(None));
+/// let seen = status.get();
+/// assert_eq!(seen.source, "registry");
+/// assert_eq!(seen.last_error.as_deref(), Some("connection refused"));
+/// assert_eq!((seen.errors_in_a_row, seen.last_success), (1, None));
+/// ```
+pub fn watched<S: Source>(source: S) -> (ChangeStream, SourceStatus) {
     let label = source.describe();
-    let state = Driver { source, differ: ListDiffer::new(), label };
-    Box::pin(stream::unfold(state, Driver::next_batch).flat_map(stream::iter))
+    let status = SourceStatus::new(label.clone());
+    let state = Driver { source, differ: ListDiffer::new(), label, status: status.clone() };
+    (Box::pin(stream::unfold(state, Driver::next_batch).flat_map(stream::iter)), status)
+}
+
+/// How a discovery source is doing, shared between its stream (which writes
+/// it once per round) and whoever shows it (an admin page, a health check).
+#[derive(Debug, Clone)]
+pub struct SourceStatus(Arc<Mutex<SourceReport>>);
+
+/// A copy of a [`SourceStatus`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceReport {
+    /// The source, as [`Source::describe`] names it.
+    pub source: String,
+    /// When a round last succeeded (whether or not the list changed).
+    pub last_success: Option<SystemTime>,
+    /// The last failed round's error, kept after later successes.
+    pub last_error: Option<String>,
+    /// When that error happened.
+    pub last_error_at: Option<SystemTime>,
+    /// Failed rounds since the last success; 0 while the source is fine.
+    pub errors_in_a_row: u32,
+}
+
+impl SourceStatus {
+    fn new(source: String) -> Self {
+        SourceStatus(Arc::new(Mutex::new(SourceReport {
+            source,
+            last_success: None,
+            last_error: None,
+            last_error_at: None,
+            errors_in_a_row: 0,
+        })))
+    }
+
+    /// The status now.
+    pub fn get(&self) -> SourceReport {
+        self.lock().clone()
+    }
+
+    fn succeeded(&self) {
+        let mut report = self.lock();
+        report.last_success = Some(SystemTime::now());
+        report.errors_in_a_row = 0;
+    }
+
+    fn failed(&self, error: String) {
+        let mut report = self.lock();
+        report.last_error = Some(error);
+        report.last_error_at = Some(SystemTime::now());
+        report.errors_in_a_row = report.errors_in_a_row.saturating_add(1);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SourceReport> {
+        // A panic elsewhere cannot leave a report half written: every write is one field at a time.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 struct Driver<S> {
     source: S,
     differ: ListDiffer,
     label: String,
+    status: SourceStatus,
 }
 
 impl<S: Source> Driver<S> {
@@ -60,17 +152,21 @@ impl<S: Source> Driver<S> {
         loop {
             match self.source.next_list().await? {
                 Ok(list) => {
+                    self.status.succeeded();
                     let batch = self.differ.next(list);
                     if !batch.is_empty() {
                         tracing::debug!(source = %self.label, changes = batch.len(), "discovery update");
                         return Some((batch, self));
                     }
                 }
-                Err(error) => tracing::error!(
-                    source = %self.label,
-                    error = %error,
-                    "discovery round failed; keeping the last good endpoints"
-                ),
+                Err(error) => {
+                    tracing::error!(
+                        source = %self.label,
+                        error = %error,
+                        "discovery round failed; keeping the last good endpoints"
+                    );
+                    self.status.failed(error.to_string());
+                }
             }
         }
     }
@@ -180,6 +276,36 @@ mod tests {
                 Change::Remove(ep(2, 1).id().clone()),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn the_status_follows_each_round() {
+        let failure = |m: &str| Err(std::io::Error::other(m.to_string()));
+        let script = [
+            failure("refused"),
+            failure("timed out"),
+            Ok(vec![ep(1, 1)]),
+            Ok(vec![ep(1, 1)]),
+            failure("gone"),
+        ];
+        let (mut stream, status) = watched(Scripted(script.into_iter().collect()));
+        let fresh = status.get();
+        assert_eq!((fresh.source.as_str(), fresh.last_success, fresh.errors_in_a_row), ("scripted", None, 0));
+
+        // Two failures, then the first list: the stream yields it.
+        assert_eq!(stream.next().await, Some(Change::Snapshot(vec![ep(1, 1)])));
+        let after_recovery = status.get();
+        assert_eq!(after_recovery.errors_in_a_row, 0, "a success resets the run");
+        assert_eq!(after_recovery.last_error.as_deref(), Some("timed out"), "the last error is kept");
+        let (succeeded, failed) =
+            (after_recovery.last_success.unwrap(), after_recovery.last_error_at.unwrap());
+        assert!(succeeded >= failed);
+
+        // An unchanged list and a failure yield nothing; the stream then ends.
+        assert_eq!(stream.next().await, None);
+        let last = status.get();
+        assert_eq!((last.last_error.as_deref(), last.errors_in_a_row), (Some("gone"), 1));
+        assert!(last.last_success.unwrap() >= succeeded, "the unchanged round counted as a success");
     }
 
     proptest::proptest! {

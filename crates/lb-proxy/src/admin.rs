@@ -68,6 +68,21 @@ fn respond(path: &str, handle: &PrometheusHandle, runtime: &Runtime) -> Response
     response
 }
 
+/// A discovery source's status: when it last answered and its last error,
+/// times as Unix seconds.
+fn discovery_json(report: &lb_discovery::SourceReport) -> serde_json::Value {
+    let unix = |t: Option<std::time::SystemTime>| {
+        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64())
+    };
+    serde_json::json!({
+        "source": report.source,
+        "last_success_unix": unix(report.last_success),
+        "last_error": report.last_error,
+        "last_error_unix": unix(report.last_error_at),
+        "errors_in_a_row": report.errors_in_a_row,
+    })
+}
+
 fn upstreams_json(runtime: &Runtime) -> String {
     let upstreams: serde_json::Map<String, serde_json::Value> = runtime
         .upstream_names
@@ -89,7 +104,14 @@ fn upstreams_json(runtime: &Runtime) -> String {
                     })
                 })
                 .collect();
-            (name.clone(), serde_json::json!({ "panic": upstream.in_panic(), "endpoints": endpoints }))
+            let discovery =
+                upstream.discovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let view = serde_json::json!({
+                "panic": upstream.in_panic(),
+                "discovery": discovery.map(|status| discovery_json(&status.get())),
+                "endpoints": endpoints,
+            });
+            (name.clone(), view)
         })
         .collect();
     serde_json::Value::Object(upstreams).to_string()

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{Balancer, Clock, EndpointSet};
-use lb_discovery::{ChangeStream, DnsConfig, DnsQuery, DnsSource, FileSource, changes, fold_snapshots};
+use lb_discovery::{
+    ChangeStream, DnsConfig, DnsQuery, DnsSource, FileSource, SourceStatus, fold_snapshots, watched,
+};
 use lb_health::prober::{ProbeSet, Prober};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -60,6 +62,8 @@ pub(crate) fn spawn_upstream(
 ) -> Result<UpstreamTasks, StartError> {
     let fail = |reason: String| StartError::Upstream { upstream: name.to_string(), reason };
     let stream = discovery_stream(cfg.discovery.get_ref()).map_err(fail)?;
+    let status = stream.as_ref().map(|(_, status)| status.clone());
+    *upstream.discovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status;
     let prober = match &cfg.health_check {
         Some(check) => {
             Some(Prober::new(active_check_config(check, cfg.protocol)).map_err(|e| fail(e.to_string()))?)
@@ -68,19 +72,19 @@ pub(crate) fn spawn_upstream(
     };
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
-    if let Some(stream) = stream {
+    if let Some((stream, _)) = stream {
         tasks.push(tokio::spawn(follow(stream, Arc::clone(upstream), Arc::clone(clock), stopped.clone())));
     }
     tasks.push(tokio::spawn(tick(Arc::clone(upstream), prober, Arc::clone(clock), stopped)));
     Ok(UpstreamTasks { stop, tasks })
 }
 
-/// The change stream of a dynamic source; `None` for a static list.
-fn discovery_stream(discovery: &Discovery) -> Result<Option<ChangeStream>, String> {
+/// The change stream of a dynamic source and its status; `None` for a static list.
+fn discovery_stream(discovery: &Discovery) -> Result<Option<(ChangeStream, SourceStatus)>, String> {
     Ok(Some(match discovery {
         Discovery::Static(_) => return Ok(None),
-        Discovery::File(file) => changes(FileSource::new(&file.path).map_err(|e| e.to_string())?),
-        Discovery::Dns(dns) => changes(dns_source(dns).map_err(|e| e.to_string())?),
+        Discovery::File(file) => watched(FileSource::new(&file.path).map_err(|e| e.to_string())?),
+        Discovery::Dns(dns) => watched(dns_source(dns).map_err(|e| e.to_string())?),
         Discovery::Consul(consul) => crate::consul::stream(consul)?,
     }))
 }

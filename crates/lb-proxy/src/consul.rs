@@ -1,12 +1,12 @@
 //! Consul discovery through `lb-consul`'s blocking-query health watch.
 
 use lb_consul::{ConsulClient, ConsulConfig, HealthWatch};
-use lb_discovery::{ChangeStream, changes};
+use lb_discovery::{ChangeStream, SourceStatus, watched};
 
 use crate::config::ConsulDiscovery;
 
-/// The change stream of a Consul service, or why it cannot be set up.
-pub(crate) fn stream(consul: &ConsulDiscovery) -> Result<ChangeStream, String> {
+/// The change stream of a Consul service and its status, or why it cannot be set up.
+pub(crate) fn stream(consul: &ConsulDiscovery) -> Result<(ChangeStream, SourceStatus), String> {
     let config = match &consul.address {
         Some(address) => ConsulConfig::new(address),
         None => ConsulConfig::from_env(),
@@ -24,7 +24,7 @@ pub(crate) fn stream(consul: &ConsulDiscovery) -> Result<ChangeStream, String> {
     if let Some(tag) = &consul.tag {
         watch = watch.tag(tag.clone());
     }
-    Ok(changes(watch))
+    Ok(watched(watch))
 }
 
 /// Checks the address without starting anything, for `lb-proxy check`.

@@ -179,6 +179,8 @@ pub(crate) struct Upstream {
     pub(crate) in_flight: AtomicU32,
     /// Panic mode, set by the tick from the share of healthy endpoints.
     panic: AtomicBool,
+    /// How its discovery source is doing; `None` for a static list.
+    pub(crate) discovery: Mutex<Option<lb_discovery::SourceStatus>>,
     /// Upkeep rounds finished, so a caller can wait until the upkeep has
     /// seen a change (a clock moved, an endpoint failed) instead of sleeping.
     pub(crate) upkeep_rounds: AtomicU64,
@@ -233,6 +235,7 @@ impl Upstream {
             }),
             in_flight: AtomicU32::new(0),
             panic: AtomicBool::new(false),
+            discovery: Mutex::new(None),
             upkeep_rounds: AtomicU64::new(0),
             metrics: UpstreamMetrics::new(name),
             retry_policy: retry::policy(&cfg.retry),

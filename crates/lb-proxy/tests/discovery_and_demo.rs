@@ -235,3 +235,61 @@ async fn the_run_command_reloads_on_sighup_keeps_running_on_a_bad_file_and_stops
     a.kill().await;
     b.kill().await;
 }
+
+/// A discovery source that breaks keeps serving its last endpoints, and
+/// `/upstreams` says so: the source, its last error (for a file, with
+/// line and column) and how many rounds failed since it last worked.
+#[tokio::test]
+async fn upstreams_shows_a_failing_discovery_source_and_its_recovery() {
+    let dir = std::env::temp_dir().join(format!("lb-proxy-discovery-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("endpoints.toml");
+    let backend = Backend::named("a").await;
+    let good = format!("[[endpoints]]\naddress = \"{}\"\n", backend.addr);
+    std::fs::write(&file, &good).unwrap();
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n\
+         [upstreams.web.discovery.file]\npath = \"{}\"\n",
+        file.display()
+    );
+    let proxy = common::proxy(&text).await;
+    let admin = proxy.admin_address().unwrap();
+    let upstreams = || async move {
+        serde_json::from_str::<serde_json::Value>(&get(admin, "/upstreams", &[]).await.1).unwrap()
+    };
+    let discovery = |page: &serde_json::Value| page["web"]["discovery"].clone();
+    let mut fine = serde_json::Value::Null;
+    for _ in 0..250 {
+        fine = discovery(&upstreams().await);
+        if fine["last_success_unix"].is_f64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fine["source"].as_str().unwrap().contains("endpoints.toml"), "{fine}");
+    assert!(fine["last_success_unix"].as_f64().is_some(), "{fine}");
+    assert!(fine["last_error"].is_null(), "{fine}");
+
+    std::fs::write(&file, "[[endpoints]]\naddress = 17\n").unwrap();
+    assert!(
+        common::admin_page_shows(admin, "/upstreams", "\"errors_in_a_row\":1").await,
+        "the failed round shows"
+    );
+    let failing = discovery(&upstreams().await);
+    let error = failing["last_error"].as_str().unwrap();
+    assert!(error.contains("endpoints.toml:2:"), "names file:line:column: {error}");
+    assert!(failing["last_error_unix"].as_f64().is_some(), "{failing}");
+    assert_eq!(
+        get(proxy.listen_addresses()[0], "/", &[]).await,
+        (StatusCode::OK, "a".to_string()),
+        "still served"
+    );
+
+    std::fs::write(&file, &good).unwrap();
+    assert!(common::admin_page_shows(admin, "/upstreams", "\"errors_in_a_row\":0").await, "recovered");
+    let recovered = discovery(&upstreams().await);
+    assert_eq!(recovered["last_error"].as_str(), Some(error), "the last error stays visible");
+    proxy.shutdown().await;
+    backend.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

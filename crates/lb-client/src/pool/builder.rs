@@ -38,7 +38,7 @@ pub(crate) struct Settings {
 enum Source {
     Static(Vec<Endpoint>),
     Watch(watch::Receiver<EndpointSet>),
-    Stream(lb_discovery::ChangeStream),
+    Stream(lb_discovery::ChangeStream, lb_discovery::SourceStatus),
 }
 
 /// Builds a [`Pool`]; start with [`Pool::builder`].
@@ -100,7 +100,8 @@ impl<A: Build + 'static> PoolBuilder<A> {
     /// Follows any discovery source: `lb_discovery::DnsSource`,
     /// `lb_discovery::FileSource`, `lb_consul::HealthWatch`...
     pub fn source(mut self, source: impl lb_discovery::Source) -> Self {
-        self.source = Source::Stream(lb_discovery::changes(source));
+        let (changes, status) = lb_discovery::watched(source);
+        self.source = Source::Stream(changes, status);
         self
     }
 
@@ -212,14 +213,15 @@ impl<A: Build + 'static> PoolBuilder<A> {
             Arc::new(Resilience::new(self.resilience.clone(), Arc::clone(&self.clock), &service)?);
         crate::telemetry::describe();
         let source = std::mem::replace(&mut self.source, Source::Static(Vec::new()));
-        let (set, follow) = match source {
-            Source::Static(endpoints) => (EndpointSet::new(endpoints, self.clock.now()), None),
+        let (set, follow, discovery) = match source {
+            Source::Static(endpoints) => (EndpointSet::new(endpoints, self.clock.now()), None, None),
             Source::Watch(rx) => {
                 let set = rx.borrow().clone();
-                (set, Some(rx))
+                (set, Some(rx), None)
             }
-            Source::Stream(changes) => {
-                (EndpointSet::empty(), Some(lb_discovery::watch_snapshots(changes, Arc::clone(&self.clock))))
+            Source::Stream(changes, status) => {
+                let rx = lb_discovery::watch_snapshots(changes, Arc::clone(&self.clock));
+                (EndpointSet::empty(), Some(rx), Some(status))
             }
         };
         let make_slots = {
@@ -257,6 +259,7 @@ impl<A: Build + 'static> PoolBuilder<A> {
                 service,
                 scheme,
                 live,
+                discovery,
                 client,
                 resilience,
                 clock: self.clock,

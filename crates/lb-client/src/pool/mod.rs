@@ -34,6 +34,8 @@ pub(crate) struct Shared<A: Build> {
     pub(crate) service: Arc<str>,
     pub(crate) scheme: &'static str,
     pub(crate) live: Arc<Live<A, Guard>>,
+    /// The discovery source's status, for a pool built with [`PoolBuilder::source`].
+    pub(crate) discovery: Option<lb_discovery::SourceStatus>,
     pub(crate) client: Arc<ArcSwap<reqwest::Client>>,
     pub(crate) resilience: Arc<Resilience>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -79,6 +81,14 @@ impl<A: Build + 'static> Pool<A> {
     pub fn endpoints(&self) -> Vec<(Endpoint, HealthStatus)> {
         let generation = self.shared.live.load();
         generation.balancer.endpoints().iter().map(|m| (m.endpoint().clone(), m.state().status())).collect()
+    }
+
+    /// How the discovery source is doing (when it last answered, its last
+    /// error, failed rounds in a row), for a pool built with
+    /// [`PoolBuilder::source`]; `None` otherwise. A failing source keeps
+    /// the last good endpoints, so this is where its failure shows.
+    pub fn discovery_status(&self) -> Option<lb_discovery::SourceReport> {
+        self.shared.discovery.as_ref().map(lb_discovery::SourceStatus::get)
     }
 
     /// Replaces the endpoints by hand (when the pool does not follow a
