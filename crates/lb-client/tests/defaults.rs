@@ -171,3 +171,37 @@ async fn refused_connections_count_as_failures_too() {
         assert_eq!(health_of(&pool, dead), expected, "after {failure} refused connections");
     }
 }
+
+/// A 503 with `Retry-After` sets the wait before the retry (RFC 9110
+/// §10.2.3), as in lb-proxy; an ask past the request's timeout hands the
+/// 503 back at once instead of waiting.
+#[tokio::test(start_paused = true)]
+async fn retry_after_sets_the_wait_and_one_past_the_timeout_is_not_waited() {
+    for (asked, status, shortest, longest) in [
+        ("7", 200, Duration::from_secs(7), Duration::from_secs(12)),
+        ("3600", 503, Duration::ZERO, Duration::from_secs(5)),
+    ] {
+        let good = Backend::start("good", Duration::ZERO).await;
+        let busy = Backend::start("busy", Duration::ZERO).await;
+        busy.answer_with(503);
+        busy.ask_to_retry_after(asked);
+        let pool = Pool::builder("retry-after", Algorithm::RoundRobin)
+            .endpoints([endpoint(busy.addr), endpoint(good.addr)])
+            .build()
+            .unwrap();
+        // Round robin over two: one of two requests starts on the busy endpoint,
+        // and its retry (the tried one excluded) goes to the good one.
+        for _ in 0..2 {
+            let (sent, busy_before) = (tokio::time::Instant::now(), busy.hits());
+            let response = pool.get("/").send().await.unwrap();
+            let took = sent.elapsed();
+            if busy.hits() > busy_before {
+                assert_eq!(busy.hits(), busy_before + 1, "a request tries the busy endpoint once");
+                assert_eq!(response.status(), status, "Retry-After: {asked}");
+                assert!(took >= shortest && took < longest, "Retry-After: {asked}: waited {took:?}");
+            }
+        }
+        // A retry moves the rotation on, so both requests may have started there.
+        assert!((1..=2).contains(&busy.hits()), "Retry-After: {asked}: {} hits", busy.hits());
+    }
+}

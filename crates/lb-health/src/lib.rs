@@ -67,6 +67,8 @@ pub use retry::backoff::{Backoff, Jitter};
 pub use retry::budget::{BudgetError, RetryBudget};
 pub use retry::gate::RetryGate;
 pub use retry::hedging::{Hedge, HedgeDecision, HedgeStep, Hedging};
-pub use retry::policy::{Attempts, GiveUp, MAX_ATTEMPTS, Method, Retry, RetryOn, RetryPolicy};
+pub use retry::policy::{
+    Attempts, GiveUp, MAX_ATTEMPTS, Method, Retry, RetryOn, RetryPolicy, parse_retry_after,
+};
 pub use retry::throttle::{RetryThrottle, ThrottleError};
 pub use rng::{Rng, SplitMix64};

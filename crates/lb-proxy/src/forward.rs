@@ -109,6 +109,9 @@ pub(crate) trait Exchange {
 
     /// The status of an answer.
     fn status(answer: &Self::Answer) -> StatusCode;
+
+    /// The wait an answer's `Retry-After` asks for (delta-seconds form).
+    fn retry_after(answer: &Self::Answer) -> Option<Duration>;
 }
 
 /// How the attempt loop ended.
@@ -174,7 +177,15 @@ pub(crate) async fn forward<E: Exchange>(
                     let status = E::status(&answer);
                     let outcome = Outcome::from_status(status.as_u16());
                     // Past the deadline the backend's own answer beats a 504.
-                    match retries.wait(upstream, rt, exchange.replayable(), outcome) {
+                    let asked = match status.as_u16() {
+                        429 | 503 => E::retry_after(&answer),
+                        _ => None,
+                    };
+                    let wait = match asked {
+                        Some(asked) => retries.wait_asked(upstream, rt, exchange.replayable(), status, asked),
+                        None => retries.wait(upstream, rt, exchange.replayable(), outcome),
+                    };
+                    match wait {
                         Some(wait) => {
                             drop(answer);
                             attempt.finish(outcome, status);
@@ -226,6 +237,27 @@ impl Retries<'_> {
         }
         let rng = self.rng.get_or_insert_with(|| upstream.jitter.next());
         self.attempts.next(outcome, rt.clock.now(), upstream.budget(), rng).ok().map(|retry| retry.after)
+    }
+
+    /// [`wait`](Self::wait) for a 429 or 503 whose `Retry-After` asked for
+    /// `asked`: that wait replaces the backoff (RFC 9110 §10.2.3), and one
+    /// past the request's deadline is not taken.
+    fn wait_asked(
+        &mut self,
+        upstream: &Upstream,
+        rt: &Runtime,
+        replayable: bool,
+        status: StatusCode,
+        asked: Duration,
+    ) -> Option<Duration> {
+        if !replayable {
+            return None;
+        }
+        let now = rt.clock.now();
+        self.attempts
+            .next_after_retry_after(status.as_u16(), asked, now, upstream.budget())
+            .ok()
+            .map(|r| r.after)
     }
 }
 

@@ -124,3 +124,49 @@ async fn a_connect_error_is_retried_at_once_whatever_the_backoff() {
     proxy.shutdown().await;
     good.kill().await;
 }
+
+/// A 503 whose `Retry-After` asks for `seconds`.
+async fn unavailable_for(seconds: &'static str) -> Backend {
+    Backend::start(move |_req| async move {
+        let mut r = Response::new(full("unavailable"));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static(seconds));
+        r
+    })
+    .await
+}
+
+/// `Retry-After` on a 503 replaces the backoff (RFC 9110 §10.2.3): the
+/// retry waits what the server asked for, and an ask that would pass the
+/// request deadline passes the 503 on at once instead of waiting.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_header_sets_the_wait_and_one_past_the_deadline_is_not_waited() {
+    let asks_7s = unavailable_for("7").await;
+    let asks_3h = unavailable_for("10800").await;
+    let good = Backend::named("good").await;
+    // A 1 ms backoff: only the header can make the wait 7 s.
+    let extra = format!("{}{GENEROUS_TIMEOUTS}", retry("backoff_base = \"1ms\"\nbackoff_max = \"1ms\""));
+    for (bad, answer, shortest, longest) in [
+        (&asks_7s, (StatusCode::OK, "good"), Duration::from_secs(7), Duration::from_secs(8)),
+        (&asks_3h, (StatusCode::SERVICE_UNAVAILABLE, "unavailable"), Duration::ZERO, Duration::from_secs(1)),
+    ] {
+        let proxy = proxy(&config("round_robin", &[(bad.addr, 1), (good.addr, 1)], &extra)).await;
+        let addr = proxy.listen_addresses()[0];
+        let mut seen = false;
+        for _ in 0..2 {
+            let (sent, bad_seen) = (tokio::time::Instant::now(), bad.requests.load(SeqCst));
+            let got = get(addr).await;
+            if bad.requests.load(SeqCst) > bad_seen {
+                seen = true;
+                let took = sent.elapsed();
+                assert_eq!((got.0, got.1.as_str()), answer);
+                assert!(took >= shortest && took < longest, "waited {took:?}");
+            }
+        }
+        assert!(seen, "a request started on the endpoint that asks for a wait");
+        proxy.shutdown().await;
+    }
+    for backend in [asks_7s, asks_3h, good] {
+        backend.kill().await;
+    }
+}

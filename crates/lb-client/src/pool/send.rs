@@ -85,9 +85,18 @@ pub(crate) async fn send<A: Build + 'static>(
         let retry = if can_retry && !time_left.is_zero() {
             let budget = shared.resilience.budget();
             let decision = match &result {
-                Ok(response) => {
-                    attempts.next_after_status(response.status().as_u16(), clock.now(), budget, &mut rng)
-                }
+                Ok(response) => match retry_after(response) {
+                    // The server's wait replaces the backoff (RFC 9110 §10.2.3).
+                    Some(asked) => attempts.next_after_retry_after(
+                        response.status().as_u16(),
+                        asked,
+                        clock.now(),
+                        budget,
+                    ),
+                    None => {
+                        attempts.next_after_status(response.status().as_u16(), clock.now(), budget, &mut rng)
+                    }
+                },
                 Err(_) => attempts.next(outcome, clock.now(), budget, &mut rng),
             };
             decision.ok().map(|retry| retry.after).filter(|pause| *pause < time_left)
@@ -102,6 +111,14 @@ pub(crate) async fn send<A: Build + 'static>(
         shared.resilience.labels().retried();
         tokio::time::sleep(pause).await;
     }
+}
+
+/// The wait a 429 or 503 asks for in its `Retry-After` (delta-seconds form).
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    if !matches!(response.status().as_u16(), 429 | 503) {
+        return None;
+    }
+    lb_health::parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER)?.as_bytes())
 }
 
 /// The outcome and `status` of one reqwest attempt. An error while the

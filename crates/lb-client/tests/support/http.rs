@@ -34,6 +34,8 @@ struct State {
     gate: AtomicU64,
     /// A `Location` header for every answer.
     location: Mutex<Option<String>>,
+    /// A `Retry-After` header for every answer.
+    retry_after: Mutex<Option<String>>,
     /// Requests whose head arrived, answered or not.
     arrivals: watch::Sender<u64>,
     /// Connections the client closed (or that broke).
@@ -53,6 +55,7 @@ impl Backend {
             delay_ms: AtomicU64::new(delay.as_millis() as u64),
             gate: AtomicU64::new(0),
             location: Mutex::new(None),
+            retry_after: Mutex::new(None),
             arrivals: watch::Sender::new(0),
             closed: watch::Sender::new(0),
         });
@@ -84,6 +87,11 @@ impl Backend {
     pub fn redirect_to(&self, location: &str) {
         *self.state.location.lock().unwrap() = Some(location.to_string());
         self.answer_with(302);
+    }
+
+    /// Makes every later answer carry `Retry-After: value`.
+    pub fn ask_to_retry_after(&self, value: &str) {
+        *self.state.retry_after.lock().unwrap() = Some(value.to_string());
     }
 
     /// Holds every answer until `arrivals` requests have arrived in all.
@@ -160,6 +168,9 @@ async fn answer(
     let mut response = hyper::Response::builder().status(status);
     if let Some(location) = state.location.lock().unwrap().clone() {
         response = response.header("location", location);
+    }
+    if let Some(retry_after) = state.retry_after.lock().unwrap().clone() {
+        response = response.header("retry-after", retry_after);
     }
     Ok(response.body(Full::new(Bytes::from(body))).expect("a valid response"))
 }

@@ -189,6 +189,28 @@ impl RetryPolicy {
     }
 }
 
+/// The wait a `Retry-After` value asks for (RFC 9110 §10.2.3), in its
+/// delta-seconds form: digits only, surrounding spaces allowed. The
+/// HTTP-date form, and anything else, gives `None`: the caller then keeps its
+/// own backoff.
+///
+/// ```
+/// use core::time::Duration;
+/// use lb_health::parse_retry_after;
+///
+/// assert_eq!(parse_retry_after(b" 2 "), Some(Duration::from_secs(2)));
+/// assert_eq!(parse_retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
+/// assert_eq!(parse_retry_after(b"-1"), None);
+/// ```
+pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let seconds = digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    Some(Duration::from_secs(seconds))
+}
+
 /// Why no further attempt is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GiveUp {
@@ -352,6 +374,25 @@ impl Attempts<'_> {
     /// pause would spare, and the retry goes to another endpoint. It does
     /// not advance the backoff either, so the exponent counts the retries
     /// that waited. Every other retry waits its backoff first.
+    /// Like [`next_after_status`](Self::next_after_status) for an answer
+    /// (429 or 503) that carried `Retry-After`, read with
+    /// [`parse_retry_after`]: the server's wait replaces the backoff and
+    /// restarts it, as a gRPC pushback does. A wait that would pass the
+    /// deadline gives up, so the caller hands the answer on instead.
+    pub fn next_after_retry_after<G: RetryGate + ?Sized>(
+        &mut self,
+        status: u16,
+        wait: Duration,
+        now: Timestamp,
+        gate: &G,
+    ) -> Result<Retry<'_>, GiveUp> {
+        let retryable = self.policy.retry_on.matches_status(status);
+        self.decide(retryable, Outcome::from_status(status), now, gate, |_| wait)?;
+        self.backoff_step = 0;
+        self.previous_delay = Duration::ZERO;
+        Ok(self.granted(wait))
+    }
+
     fn next_if<G: RetryGate + ?Sized>(
         &mut self,
         retryable: bool,

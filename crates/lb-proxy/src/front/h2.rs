@@ -571,6 +571,15 @@ impl Exchange for HyperExchange {
             }
         }
     }
+
+    fn retry_after(answer: &HyperAnswer) -> Option<Duration> {
+        match answer {
+            HyperAnswer::H2(response) => {
+                lb_health::parse_retry_after(response.headers().get(http::header::RETRY_AFTER)?.as_bytes())
+            }
+            HyperAnswer::H1 { conn, .. } => conn.retry_after(),
+        }
+    }
 }
 
 impl HyperAnswer {

@@ -333,4 +333,8 @@ impl Exchange for NativeExchange<'_> {
     fn status(answer: &NativeAnswer) -> StatusCode {
         StatusCode::from_u16(answer.conn.head.status).unwrap_or(StatusCode::BAD_GATEWAY)
     }
+
+    fn retry_after(answer: &NativeAnswer) -> Option<Duration> {
+        answer.conn.retry_after()
+    }
 }

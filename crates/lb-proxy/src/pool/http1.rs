@@ -50,6 +50,16 @@ pub(crate) struct UpstreamConn {
     pub(crate) reused: bool,
 }
 
+impl UpstreamConn {
+    /// The wait the current response's `Retry-After` asks for, if it has a
+    /// readable one (delta-seconds).
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        let buf = self.buf.bytes();
+        let field = self.head.fields.iter().find(|f| f.name.of(buf).eq_ignore_ascii_case(b"retry-after"))?;
+        lb_health::parse_retry_after(field.value.of(buf))
+    }
+}
+
 /// Why no usable response head came.
 #[derive(Debug)]
 pub(crate) enum HeadError {

@@ -163,3 +163,38 @@ fn until_keeps_the_earlier_deadline() {
     assert_eq!(p.start(Method::Get, t0).until(t0 + 90 * MS).deadline(), Some(t0 + 50 * MS));
     assert_eq!(policy().start(Method::Get, t0).until(t0 + 90 * MS).deadline(), Some(t0 + 90 * MS));
 }
+
+#[test]
+fn retry_after_replaces_the_backoff_and_restarts_it_within_the_deadline() {
+    let p = RetryPolicy {
+        max_attempts: 5,
+        deadline: Some(Duration::from_secs(10)),
+        retry_on: RetryOn { statuses: alloc::vec![429], ..RetryOn::default() },
+        backoff: Backoff::Exponential { base: 100 * MS, cap: 400 * MS, jitter: crate::Jitter::None },
+        ..RetryPolicy::default()
+    };
+    let mut rng = SplitMix64::new(1);
+    let t0 = Timestamp::ZERO;
+    let mut a = p.start(Method::Get, t0);
+    assert_eq!(a.next(Outcome::Timeout, t0, &(), &mut rng).unwrap().after, 100 * MS);
+    assert_eq!(a.next(Outcome::Timeout, t0, &(), &mut rng).unwrap().after, 200 * MS);
+    let waited = a.next_after_retry_after(429, Duration::from_secs(2), t0, &()).unwrap();
+    assert_eq!(waited.after, Duration::from_secs(2), "the server's wait, not the backoff");
+    assert_eq!(a.next(Outcome::Timeout, t0, &(), &mut rng).unwrap().after, 100 * MS, "the backoff restarts");
+    let mut b = p.start(Method::Get, t0);
+    assert_eq!(
+        b.next_after_retry_after(503, Duration::from_secs(10), t0, &()),
+        Err(GiveUp::DeadlineExceeded),
+        "a wait past the deadline is not taken"
+    );
+    assert_eq!(b.next_after_retry_after(418, MS, t0, &()), Err(GiveUp::NotRetryable));
+}
+
+#[test]
+fn retry_after_is_read_in_its_delta_seconds_form_only() {
+    assert_eq!(parse_retry_after(b"120"), Some(Duration::from_secs(120)));
+    assert_eq!(parse_retry_after(b"0"), Some(Duration::ZERO));
+    for bad in [&b""[..], b" ", b"1.5", b"+3", b"3s", b"99999999999", b"Fri, 31 Dec 1999 23:59:59 GMT"] {
+        assert_eq!(parse_retry_after(bad), None, "{:?}", core::str::from_utf8(bad));
+    }
+}
