@@ -428,6 +428,25 @@ mod tests {
     use crate::testing::set_of;
 
     #[test]
+    fn a_chosen_balance_factor_is_used_and_a_bad_one_replaced_by_1_25() {
+        use lb_core::BalancerExt;
+        let owner_load = |balance_factor: f64| {
+            let algorithm = Algorithm::BoundedLoad { over: HashAlgorithm::default(), balance_factor };
+            let balancer = algorithm.build(set_of(4));
+            let held: alloc::vec::Vec<_> =
+                (0..100).map(|_| balancer.pick(&PickContext::new().with_key(b"hot")).unwrap()).collect();
+            let max = balancer.endpoints().iter().map(|m| m.state().in_flight()).max().unwrap();
+            drop(held);
+            max
+        };
+        // ceil(c * 100 / 4): 50 for c = 2, 32 for the default 1.25.
+        assert!((48..=50).contains(&owner_load(2.0)), "{}", owner_load(2.0));
+        for bad in [1.0, 0.5, f64::NAN, 5_000.0] {
+            assert!((30..=32).contains(&owner_load(bad)), "{bad}: {}", owner_load(bad));
+        }
+    }
+
+    #[test]
     fn bounded_load_by_name_uses_the_common_factor_of_1_25() {
         use lb_core::BalancerExt;
         let balancer = "bounded_load".parse::<Algorithm>().unwrap().build(set_of(4));

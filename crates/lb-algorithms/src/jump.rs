@@ -107,6 +107,18 @@ mod tests {
     use lb_core::Balancer;
 
     #[test]
+    fn after_the_rehashes_the_walk_runs_through_every_index_from_the_keys_bucket() {
+        let jump = JumpHash::new(set_of(7));
+        for key in 0..200u64 {
+            let hash = crate::util::splitmix64(key);
+            let tail: Vec<usize> = jump.walk(hash).skip(REHASHES as usize + 1).collect();
+            let bucket = jump_bucket(hash, 7) as usize;
+            let expected: Vec<usize> = (0..7).map(|k| (bucket + k) % 7).collect();
+            assert_eq!(tail, expected, "key {key}");
+        }
+    }
+
+    #[test]
     fn the_walk_starts_at_the_keys_owner() {
         let jump = JumpHash::new(set_of(10));
         for key in 0..500u64 {

