@@ -39,7 +39,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lb_core::{Build, Clock, Endpoint, EndpointSet, MonotonicClock, Outcome};
+use lb_core::{Build, Clock, Endpoint, EndpointSet, MonotonicClock};
+use lb_health::{Method, RetryOn, RetryPolicy, SplitMix64};
 use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -51,7 +52,18 @@ use lb_core::Exclusions;
 use replay::Buffered;
 
 /// How many endpoints a call that could not connect tries in all.
-const MAX_CONNECT_ATTEMPTS: usize = 3;
+const MAX_CONNECT_ATTEMPTS: u32 = 3;
+
+/// gRPC's transparent retry as a policy of the one retry engine: only a call
+/// no server saw (a connect error) goes again, at once, to another endpoint,
+/// under the retry budget.
+fn transparent_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: MAX_CONNECT_ATTEMPTS,
+        retry_on: RetryOn { connect_error: true, ..RetryOn::nothing() },
+        ..RetryPolicy::default()
+    }
+}
 
 /// A tower service for tonic-generated clients (`EchoClient::new(channel)`),
 /// balancing every call over the endpoints. Cheap to clone.
@@ -106,19 +118,19 @@ impl<A: Build + 'static> Service<http::Request<Body>> for BalancedChannel<A> {
             };
             let now = || balance.shared_clock().now();
             balance.resilience().deposit(now());
-            let mut attempts = 1;
+            let policy = transparent_retry();
+            // gRPC calls are POSTs: only the connect-error rule lets them go again.
+            let mut attempts = policy.start(Method::Post, now());
+            // A connect error waits no backoff, so this is never drawn from.
+            let mut unused_jitter = SplitMix64::new(0);
             loop {
                 let request = http::Request::from_parts(parts.clone(), replay::replay(&data));
                 let (result, outcome) = balance.dispatch(&generation, request, &mut excluded)?.await;
-                // Only a call no server saw is sent again: gRPC's transparent retry.
-                let again = outcome == Outcome::ConnectError
-                    && attempts < MAX_CONNECT_ATTEMPTS
-                    && balance.resilience().withdraw(now());
-                if !again {
+                let budget = balance.resilience().budget();
+                if attempts.next(outcome, now(), budget, &mut unused_jitter).is_err() {
                     return result;
                 }
                 balance.resilience().labels().retried();
-                attempts += 1;
             }
         })
     }
@@ -290,4 +302,28 @@ fn channel_to(endpoint: &Endpoint, connect_timeout: Duration, request_timeout: O
         tonic_endpoint = tonic_endpoint.timeout(timeout);
     }
     tonic_endpoint.connect_lazy()
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_core::{Outcome, Timestamp};
+    use lb_health::GiveUp;
+
+    use super::*;
+
+    #[test]
+    fn only_a_call_no_server_saw_goes_again_at_once_and_at_most_three_times_in_all() {
+        let policy = transparent_retry();
+        let (now, mut rng) = (Timestamp::ZERO, SplitMix64::new(0));
+        let mut attempts = policy.start(Method::Post, now);
+        for _ in 1..MAX_CONNECT_ATTEMPTS {
+            let retry = attempts.next(Outcome::ConnectError, now, &(), &mut rng).unwrap();
+            assert_eq!(retry.after, Duration::ZERO);
+        }
+        assert_eq!(attempts.next(Outcome::ConnectError, now, &(), &mut rng), Err(GiveUp::AttemptsExhausted));
+        for seen_by_a_server in [Outcome::Reset, Outcome::Timeout, Outcome::Http5xx(503)] {
+            let mut attempts = policy.start(Method::Post, now);
+            assert_eq!(attempts.next(seen_by_a_server, now, &(), &mut rng), Err(GiveUp::NotRetryable));
+        }
+    }
 }
