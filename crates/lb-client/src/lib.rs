@@ -48,7 +48,8 @@ mod resilience;
 pub mod telemetry;
 
 pub use balance::{
-    Balance, BalanceBuilder, BalanceLayer, HeaderKey, MakeEndpoint, NoKey, RequestKey, ResponseOutcome,
+    Balance, BalanceBuilder, BalanceLayer, HeaderKey, MakeEndpoint, NoKey, RequestKey, RequestMethod,
+    ResponseOutcome, Retrying,
 };
 pub use classify::error_chain;
 pub use error::Error;

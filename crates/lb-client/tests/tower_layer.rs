@@ -152,3 +152,58 @@ fn bad_settings_are_refused_before_any_layer_is_built() {
     let err = Balance::builder("web", Algorithm::RoundRobin).resilience(resilience).into_layer().unwrap_err();
     assert!(matches!(err, lb_client::Error::Config(_)), "{err}");
 }
+
+/// With retries, the balancer sends a failed request again to an endpoint
+/// it has not tried, under the one retry engine: a refused connection and
+/// a 503 are both retried (the GET is idempotent), a POST after a 503 is
+/// not, and no call fails while a healthy endpoint is left.
+#[tokio::test]
+async fn with_retries_a_failed_call_goes_to_another_endpoint() {
+    let good = Backend::start("good", Duration::ZERO).await;
+    let busy = Backend::start("busy", Duration::ZERO).await;
+    busy.answer_with(503);
+    let dead = support::refused_address();
+    let policy = lb_health::RetryPolicy {
+        max_attempts: 3,
+        backoff: lb_health::Backoff::Immediate,
+        ..lb_health::RetryPolicy::default()
+    };
+    let mut service = Balance::builder("web", Algorithm::RoundRobin)
+        .endpoints([endpoint(good.addr), endpoint(busy.addr), endpoint(dead)])
+        .resilience(lb_client::ResilienceConfig { outlier: None, ..Default::default() })
+        .build(hyper_per_endpoint())
+        .unwrap()
+        .with_retries(policy);
+    for _ in 0..30 {
+        let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+        assert_eq!(
+            (response.status(), body_of(response).await),
+            (http::StatusCode::OK, "good /".to_string())
+        );
+    }
+    assert_eq!(good.hits(), 30, "every call ended at the healthy endpoint");
+    assert!(busy.hits() >= 1, "some call started at the busy one");
+
+    // One endpoint that answers 503: a GET is tried three times in all (the
+    // tried endpoint again, since no other is left), a POST once.
+    let only_busy = Backend::start("only-busy", Duration::ZERO).await;
+    only_busy.answer_with(503);
+    let mut service = Balance::builder("busy", Algorithm::RoundRobin)
+        .endpoints([endpoint(only_busy.addr)])
+        .resilience(lb_client::ResilienceConfig { outlier: None, breaker: None, ..Default::default() })
+        .build(hyper_per_endpoint())
+        .unwrap()
+        .with_retries(lb_health::RetryPolicy {
+            backoff: lb_health::Backoff::Immediate,
+            ..Default::default()
+        });
+    let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    assert_eq!((response.status(), only_busy.hits()), (http::StatusCode::SERVICE_UNAVAILABLE, 3));
+    let post = http::Request::post("/").body(Full::new(Bytes::from_static(b"x"))).unwrap();
+    let response = service.ready().await.unwrap().call(post).await.unwrap();
+    assert_eq!(
+        (response.status(), only_busy.hits()),
+        (http::StatusCode::SERVICE_UNAVAILABLE, 4),
+        "a POST a server saw goes once"
+    );
+}

@@ -21,6 +21,7 @@
 
 mod classify;
 mod layer;
+mod retry;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +35,7 @@ use tower::{BoxError, Service, ServiceExt};
 
 pub use classify::{HeaderKey, NoKey, RequestKey, ResponseOutcome};
 pub use layer::{BalanceBuilder, BalanceLayer};
+pub use retry::{RequestMethod, Retrying};
 
 use crate::Error;
 use crate::attempt::{Attempt, Guard};
