@@ -134,15 +134,7 @@ pub(crate) async fn forward<E: Exchange>(
 ) -> Forwarded<E::Answer> {
     let settings = &upstream.settings;
     let deadline = arrived + settings.timeouts.request;
-    let started = rt.clock.now();
-    let method = lb_health::Method::parse(exchange.method().as_str());
-    let mut retries = Retries {
-        attempts: upstream
-            .retry_policy
-            .start(method, started)
-            .until(started + deadline.saturating_duration_since(Instant::now())),
-        rng: None,
-    };
+    let mut retries = Retries { deadline, attempts: None, rng: None };
     let mut tried = Exclusions::new();
     let mut last_error = TryError::Connect;
     let mut budget_deposited = false;
@@ -182,14 +174,14 @@ pub(crate) async fn forward<E: Exchange>(
                         _ => None,
                     };
                     let wait = match asked {
-                        Some(asked) => retries.wait_asked(upstream, rt, exchange.replayable(), status, asked),
-                        None => retries.wait(upstream, rt, exchange.replayable(), outcome),
+                        Some(asked) => retries.wait_asked(upstream, rt, exchange, status, asked),
+                        None => retries.wait(upstream, rt, exchange, outcome),
                     };
                     match wait {
                         Some(wait) => {
                             drop(answer);
                             attempt.finish(outcome, status);
-                            note_retry(upstream, span, retries.attempts.attempt(), outcome);
+                            note_retry(upstream, span, retries.attempt(), outcome);
                             pause(wait).await;
                             continue;
                         }
@@ -205,8 +197,8 @@ pub(crate) async fn forward<E: Exchange>(
             };
         attempt.finish(outcome, status);
         last_error = error;
-        let Some(wait) = retries.wait(upstream, rt, exchange.replayable(), outcome) else { break };
-        note_retry(upstream, span, retries.attempts.attempt(), outcome);
+        let Some(wait) = retries.wait(upstream, rt, exchange, outcome) else { break };
+        note_retry(upstream, span, retries.attempt(), outcome);
         pause(wait).await;
     }
     let (status, text) = last_error.status_and_text();
@@ -214,29 +206,35 @@ pub(crate) async fn forward<E: Exchange>(
 }
 
 /// One request's retry state: lb-health's [`Attempts`](lb_health::Attempts)
-/// under the upstream's policy, and a jitter generator taken only when a
-/// try fails.
+/// under the upstream's policy and a jitter generator, both made only when
+/// a try fails, so a request answered at once pays nothing for them.
 struct Retries<'p> {
-    attempts: lb_health::Attempts<'p>,
+    /// When the request must be over (counted from its head's arrival).
+    deadline: Instant,
+    attempts: Option<lb_health::Attempts<'p>>,
     rng: Option<lb_health::SplitMix64>,
 }
 
-impl Retries<'_> {
+impl<'p> Retries<'p> {
     /// The wait before another try after one ended with `outcome`, or `None`
     /// when the request stops here: the outcome is not retried, the body
     /// cannot be sent again, attempts or time ran out, or the budget is spent.
     fn wait(
         &mut self,
-        upstream: &Upstream,
+        upstream: &'p Upstream,
         rt: &Runtime,
-        replayable: bool,
+        exchange: &impl Exchange,
         outcome: Outcome,
     ) -> Option<Duration> {
-        if !replayable || outcome == Outcome::Success {
+        if outcome == Outcome::Success || !exchange.replayable() {
             return None;
         }
-        let rng = self.rng.get_or_insert_with(|| upstream.jitter.next());
-        self.attempts.next(outcome, rt.clock.now(), upstream.budget(), rng).ok().map(|retry| retry.after)
+        let now = rt.clock.now();
+        let mut rng = self.rng.take().unwrap_or_else(|| upstream.jitter.next());
+        let attempts = self.attempts(upstream, exchange, now);
+        let wait = attempts.next(outcome, now, upstream.budget(), &mut rng).ok().map(|retry| retry.after);
+        self.rng = Some(rng);
+        wait
     }
 
     /// [`wait`](Self::wait) for a 429 or 503 whose `Retry-After` asked for
@@ -244,20 +242,41 @@ impl Retries<'_> {
     /// past the request's deadline is not taken.
     fn wait_asked(
         &mut self,
-        upstream: &Upstream,
+        upstream: &'p Upstream,
         rt: &Runtime,
-        replayable: bool,
+        exchange: &impl Exchange,
         status: StatusCode,
         asked: Duration,
     ) -> Option<Duration> {
-        if !replayable {
+        if !exchange.replayable() {
             return None;
         }
         let now = rt.clock.now();
-        self.attempts
-            .next_after_retry_after(status.as_u16(), asked, now, upstream.budget())
-            .ok()
-            .map(|r| r.after)
+        let attempts = self.attempts(upstream, exchange, now);
+        attempts.next_after_retry_after(status.as_u16(), asked, now, upstream.budget()).ok().map(|r| r.after)
+    }
+
+    /// The request's attempts, made at its first failure: one try is over.
+    fn attempts(
+        &mut self,
+        upstream: &'p Upstream,
+        exchange: &impl Exchange,
+        now: lb_core::Timestamp,
+    ) -> &mut lb_health::Attempts<'p> {
+        let deadline = self.deadline;
+        self.attempts.get_or_insert_with(|| {
+            let method = lb_health::Method::parse(exchange.method().as_str());
+            // The policy's clock is the runtime's; the deadline was set by the head's arrival.
+            upstream
+                .retry_policy
+                .start(method, now)
+                .until(now + deadline.saturating_duration_since(Instant::now()))
+        })
+    }
+
+    /// The number of the try about to start (after a granted retry).
+    fn attempt(&self) -> u32 {
+        self.attempts.as_ref().map_or(1, lb_health::Attempts::attempt)
     }
 }
 
