@@ -59,6 +59,14 @@ mod tests {
     }
 
     #[test]
+    fn a_borrowed_generator_draws_from_the_original() {
+        let (mut a, mut b) = (SplitMix64::new(9), SplitMix64::new(9));
+        let borrowed = &mut a;
+        assert_eq!(Rng::next_u64(&mut &mut *borrowed), b.next_u64());
+        assert_eq!(a.next_u64(), b.next_u64(), "the borrow advanced the original");
+    }
+
+    #[test]
     fn seeded_sequences_repeat_and_stay_in_range() {
         let (mut a, mut b) = (SplitMix64::new(7), SplitMix64::new(7));
         for _ in 0..1000 {

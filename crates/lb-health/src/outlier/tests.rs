@@ -249,3 +249,20 @@ fn the_detector_watches_the_set_it_was_given() {
     assert_eq!(detector.set().len(), 3);
     assert!(detector.set().same_snapshot(&detector.set().clone()));
 }
+
+#[test]
+fn failure_percentage_needs_enough_judged_hosts() {
+    let cfg = FailurePercentage { threshold: 50, minimum_hosts: 3, request_volume: 10 };
+    // Two hosts with enough requests, one without: fewer than three judged.
+    assert!(failure_percentage_outliers(&[(0, 10), (10, 0), (1, 1)], cfg).is_empty());
+    assert!(failure_percentage_outliers(&[], cfg).is_empty());
+    assert_eq!(failure_percentage_outliers(&[(10, 0), (0, 10), (10, 0)], cfg), [1]);
+}
+
+#[test]
+fn consecutive_failures_alone_turns_every_other_detector_off() {
+    let cfg = OutlierConfig::consecutive_failures(6);
+    assert_eq!(cfg.consecutive_5xx, Some(6));
+    assert!(cfg.success_rate.is_none() && cfg.failure_percentage.is_none());
+    assert!(cfg.consecutive_gateway_failure.is_none() && cfg.consecutive_local_origin_failure.is_none());
+}

@@ -343,3 +343,13 @@ fn a_breaker_is_named_by_its_settings() {
     assert_eq!(breaker.name(), "payments");
     assert_eq!(breaker.settings().name(), "payments");
 }
+
+#[test]
+fn states_and_verdicts_read_as_documented() {
+    let names: Vec<String> =
+        [State::Closed, State::Open, State::HalfOpen].iter().map(|s| s.to_string()).collect();
+    assert_eq!(names, ["closed", "open", "half-open"]);
+    assert_eq!(crate::breaker::Verdict::of(Outcome::Success), crate::breaker::Verdict::Success);
+    assert_eq!(crate::breaker::Verdict::of(Outcome::LocallyRejected), crate::breaker::Verdict::Excluded);
+    assert_eq!(crate::breaker::Verdict::of(Outcome::Reset), crate::breaker::Verdict::Failure);
+}

@@ -198,3 +198,13 @@ fn retry_after_is_read_in_its_delta_seconds_form_only() {
         assert_eq!(parse_retry_after(bad), None, "{:?}", core::str::from_utf8(bad));
     }
 }
+
+#[test]
+fn every_method_token_is_read_and_only_the_rfc_ones_are_idempotent() {
+    let all = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "POST", "PATCH", "CONNECT", "PURGE"];
+    let parsed: alloc::vec::Vec<Method> = all.iter().map(|m| Method::parse(m)).collect();
+    use Method::*;
+    assert_eq!(parsed, [Get, Head, Options, Trace, Put, Delete, Post, Patch, Connect, Other]);
+    let idempotent: alloc::vec::Vec<bool> = parsed.iter().map(|m| m.is_idempotent()).collect();
+    assert_eq!(idempotent, [true, true, true, true, true, true, false, false, false, false]);
+}
