@@ -264,6 +264,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_mixers_are_the_reference_ones() {
+        // Vigna's splitmix64.c from state 0: its outputs finalize GOLDEN, then 2 * GOLDEN.
+        assert_eq!(splitmix64(GOLDEN), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(splitmix64(GOLDEN.wrapping_mul(2)), 0x6E78_9E6A_A1B9_65F4);
+        // (2^64 - 1) * 2 = 2^65 - 2: low half 2^64 - 2, high half 1, folded by xor.
+        assert_eq!(fold_mul(u64::MAX, 2), u64::MAX);
+        assert_eq!(fold_mul(1 << 32, 1 << 32), 1, "only the high half is set");
+    }
+
+    #[test]
     fn fast_div_matches_division() {
         for d in [1usize, 2, 3, 7, 10, 100, 1000, 65_537, 1 << 20] {
             let f = FastDiv::new(d);
