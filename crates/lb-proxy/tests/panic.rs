@@ -102,6 +102,24 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Everything logged in this test process. One global subscriber, not a
+/// per-thread default: under plain `cargo test` the tests of this binary run
+/// on parallel threads, and `tracing` caches each log callsite's interest
+/// process-wide, so a thread-local subscriber can miss lines another test's
+/// thread registered first. Tests tell their lines apart by backend address.
+fn captured() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in this test binary");
+        captured
+    })
+}
+
 /// The log lines about `backend`'s health so far.
 fn health_lines(captured: &Captured, backend: std::net::SocketAddr) -> Vec<String> {
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
@@ -113,12 +131,14 @@ fn health_lines(captured: &Captured, backend: std::net::SocketAddr) -> Vec<Strin
 
 #[tokio::test]
 async fn every_health_change_is_logged_once_with_its_cause() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = captured();
     let (a, b) = (failing().await, failing().await);
-    let config = lb_proxy::Config::parse(&both_ejected("", &a, &b), "test.toml").unwrap();
+    // An upstream name of its own, so its panic-mode line is told from other tests'.
+    let text = both_ejected("", &a, &b)
+        .replace("upstreams.web", "upstreams.logged")
+        .replace("upstream = \"web\"", "upstream = \"logged\"");
+    assert!(text.contains("upstreams.logged") && !text.contains("web"), "{text}");
+    let config = lb_proxy::Config::parse(&text, "test.toml").unwrap();
     let clock = std::sync::Arc::new(lb_core::ManualClock::new());
     let proxy = lb_proxy::Proxy::new(config).with_clock(clock.clone()).start().await.unwrap();
     let addr = proxy.listen_addresses()[0];
@@ -126,13 +146,13 @@ async fn every_health_change_is_logged_once_with_its_cause() {
         get(addr, "/", &[]).await;
     }
     let both =
-        |n: usize| health_lines(&captured, a.addr).len() == n && health_lines(&captured, b.addr).len() == n;
+        |n: usize| health_lines(captured, a.addr).len() == n && health_lines(captured, b.addr).len() == n;
     assert!(common::eventually(|| both(1)).await, "a tick logs each ejection");
     // The ejection ends 30 s later (on the proxy's clock); the next tick logs the return.
     clock.advance(std::time::Duration::from_secs(30));
     assert!(common::eventually(|| both(2)).await, "and each return, once");
     for backend in [a.addr, b.addr] {
-        let lines = health_lines(&captured, backend);
+        let lines = health_lines(captured, backend);
         assert!(
             lines[0].contains("to=\"ejected\"") && lines[0].contains("cause=\"outlier_detection\""),
             "{lines:?}"
@@ -140,7 +160,8 @@ async fn every_health_change_is_logged_once_with_its_cause() {
         assert!(lines[1].contains("from=\"ejected\"") && lines[1].contains("to=\"healthy\""), "{lines:?}");
     }
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert_eq!(log.matches("panic mode:").count(), 1, "{log}");
+    let panic_lines = log.lines().filter(|l| l.contains("panic mode:") && l.contains("upstream=logged"));
+    assert_eq!(panic_lines.count(), 1, "{log}");
     proxy.shutdown().await;
     a.kill().await;
     b.kill().await;
