@@ -156,6 +156,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_used_again_a_ttl_later_starts_from_zero() {
+        let b = RetryBudget::new(Duration::from_secs(10), 0, 1.0).unwrap();
+        for _ in 0..5 {
+            b.deposit(Timestamp::ZERO);
+        }
+        assert_eq!(b.available(Timestamp::ZERO), 5);
+        // 10 s later the same bucket comes round again: what it held is gone,
+        // and the new deposit counts.
+        let later = Timestamp::from_nanos(10 * SEC);
+        b.deposit(later);
+        assert_eq!(b.available(later), 1);
+        assert!(b.try_withdraw(later));
+        assert!(!b.try_withdraw(later));
+    }
+
+    #[test]
     fn bad_settings_are_refused() {
         assert_eq!(
             RetryBudget::new(Duration::from_millis(10), 1, 0.2).unwrap_err(),
