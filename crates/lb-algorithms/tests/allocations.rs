@@ -68,28 +68,6 @@ fn allocations_of(work: impl FnOnce()) -> u64 {
     ALLOCATIONS.with(Cell::get)
 }
 
-/// Every algorithm a config can name, each parameterised one by its defaults.
-const NAMES: &[&str] = &[
-    "round_robin",
-    "weighted_round_robin",
-    "stride",
-    "random",
-    "least_conn",
-    "p2c",
-    "peak_ewma",
-    "ring_hash",
-    "fnv_ring",
-    "maglev",
-    "jump",
-    "rendezvous",
-    "bounded_load",
-    "bounded_load:maglev",
-    "slow_start",
-    "slow_start:p2c",
-    "slow_start:peak_ewma",
-    "slow_start:bounded_load",
-];
-
 /// Uneven weights, so the weighted paths (rendezvous' logarithms, SWRR) run.
 const WEIGHTS: &[u32] = &[1, 3, 2, 5, 1, 1, 4, 2, 1, 3, 2, 1];
 
@@ -126,7 +104,7 @@ fn exercise(balancer: &impl Balancer, label: &str) {
 
 #[test]
 fn no_algorithm_allocates_per_pick() {
-    for name in NAMES {
+    for name in common::ALGORITHM_NAMES {
         let algorithm: Algorithm = name.parse().unwrap();
         exercise(&algorithm.build(weighted_set(WEIGHTS)), name);
     }

@@ -12,27 +12,7 @@ use proptest::prelude::*;
 
 /// Every algorithm by name, with default parameters.
 fn all_algorithms() -> Vec<Algorithm> {
-    [
-        "round_robin",
-        "weighted_round_robin",
-        "stride",
-        "random",
-        "least_conn",
-        "p2c",
-        "peak_ewma",
-        "ring_hash",
-        "fnv_ring",
-        "maglev",
-        "jump",
-        "rendezvous",
-        "bounded_load",
-        "bounded_load:maglev",
-        "slow_start",
-        "slow_start:p2c",
-    ]
-    .iter()
-    .map(|n| n.parse().unwrap())
-    .collect()
+    common::ALGORITHM_NAMES.iter().map(|n| n.parse().unwrap()).collect()
 }
 
 #[test]

@@ -30,3 +30,26 @@ pub fn owner_id(b: &impl Balancer, key: &[u8]) -> Option<EndpointId> {
 pub fn keys(count: usize) -> Vec<Vec<u8>> {
     (0..count).map(|k| format!("key-{k}").into_bytes()).collect()
 }
+
+/// Every algorithm a config can name, with default parameters (wrappers over
+/// a few inners too).
+pub const ALGORITHM_NAMES: &[&str] = &[
+    "round_robin",
+    "weighted_round_robin",
+    "stride",
+    "random",
+    "least_conn",
+    "p2c",
+    "peak_ewma",
+    "ring_hash",
+    "fnv_ring",
+    "maglev",
+    "jump",
+    "rendezvous",
+    "bounded_load",
+    "bounded_load:maglev",
+    "slow_start",
+    "slow_start:p2c",
+    "slow_start:peak_ewma",
+    "slow_start:bounded_load",
+];
