@@ -154,7 +154,7 @@ pub(crate) async fn forward<E: Exchange>(
             break;
         };
         if !budget_deposited {
-            upstream.budget_deposit(now);
+            upstream.budget().deposit(now);
             budget_deposited = true;
             if panic {
                 upstream.metrics.panicked();

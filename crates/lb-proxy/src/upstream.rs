@@ -301,12 +301,6 @@ impl Upstream {
         Some(InFlight(Arc::clone(self)))
     }
 
-    /// Counts a first try in the retry budget.
-    #[inline]
-    pub(crate) fn budget_deposit(&self, now: Timestamp) {
-        self.budget.deposit(now);
-    }
-
     /// The retry budget, the gate every retry passes last.
     pub(crate) fn budget(&self) -> &RetryBudget {
         &self.budget

@@ -364,16 +364,9 @@ impl Attempts<'_> {
     ) -> Result<Retry<'_>, GiveUp> {
         let Some(wait) = pushback else { return Err(GiveUp::PushedBack) };
         let retryable = self.policy.retry_on.matches(outcome);
-        self.decide(retryable, outcome, now, gate, |_| wait)?;
-        self.backoff_step = 0;
-        self.previous_delay = Duration::ZERO;
-        Ok(self.granted(wait))
+        self.next_as_asked(retryable, outcome, wait, now, gate)
     }
 
-    /// A connect error is retried at once: nothing reached a backend that a
-    /// pause would spare, and the retry goes to another endpoint. It does
-    /// not advance the backoff either, so the exponent counts the retries
-    /// that waited. Every other retry waits its backoff first.
     /// Like [`next_after_status`](Self::next_after_status) for an answer
     /// (429 or 503) that carried `Retry-After`, read with
     /// [`parse_retry_after`]: the server's wait replaces the backoff and
@@ -387,12 +380,28 @@ impl Attempts<'_> {
         gate: &G,
     ) -> Result<Retry<'_>, GiveUp> {
         let retryable = self.policy.retry_on.matches_status(status);
-        self.decide(retryable, Outcome::from_status(status), now, gate, |_| wait)?;
+        self.next_as_asked(retryable, Outcome::from_status(status), wait, now, gate)
+    }
+
+    /// A retry after the wait the server asked for, which restarts the backoff.
+    fn next_as_asked<G: RetryGate + ?Sized>(
+        &mut self,
+        retryable: bool,
+        outcome: Outcome,
+        wait: Duration,
+        now: Timestamp,
+        gate: &G,
+    ) -> Result<Retry<'_>, GiveUp> {
+        self.decide(retryable, outcome, now, gate, |_| wait)?;
         self.backoff_step = 0;
         self.previous_delay = Duration::ZERO;
         Ok(self.granted(wait))
     }
 
+    /// A connect error is retried at once: nothing reached a backend that a
+    /// pause would spare, and the retry goes to another endpoint. It does
+    /// not advance the backoff either, so the exponent counts the retries
+    /// that waited. Every other retry waits its backoff first.
     fn next_if<G: RetryGate + ?Sized>(
         &mut self,
         retryable: bool,
