@@ -1,23 +1,22 @@
-//! One attempt at one endpoint, shared by the pool, the tower balancer and
-//! the gRPC channel: pick with exclusions, ask the breaker, and afterwards
-//! report the outcome to the balancer, the breaker, the outlier detector and
-//! the metrics.
+//! What the client keeps per endpoint for lb-engine's attempts: its metric
+//! labels and its guard. The attempt itself ([`lb_engine::Attempt`]: pick
+//! with exclusions, admit, report the outcome to the balancer, the breaker,
+//! the outlier detector and these metrics) is shared with the proxy.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use lb_core::{
-    Balancer, Clock, Endpoint, Exclusions, Member, Outcome, OwnedPick, PickContext, Report, Timestamp,
-};
+use lb_core::{Member, Outcome};
+use lb_engine::{EndpointGuard, Extra};
 
-use crate::live::Generation;
-use crate::resilience::{Admission, EndpointHealth, Resilience};
+use crate::resilience::Resilience;
 use crate::telemetry::{EndpointLabels, Status};
 
-/// What every kind of caller keeps per endpoint: its metric labels and its health.
+/// What every kind of caller keeps per endpoint: its metric labels and its guard.
 #[derive(Debug, Clone)]
 pub(crate) struct Guard {
     pub(crate) labels: EndpointLabels,
-    pub(crate) health: Arc<EndpointHealth>,
+    pub(crate) health: Arc<EndpointGuard>,
 }
 
 impl Guard {
@@ -35,100 +34,42 @@ impl Guard {
     }
 }
 
-/// A request under way at one endpoint.
-#[derive(Debug)]
-pub(crate) struct Attempt<B: Balancer> {
-    /// `None` once finished.
-    pick: Option<OwnedPick<B>>,
-    guard: Guard,
-    admission: Admission,
-    started: Timestamp,
-}
+impl Extra for Guard {
+    type Status = Status;
 
-impl<B: Balancer> Attempt<B> {
-    /// Picks an endpoint that was not `tried`, is under its in-flight limit
-    /// and whose breaker admits the request, falling back through candidates
-    /// as [`lb_core::pick_admitted`] does (the proxy's attempts share it):
-    /// a tried endpoint again only when no other is left, a refusing one never.
-    pub(crate) fn start<E: AsRef<Guard>>(
-        generation: &Generation<B, E>,
-        key: Option<&[u8]>,
-        tried: &Exclusions,
-        clock: &dyn Clock,
-    ) -> Option<Self> {
-        let ctx = PickContext::new();
-        let ctx = match key {
-            Some(key) => ctx.with_key(key),
-            None => ctx,
-        };
-        let now = clock.now();
-        let (pick, admission) = lb_core::pick_admitted(&generation.balancer, ctx, tried, |pick| {
-            let guard = generation.extras[pick.index()].as_ref();
-            // The pick itself counts, so this is the load including this request.
-            let in_flight =
-                generation.balancer.endpoints().get(pick.index()).map_or(0, |m| m.state().in_flight());
-            guard.health.admit(now, in_flight)
-        })?;
-        let guard = generation.extras[pick.index()].as_ref();
-        guard.labels.started();
-        Some(Attempt { pick: Some(pick), guard: guard.clone(), admission, started: now })
+    fn guard(&self) -> &EndpointGuard {
+        &self.health
     }
-
-    fn pick(&self) -> &OwnedPick<B> {
-        self.pick.as_ref().expect("an unfinished attempt holds its pick")
+    fn started(&self) {
+        self.labels.started();
     }
-
-    /// The endpoint's index in the generation it was picked from.
-    pub(crate) fn index(&self) -> usize {
-        self.pick().index()
+    fn finished(&self, outcome: Outcome, status: Status, latency: Duration) {
+        self.labels.finished(outcome, status, latency);
     }
-
-    /// The endpoint to send to.
-    pub(crate) fn endpoint(&self) -> &Endpoint {
-        self.pick().endpoint()
+    /// Counted as 499 (client closed request), whatever failed on the caller's side.
+    fn cancelled(&self, _status: Option<Status>) {
+        self.labels.cancelled();
     }
-
-    /// Reports how the attempt ended to everyone who learns from it. An
-    /// [`Outcome::LocallyRejected`] attempt failed on the caller's side (its
-    /// request body, a request reqwest would not send): it ends like a
-    /// cancelled one, blaming nobody.
-    pub(crate) fn finish<E>(
-        mut self,
-        generation: &Generation<B, E>,
-        resilience: &Resilience,
-        outcome: Outcome,
-        status: Status,
-        clock: &dyn Clock,
-    ) {
-        if outcome == Outcome::LocallyRejected {
-            // Dropping `self` releases everything it holds.
-            return;
-        }
-        let Some(pick) = self.pick.take() else { return };
-        let now = clock.now();
-        let report = Report { outcome, latency: now.saturating_since(self.started), at: now };
-        self.guard.labels.finished(outcome, status, report.latency);
-        resilience.record(generation.outlier.as_ref(), pick.index(), &self.guard, self.admission, &report);
-        pick.complete(report);
+    fn ejected(&self) {
+        self.labels.ejected();
+    }
+    fn breaker_changed(&self, gauge: u8) {
+        self.labels.breaker_state(f64::from(gauge));
+    }
+    fn eligibility(&self, eligible: bool) {
+        self.labels.healthy(eligible);
     }
 }
 
-impl<B: Balancer> Drop for Attempt<B> {
-    /// A cancelled attempt (its future dropped: a caller's timeout, a
-    /// losing hedge; or its request body failed) blames nobody: the
-    /// in-flight counts end, a half-open breaker gets its trial permit back,
-    /// and `requests_total` counts it as 499 (client closed request).
-    fn drop(&mut self) {
-        if self.pick.take().is_some() {
-            self.guard.labels.cancelled();
-            self.guard.health.release(self.admission, self.started);
-        }
-    }
-}
+/// A client attempt: lb-engine's, over any balancer and the client's extras.
+pub(crate) type Attempt<B, E> = lb_engine::Attempt<B, E>;
 
-impl AsRef<Guard> for Guard {
-    fn as_ref(&self) -> &Guard {
-        self
+/// The pick context for a request with hash key `key`.
+pub(crate) fn keyed(key: Option<&[u8]>) -> lb_core::PickContext<'_> {
+    let ctx = lb_core::PickContext::new();
+    match key {
+        Some(key) => ctx.with_key(key),
+        None => ctx,
     }
 }
 
@@ -136,21 +77,34 @@ impl AsRef<Guard> for Guard {
 mod tests {
     use std::time::Duration;
 
-    use lb_algorithms::Algorithm;
-    use lb_core::{Build, EndpointSet, ManualClock, Outcome, Timestamp};
+    use lb_algorithms::{Algorithm, AnyBalancer};
+    use lb_core::{
+        Balancer, Build, Clock, Endpoint, EndpointSet, Exclusions, ManualClock, PickContext, Timestamp,
+    };
+    use lb_engine::Generation;
     use lb_health::Settings;
 
     use super::*;
     use crate::resilience::ResilienceConfig;
 
-    fn generation(n: u16, resilience: &Resilience) -> Generation<lb_algorithms::AnyBalancer, Guard> {
+    fn generation(n: u16, resilience: &Resilience) -> Arc<Generation<AnyBalancer, Guard>> {
         let set = EndpointSet::new(
             (1..=n).map(|p| Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, 1], p)))),
             Timestamp::ZERO,
         );
         let service: Arc<str> = Arc::from("test");
         let extras = set.iter().map(|m| Guard::new(&service, m, resilience)).collect();
-        Generation { balancer: Arc::new(Algorithm::RoundRobin.build(set)), extras, outlier: None }
+        Arc::new(Generation::new(Algorithm::RoundRobin.build(set), extras, None))
+    }
+
+    /// Starts an attempt at the clock's time, avoiding `tried`.
+    fn start(
+        generation: &Arc<Generation<AnyBalancer, Guard>>,
+        tried: &Exclusions,
+        clock: &Arc<ManualClock>,
+    ) -> Option<Attempt<AnyBalancer, Guard>> {
+        let dyn_clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
+        Attempt::start(generation, PickContext::new(), tried, &dyn_clock, clock.now())
     }
 
     fn trips_at_once() -> Resilience {
@@ -168,79 +122,76 @@ mod tests {
 
     #[test]
     fn an_open_breaker_sends_the_request_elsewhere_and_all_open_means_none() {
-        let clock = ManualClock::new();
+        let clock = Arc::new(ManualClock::new());
         let resilience = trips_at_once();
         let generation = generation(2, &resilience);
-        let first = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
+        let first = start(&generation, &Exclusions::new(), &clock).unwrap();
         let tripped = first.index();
-        first.finish(&generation, &resilience, Outcome::ConnectError, Status::Error, &clock);
+        first.finish(Outcome::ConnectError, Status::Error);
         for _ in 0..4 {
-            let attempt = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
+            let attempt = start(&generation, &Exclusions::new(), &clock).unwrap();
             assert_ne!(attempt.index(), tripped, "the open breaker refuses");
-            attempt.finish(&generation, &resilience, Outcome::Success, Status::Code(200), &clock);
+            attempt.finish(Outcome::Success, Status::Code(200));
         }
         let other = 1 - tripped;
-        let second = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
+        let second = start(&generation, &Exclusions::new(), &clock).unwrap();
         assert_eq!(second.index(), other);
-        second.finish(&generation, &resilience, Outcome::Timeout, Status::Error, &clock);
-        assert!(Attempt::start(&generation, None, &Exclusions::new(), &clock).is_none());
-        let in_flight: u32 = generation.balancer.endpoints().iter().map(|m| m.state().in_flight()).sum();
+        second.finish(Outcome::Timeout, Status::Error);
+        assert!(start(&generation, &Exclusions::new(), &clock).is_none());
+        let in_flight: u32 = generation.endpoints().iter().map(|m| m.state().in_flight()).sum();
         assert_eq!(in_flight, 0, "refused picks end their in-flight count");
         clock.advance(Duration::from_secs(5));
-        assert!(
-            Attempt::start(&generation, None, &Exclusions::new(), &clock).is_some(),
-            "half-open admits a trial"
-        );
+        assert!(start(&generation, &Exclusions::new(), &clock).is_some(), "half-open admits a trial");
     }
 
     #[test]
     fn an_attempt_failed_by_the_caller_blames_nobody() {
-        let clock = ManualClock::new();
+        let clock = Arc::new(ManualClock::new());
         let resilience = trips_at_once();
         let generation = generation(1, &resilience);
         for _ in 0..3 {
-            let attempt = Attempt::start(&generation, None, &Exclusions::new(), &clock)
+            let attempt = start(&generation, &Exclusions::new(), &clock)
                 .expect("the breaker was never tripped by the caller's failures");
-            attempt.finish(&generation, &resilience, Outcome::LocallyRejected, Status::Error, &clock);
+            attempt.finish(Outcome::LocallyRejected, Status::Error);
         }
-        let state = generation.balancer.endpoints().get(0).unwrap().state();
+        let state = generation.endpoints().get(0).unwrap().state();
         assert_eq!(state.in_flight(), 0, "the in-flight count ended");
         assert!(state.is_eligible());
-        let attempt = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
-        attempt.finish(&generation, &resilience, Outcome::Reset, Status::Error, &clock);
+        let attempt = start(&generation, &Exclusions::new(), &clock).unwrap();
+        attempt.finish(Outcome::Reset, Status::Error);
         assert!(
-            Attempt::start(&generation, None, &Exclusions::new(), &clock).is_none(),
+            start(&generation, &Exclusions::new(), &clock).is_none(),
             "an endpoint's own failure still trips its breaker"
         );
     }
 
     #[test]
     fn a_full_endpoint_is_passed_over() {
-        let clock = ManualClock::new();
+        let clock = Arc::new(ManualClock::new());
         let config = ResilienceConfig { max_in_flight_per_endpoint: Some(1), ..ResilienceConfig::default() };
         let resilience = Resilience::new(config, Arc::new(ManualClock::new()), &Arc::from("test")).unwrap();
         let generation = generation(2, &resilience);
-        let a = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
-        let b = Attempt::start(&generation, None, &Exclusions::new(), &clock).unwrap();
+        let a = start(&generation, &Exclusions::new(), &clock).unwrap();
+        let b = start(&generation, &Exclusions::new(), &clock).unwrap();
         assert_ne!(a.index(), b.index(), "the busy endpoint is full");
-        assert!(Attempt::start(&generation, None, &Exclusions::new(), &clock).is_none(), "both are full");
-        a.finish(&generation, &resilience, Outcome::Success, Status::Code(200), &clock);
-        assert!(Attempt::start(&generation, None, &Exclusions::new(), &clock).is_some());
+        assert!(start(&generation, &Exclusions::new(), &clock).is_none(), "both are full");
+        a.finish(Outcome::Success, Status::Code(200));
+        assert!(start(&generation, &Exclusions::new(), &clock).is_some());
     }
 
     #[test]
     fn a_tried_endpoint_is_reused_only_when_nothing_else_is_left() {
-        let clock = ManualClock::new();
+        let clock = Arc::new(ManualClock::new());
         let resilience =
             Resilience::new(ResilienceConfig::default(), Arc::new(ManualClock::new()), &Arc::from("test"))
                 .unwrap();
         let generation = generation(2, &resilience);
         let mut excluded = Exclusions::new();
-        let a = Attempt::start(&generation, None, &excluded, &clock).unwrap();
+        let a = start(&generation, &excluded, &clock).unwrap();
         excluded.push(a.index());
-        let b = Attempt::start(&generation, None, &excluded, &clock).unwrap();
+        let b = start(&generation, &excluded, &clock).unwrap();
         assert_ne!(a.index(), b.index());
         excluded.push(b.index());
-        assert!(Attempt::start(&generation, None, &excluded, &clock).is_some(), "reuse beats failing");
+        assert!(start(&generation, &excluded, &clock).is_some(), "reuse beats failing");
     }
 }

@@ -3,75 +3,18 @@
 //! every request. (Which requests are retried, and the backoff, are the
 //! pool's `lb_health::RetryPolicy`.)
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use lb_core::{Balancer, Build, Clock, EndpointSet, Report, Timestamp};
+use lb_core::{Build, Clock, Timestamp};
+use lb_engine::{EndpointGuard, JitterSeeds, Live, Upkeep};
 use lb_health::prober::Prober;
-use lb_health::{
-    ActiveCheckConfig, CircuitBreaker, OutlierConfig, OutlierDetector, Rejected, RetryBudget, Settings,
-    Ticket, Verdict,
-};
+use lb_health::{ActiveCheckConfig, OutlierConfig, RetryBudget, Settings};
 
 use crate::Error;
-use crate::attempt::Guard;
-use crate::live::{AbortOnDrop, Live};
-use crate::telemetry::{EndpointLabels, UpstreamLabels};
-
-/// What one endpoint keeps across generations: its breaker.
-#[derive(Debug)]
-pub(crate) struct EndpointHealth {
-    breaker: Option<CircuitBreaker>,
-    /// Requests allowed in flight at once (`u32::MAX`: no limit).
-    max_in_flight: u32,
-    /// The last breaker state published to the `breaker_state` gauge.
-    published: AtomicU8,
-}
-
-/// Proof of admission by an endpoint's breaker (if it has one).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Admission(Option<Ticket>);
-
-impl EndpointHealth {
-    /// Admits a call that would make `in_flight` requests at once: `None`
-    /// when that is over the limit or the breaker is open.
-    #[inline]
-    pub(crate) fn admit(&self, now: Timestamp, in_flight: u32) -> Option<Admission> {
-        if in_flight > self.max_in_flight {
-            return None;
-        }
-        match &self.breaker {
-            None => Some(Admission(None)),
-            Some(breaker) => match breaker.allow(now) {
-                Ok(ticket) => Some(Admission(Some(ticket))),
-                Err(Rejected::Open | Rejected::TooManyRequests | Rejected::ForcedOpen) => None,
-            },
-        }
-    }
-
-    /// Whether this endpoint has a breaker at all.
-    pub(crate) fn has_breaker(&self) -> bool {
-        self.breaker.is_some()
-    }
-
-    /// Gives back an admission whose call was cancelled: it counts as
-    /// neither success nor failure.
-    pub(crate) fn release(&self, admission: Admission, at: Timestamp) {
-        if let (Some(breaker), Some(ticket)) = (&self.breaker, admission.0) {
-            breaker.record_verdict(ticket, Verdict::Excluded, at);
-        }
-    }
-
-    fn record(&self, admission: Admission, report: &Report, labels: &EndpointLabels) {
-        let (Some(breaker), Some(ticket)) = (&self.breaker, admission.0) else { return };
-        breaker.record(ticket, report.outcome, report.at);
-        let state = breaker.state(report.at).gauge_value();
-        if self.published.swap(state, Ordering::Relaxed) != state {
-            labels.breaker_state(f64::from(state));
-        }
-    }
-}
+use crate::live::AbortOnDrop;
+use crate::telemetry::UpstreamLabels;
 
 /// The retry budget's parameters (Finagle's `RetryBudget`; defaults 10 s,
 /// 10 retries per second of reserve, 20 % of requests).
@@ -154,6 +97,8 @@ impl ResilienceConfig {
 pub(crate) struct Resilience {
     config: ResilienceConfig,
     budget: RetryBudget,
+    /// Seeds for the jitter of each request's backoff.
+    jitter: JitterSeeds,
     prober: Option<Prober>,
     clock: Arc<dyn Clock>,
     labels: UpstreamLabels,
@@ -174,16 +119,13 @@ impl Resilience {
         if config.sweep_every.is_zero() {
             return Err(Error::Config("sweep_every must be longer than zero".to_string()));
         }
-        Ok(Resilience { config, budget, prober, clock, labels: UpstreamLabels::new(service) })
+        let jitter = JitterSeeds::random();
+        Ok(Resilience { config, budget, jitter, prober, clock, labels: UpstreamLabels::new(service) })
     }
 
-    /// Health for a newly discovered endpoint.
-    pub(crate) fn new_endpoint(&self) -> Arc<EndpointHealth> {
-        Arc::new(EndpointHealth {
-            breaker: self.config.breaker.clone().map(CircuitBreaker::new),
-            max_in_flight: self.config.max_in_flight_per_endpoint.unwrap_or(u32::MAX),
-            published: AtomicU8::new(0),
-        })
+    /// The guard of a newly discovered endpoint: its breaker and in-flight limit.
+    pub(crate) fn new_endpoint(&self) -> Arc<EndpointGuard> {
+        Arc::new(EndpointGuard::new(self.config.breaker.clone(), self.config.max_in_flight_per_endpoint))
     }
 
     /// Counts a new request (not a retry) toward the retry budget.
@@ -202,25 +144,14 @@ impl Resilience {
         &self.labels
     }
 
+    /// Seeds for the jitter of each request's backoff.
+    pub(crate) fn jitter(&self) -> &JitterSeeds {
+        &self.jitter
+    }
+
     /// The retry budget, the gate every retry passes.
     pub(crate) fn budget(&self) -> &RetryBudget {
         &self.budget
-    }
-
-    /// Learns from one finished attempt: the endpoint's breaker and the
-    /// generation's outlier detector. Atomics only.
-    pub(crate) fn record(
-        &self,
-        outlier: Option<&OutlierDetector>,
-        index: usize,
-        guard: &Guard,
-        admission: Admission,
-        report: &Report,
-    ) {
-        guard.health.record(admission, report, &guard.labels);
-        if outlier.is_some_and(|detector| detector.record(index, report)) {
-            guard.labels.ejected();
-        }
     }
 
     /// Starts the periodic work, off the hot path: the balancer's tick (slow
@@ -229,53 +160,19 @@ impl Resilience {
     /// which follow the endpoint set.
     pub(crate) fn spawn_sweeper<A, E>(&self, live: Arc<Live<A, E>>) -> Vec<AbortOnDrop>
     where
-        A: Build + 'static,
-        E: AsRef<Guard> + Send + Sync + 'static,
+        A: Build + Send + Sync + 'static,
+        E: lb_engine::Extra,
     {
-        let every = self.config.sweep_every;
         let clock = Arc::clone(&self.clock);
-        let mut probes = self.prober.as_ref().map(|prober| prober.watch(live.load().balancer.endpoints()));
+        let mut upkeep = Upkeep::new(self.prober.clone());
         let live = Arc::downgrade(&live);
-        let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut probed: Option<EndpointSet> = None;
-            loop {
-                ticks.tick().await;
-                let Some(live) = live.upgrade() else { break };
-                let generation = live.load();
-                // Slow start ramps and peak-EWMA idle decay advance here, off the pick path.
-                generation.balancer.tick(clock.now());
-                let set = generation.balancer.endpoints();
-                if let Some(probes) = probes.as_mut()
-                    && !probed.as_ref().is_some_and(|before| before.same_snapshot(set))
-                {
-                    probes.update(set);
-                    probed = Some(set.clone());
-                }
-                if let Some(detector) = &generation.outlier {
-                    sweep(detector, &generation.extras, clock.now());
-                }
-                // Ejections ended, active checks passed or failed: mirror them in `endpoint_healthy`.
-                for (member, extra) in set.iter().zip(&generation.extras) {
-                    extra.as_ref().labels.healthy(member.state().is_eligible());
-                }
-            }
-        });
+        let task = tokio::spawn(lb_engine::upkeep::every(self.config.sweep_every, move || {
+            let Some(live) = live.upgrade() else { return ControlFlow::Break(()) };
+            // Extras mirror ejections and active checks in `endpoint_healthy`.
+            upkeep.round(&live.load(), clock.now());
+            ControlFlow::Continue(())
+        }));
         vec![AbortOnDrop(task)]
-    }
-}
-
-/// One outlier tick; counts the endpoints the interval detectors ejected.
-fn sweep<E: AsRef<Guard>>(detector: &OutlierDetector, extras: &[E], now: Timestamp) {
-    let before: Vec<bool> = (0..extras.len()).map(|i| detector.is_ejected(i)).collect();
-    let summary = detector.tick(now);
-    if summary.ejected > 0 {
-        for (i, extra) in extras.iter().enumerate() {
-            if !before[i] && detector.is_ejected(i) {
-                extra.as_ref().labels.ejected();
-            }
-        }
     }
 }
 
@@ -283,7 +180,8 @@ fn sweep<E: AsRef<Guard>>(detector: &OutlierDetector, extras: &[E], now: Timesta
 mod tests {
     use std::time::Duration;
 
-    use lb_core::{Endpoint, Outcome, Timestamp};
+    use lb_core::{Endpoint, EndpointSet, Outcome, Report, Timestamp};
+    use lb_health::OutlierDetector;
 
     use super::*;
 

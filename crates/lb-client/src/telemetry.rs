@@ -30,25 +30,10 @@ use std::time::Duration;
 use lb_core::{ErrorType, Outcome};
 use metrics::{Counter, Gauge, Histogram, SharedString, Unit};
 
-/// Histogram of request latency in seconds, labelled `backend`.
-pub const REQUEST_DURATION_SECONDS: &str = "request_duration_seconds";
-/// Counter of failed requests, labelled `backend` and `error_type` (`connect`,
-/// `timeout`, `reset`, `http_5xx`, `rejected`).
-pub const REQUEST_ERRORS_TOTAL: &str = "request_errors_total";
-/// Counter of finished requests, labelled `upstream`, `backend` and `status`.
-pub const REQUESTS_TOTAL: &str = "requests_total";
-/// Gauge of requests sent and not yet answered, labelled `upstream` and `backend`.
-pub const REQUESTS_IN_FLIGHT: &str = "requests_in_flight";
-/// Gauge of whether an endpoint may be picked (1) or a health mechanism took
-/// it out (0), labelled `upstream` and `backend`.
-pub const ENDPOINT_HEALTHY: &str = "endpoint_healthy";
-/// Gauge of each endpoint's circuit breaker (0 closed, 1 open, 2 half-open),
-/// labelled `upstream` and `backend`.
-pub const BREAKER_STATE: &str = "breaker_state";
-/// Counter of retries, labelled `upstream`.
-pub const RETRIES_TOTAL: &str = "retries_total";
-/// Counter of outlier ejections, labelled `upstream` and `backend`.
-pub const EJECTIONS_TOTAL: &str = "ejections_total";
+pub use lb_engine::names::{
+    BREAKER_STATE, EJECTIONS_TOTAL, ENDPOINT_HEALTHY, REQUEST_DURATION_SECONDS, REQUEST_ERRORS_TOTAL,
+    REQUESTS_IN_FLIGHT, REQUESTS_TOTAL, RETRIES_TOTAL,
+};
 
 /// Every metric name above.
 pub const NAMES: [&str; 8] = [

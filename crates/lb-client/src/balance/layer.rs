@@ -4,15 +4,16 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lb_core::{Build, Clock, Endpoint, EndpointSet, MonotonicClock};
+use lb_core::{Build, Clock, Endpoint, EndpointSet, Member, MonotonicClock};
 use tokio::sync::watch;
 use tower::Layer;
 
 use super::{Balance, MakeEndpoint, NoKey, Shared, Slot};
 use crate::Error;
 use crate::attempt::Guard;
-use crate::live::{self, AbortOnDrop, Live};
+use crate::live::{self, AbortOnDrop};
 use crate::resilience::{Resilience, ResilienceConfig};
+use lb_engine::Live;
 
 /// Where the endpoints come from.
 #[derive(Clone)]
@@ -124,31 +125,21 @@ impl<A: Build + 'static, K: Send + Sync + 'static> BalanceBuilder<A, K> {
                 (set, Some(rx))
             }
         };
-        let make_slots = {
+        let new_slot = {
             let service = Arc::clone(&service);
             let resilience = Arc::clone(&resilience);
-            move |set: &EndpointSet, before: Option<(&EndpointSet, &[Slot<M::Service>])>| {
-                (0..set.len())
-                    .map(|i| match live::previous(set, i, before) {
-                        Some(old) => Slot { service: old.service.clone(), guard: old.guard.clone() },
-                        None => {
-                            let member = &set.members()[i];
-                            Slot {
-                                service: make.make(member.endpoint()),
-                                guard: Guard::new(&service, member, &resilience),
-                            }
-                        }
-                    })
-                    .collect()
+            move |member: &Member| Slot {
+                service: make.make(member.endpoint()),
+                guard: Guard::new(&service, member, &resilience),
             }
         };
-        let live = Arc::new(Live::new(self.algorithm, set, Box::new(make_slots), outlier));
+        let live = Arc::new(Live::new(self.algorithm, set, new_slot, outlier));
         let starter = {
             let live = Arc::clone(&live);
             let resilience = Arc::clone(&resilience);
             move || {
                 let mut tasks: Vec<AbortOnDrop> =
-                    follow.map(|rx| AbortOnDrop(live::follow(&live, rx))).into_iter().collect();
+                    follow.map(|rx| live::follow(&live, rx)).into_iter().collect();
                 tasks.extend(resilience.spawn_sweeper(live));
                 tasks
             }

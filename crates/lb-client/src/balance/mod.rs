@@ -38,11 +38,12 @@ pub use layer::{BalanceBuilder, BalanceLayer};
 pub use retry::{RequestMethod, Retrying};
 
 use crate::Error;
-use crate::attempt::{Attempt, Guard};
+use crate::attempt::{Attempt, Guard, keyed};
 use crate::classify::error_chain;
-use crate::live::{AbortOnDrop, Generation, Live};
+use crate::live::AbortOnDrop;
 use crate::resilience::Resilience;
 use lb_core::Exclusions;
+use lb_engine::{EndpointGuard, Extra, Generation, Live};
 
 /// Makes the inner service for one endpoint. Any
 /// `Fn(&Endpoint) -> S + Send + Sync + 'static` closure is one.
@@ -67,14 +68,35 @@ where
 }
 
 /// What the balancer keeps per endpoint: the inner service and its guard.
+#[derive(Clone)]
 pub(crate) struct Slot<S> {
-    service: S,
-    guard: Guard,
+    pub(crate) service: S,
+    pub(crate) guard: Guard,
 }
 
-impl<S> AsRef<Guard> for Slot<S> {
-    fn as_ref(&self) -> &Guard {
-        &self.guard
+impl<S: Clone + Send + Sync + 'static> Extra for Slot<S> {
+    type Status = crate::telemetry::Status;
+
+    fn guard(&self) -> &EndpointGuard {
+        self.guard.guard()
+    }
+    fn started(&self) {
+        self.guard.started();
+    }
+    fn finished(&self, outcome: Outcome, status: Self::Status, latency: Duration) {
+        self.guard.finished(outcome, status, latency);
+    }
+    fn cancelled(&self, status: Option<Self::Status>) {
+        self.guard.cancelled(status);
+    }
+    fn ejected(&self) {
+        self.guard.ejected();
+    }
+    fn breaker_changed(&self, gauge: u8) {
+        self.guard.breaker_changed(gauge);
+    }
+    fn eligibility(&self, eligible: bool) {
+        self.guard.eligibility(eligible);
     }
 }
 
@@ -136,13 +158,13 @@ impl<A: Build + 'static> Balance<A, (), NoKey> {
     }
 }
 
-impl<A: Build + 'static, S: Send + Sync + 'static, K> Balance<A, S, K> {
+impl<A: Build + 'static, S: Clone + Send + Sync + 'static, K> Balance<A, S, K> {
     /// The endpoints currently known, with their health. Called inside a
     /// tokio runtime, it also starts following discovery if nothing has yet.
     pub fn endpoints(&self) -> Vec<(Endpoint, lb_core::HealthStatus)> {
         self.shared.ensure_started();
         let generation = self.shared.live.load();
-        generation.balancer.endpoints().iter().map(|m| (m.endpoint().clone(), m.state().status())).collect()
+        generation.endpoints().iter().map(|m| (m.endpoint().clone(), m.state().status())).collect()
     }
 }
 
@@ -190,7 +212,7 @@ where
 /// A generation of the balancer over per-endpoint services `S`.
 pub(crate) type BalanceGeneration<A, S> = Generation<<A as Build>::Output, Slot<S>>;
 
-impl<A: Build + 'static, S: Send + Sync + 'static, K> Balance<A, S, K> {
+impl<A: Build + 'static, S: Clone + Send + Sync + 'static, K> Balance<A, S, K> {
     /// The current generation; retries keep one so indices stay meaningful.
     pub(crate) fn generation(&self) -> Arc<BalanceGeneration<A, S>> {
         self.shared.live.load()
@@ -230,13 +252,13 @@ impl<A: Build + 'static, S: Send + Sync + 'static, K> Balance<A, S, K> {
     {
         let shared = Arc::clone(&self.shared);
         let key = shared.key.key(&request);
-        let Some(attempt) = Attempt::start(generation, key, excluded, &*shared.clock) else {
+        let now = shared.clock.now();
+        let Some(attempt) = Attempt::start(generation, keyed(key), excluded, &shared.clock, now) else {
             shared.resilience.labels().refused();
             return Err(Error::NoEndpoint(shared.service.to_string()));
         };
         excluded.push(attempt.index());
-        let generation = Arc::clone(generation);
-        let service = generation.extras[attempt.index()].service.clone();
+        let service = attempt.extra().service.clone();
         Ok(async move {
             let result = service.oneshot(request).await.map_err(Into::into);
             let (outcome, status) = match &result {
@@ -244,7 +266,7 @@ impl<A: Build + 'static, S: Send + Sync + 'static, K> Balance<A, S, K> {
                 Err(error) => (error_chain(&**error), None),
             };
             let status = crate::telemetry::Status::of(status, outcome);
-            attempt.finish(&generation, &shared.resilience, outcome, status, &*shared.clock);
+            attempt.finish(outcome, status);
             (result, outcome)
         })
     }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use lb_core::{Build, Exclusions, Outcome};
-use lb_health::{Method, RetryPolicy, SplitMix64};
+use lb_engine::Retries;
+use lb_health::{Method, RetryPolicy};
 use tower::{BoxError, Service};
 
 use super::{Balance, RequestKey, ResponseOutcome};
@@ -81,22 +82,21 @@ where
             let generation = balance.generation();
             let now = || balance.shared_clock().now();
             balance.resilience().deposit(now());
-            let mut attempts = policy.start(request.method(), now());
+            let mut retries = Retries::new(&policy, request.method(), None);
             let mut excluded = Exclusions::new();
-            let mut rng = SplitMix64::new(fastrand::u64(..));
             loop {
                 let (result, outcome) = balance.dispatch(&generation, request.clone(), &mut excluded)?.await;
-                let budget = balance.resilience().budget();
+                let (budget, seeds) = (balance.resilience().budget(), balance.resilience().jitter());
                 let status = result.as_ref().ok().and_then(ResponseOutcome::status_code);
-                let decision = match status {
+                let wait = match status {
                     Some(code) if outcome != Outcome::ConnectError => {
-                        attempts.next_after_status(code, now(), budget, &mut rng)
+                        retries.after_answer(code, None, now(), budget, seeds)
                     }
-                    _ => attempts.next(outcome, now(), budget, &mut rng),
+                    _ => retries.after_failure(outcome, now(), budget, seeds),
                 };
-                let Ok(retry) = decision else { return result };
+                let Some(wait) = wait else { return result };
                 balance.resilience().labels().retried();
-                tokio::time::sleep(retry.after).await;
+                tokio::time::sleep(wait).await;
             }
         })
     }

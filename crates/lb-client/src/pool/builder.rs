@@ -13,15 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use lb_core::{Build, Clock, Endpoint, EndpointSet, MonotonicClock};
+use lb_core::{Build, Clock, Endpoint, EndpointSet, Member, MonotonicClock};
 use lb_health::{Hedging, RetryPolicy};
 use tokio::sync::watch;
 
 use super::{Pool, Shared};
 use crate::Error;
 use crate::attempt::Guard;
-use crate::live::{self, AbortOnDrop, Live};
+use crate::live::{self, AbortOnDrop};
 use crate::resilience::{Resilience, ResilienceConfig};
+use lb_engine::Live;
 
 /// Settings the send loop reads per request.
 #[derive(Debug, Clone)]
@@ -224,23 +225,15 @@ impl<A: Build + 'static> PoolBuilder<A> {
                 (EndpointSet::empty(), Some(rx), Some(status))
             }
         };
-        let make_slots = {
+        let new_guard = {
             let service = Arc::clone(&service);
             let resilience = Arc::clone(&resilience);
-            move |set: &EndpointSet, before: Option<(&EndpointSet, &[Guard])>| -> Vec<Guard> {
-                (0..set.len())
-                    .map(|i| match live::previous(set, i, before) {
-                        Some(old) => old.clone(),
-                        None => Guard::new(&service, &set.members()[i], &resilience),
-                    })
-                    .collect()
-            }
+            move |member: &Member| Guard::new(&service, member, &resilience)
         };
-        let live =
-            Arc::new(Live::new(self.algorithm, set, Box::new(make_slots), self.resilience.outlier.clone()));
+        let live = Arc::new(Live::new(self.algorithm, set, new_guard, self.resilience.outlier.clone()));
         let mut tasks = Vec::new();
         if let Some(rx) = follow {
-            tasks.push(AbortOnDrop(live::follow(&live, rx)));
+            tasks.push(live::follow(&live, rx));
         }
         if let Some(age) = self.max_connection_age.filter(|age| !age.is_zero()) {
             tasks.push(AbortOnDrop(rotate_clients(&client, age, self.connections.clone())));

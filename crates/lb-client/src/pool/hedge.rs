@@ -12,7 +12,7 @@ use super::Pool;
 use super::send::attempt_outcome;
 use super::url::point_at;
 use crate::Error;
-use crate::attempt::Attempt;
+use crate::attempt::{Attempt, keyed};
 use lb_core::Exclusions;
 
 pub(crate) async fn send_hedged<A: Build + 'static>(
@@ -31,7 +31,8 @@ pub(crate) async fn send_hedged<A: Build + 'static>(
 
     // Starts one copy on an endpoint not tried yet; its future reports back.
     let launch = |excluded: &mut Exclusions| -> Result<_, Error> {
-        let attempt = Attempt::start(&generation, key, excluded, clock).ok_or_else(no_endpoint)?;
+        let attempt = Attempt::start(&generation, keyed(key), excluded, &shared.clock, clock.now())
+            .ok_or_else(no_endpoint)?;
         excluded.push(attempt.index());
         let mut copy = request.try_clone().ok_or_else(no_endpoint)?;
         point_at(copy.url_mut(), attempt.endpoint().address())?;
@@ -79,8 +80,8 @@ pub(crate) async fn send_hedged<A: Build + 'static>(
             answer = running.next() => {
                 let Some((attempt, result)) = answer else { break };
                 let (outcome, status) = attempt_outcome(&result, None);
-                let backend = generation.extras[attempt.index()].labels.backend_name().to_string();
-                attempt.finish(&generation, &shared.resilience, outcome, status, clock);
+                let backend = attempt.extra().labels.backend_name().to_string();
+                attempt.finish(outcome, status);
                 match hedge.on_answer(outcome, clock.now()) {
                     HedgeDecision::Commit | HedgeDecision::Exhausted => {
                         // Dropping `running` cancels the other copies.

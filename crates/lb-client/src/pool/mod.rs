@@ -26,8 +26,9 @@ pub use builder::PoolBuilder;
 pub use request::RequestBuilder;
 
 use crate::attempt::Guard;
-use crate::live::{AbortOnDrop, Live};
+use crate::live::AbortOnDrop;
 use crate::resilience::Resilience;
+use lb_engine::Live;
 
 /// State shared by every clone of a [`Pool`].
 pub(crate) struct Shared<A: Build> {
@@ -80,7 +81,7 @@ impl<A: Build + 'static> Pool<A> {
     /// The endpoints currently known, with their health as the balancer sees it.
     pub fn endpoints(&self) -> Vec<(Endpoint, HealthStatus)> {
         let generation = self.shared.live.load();
-        generation.balancer.endpoints().iter().map(|m| (m.endpoint().clone(), m.state().status())).collect()
+        generation.endpoints().iter().map(|m| (m.endpoint().clone(), m.state().status())).collect()
     }
 
     /// How the discovery source is doing (when it last answered, its last
@@ -96,7 +97,7 @@ impl<A: Build + 'static> Pool<A> {
     pub fn set_endpoints(&self, endpoints: impl IntoIterator<Item = Endpoint>) {
         let now = self.shared.clock.now();
         let current = self.shared.live.load();
-        let next: EndpointSet = current.balancer.endpoints().replaced(endpoints, now);
+        let next: EndpointSet = current.endpoints().replaced(endpoints, now);
         self.shared.live.update(next);
     }
 

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use lb_core::{Build, Outcome};
-use lb_health::{MAX_ATTEMPTS, Method, SplitMix64};
+use lb_engine::Retries;
+use lb_health::{MAX_ATTEMPTS, Method};
 
 use super::Pool;
 use super::body::BodyFailed;
 use super::url::point_at;
 use crate::Error;
-use crate::attempt::Attempt;
+use crate::attempt::{Attempt, keyed};
 use crate::classify;
 use crate::telemetry::Status;
 use lb_core::Exclusions;
@@ -48,18 +49,18 @@ pub(crate) async fn send<A: Build + 'static>(
 
     // Indices refer to this generation, kept for the whole request.
     let generation = shared.live.load();
-    let mut attempts = policy.start(method, clock.now());
+    let mut retries = Retries::new(policy, method, None);
     let max_attempts = policy.max_attempts.clamp(1, MAX_ATTEMPTS);
     let mut excluded = Exclusions::new();
-    let mut rng = SplitMix64::new(fastrand::u64(..));
     loop {
-        let Some(attempt) = Attempt::start(&generation, key, &excluded, clock) else {
+        let Some(attempt) = Attempt::start(&generation, keyed(key), &excluded, &shared.clock, clock.now())
+        else {
             shared.resilience.labels().refused();
             return Err(Error::NoEndpoint(shared.service.to_string()));
         };
         // Keep the original for later attempts while the body can be copied;
         // the last possible attempt sends the original itself.
-        let is_last = attempts.attempt() >= max_attempts;
+        let is_last = retries.attempt() >= max_attempts;
         let copy = if is_last { None } else { request.as_ref().and_then(reqwest::Request::try_clone) };
         let (mut sent, can_retry) = match copy {
             Some(copy) => (copy, true),
@@ -70,41 +71,36 @@ pub(crate) async fn send<A: Build + 'static>(
         };
         point_at(sent.url_mut(), attempt.endpoint().address())?;
         let time_left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let now = clock.now();
         let try_timeout =
-            attempts.try_timeout(clock.now()).map_or(time_left, |per_try| per_try.min(time_left));
+            retries.attempts(now).try_timeout(now).map_or(time_left, |per_try| per_try.min(time_left));
         *sent.timeout_mut() = Some(try_timeout);
 
         let result = shared.client.load().execute(sent).await;
         let (outcome, status) = attempt_outcome(&result, body_failed.as_ref());
         let index = attempt.index();
-        attempt.finish(&generation, &shared.resilience, outcome, status, clock);
+        attempt.finish(outcome, status);
         excluded.push(index);
-        attempts.tried(index);
 
         let time_left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let retry = if can_retry && !time_left.is_zero() {
-            let budget = shared.resilience.budget();
+            let (budget, seeds, now) = (shared.resilience.budget(), shared.resilience.jitter(), clock.now());
             let decision = match &result {
-                Ok(response) => match retry_after(response) {
-                    // The server's wait replaces the backoff (RFC 9110 §10.2.3).
-                    Some(asked) => attempts.next_after_retry_after(
-                        response.status().as_u16(),
-                        asked,
-                        clock.now(),
-                        budget,
-                    ),
-                    None => {
-                        attempts.next_after_status(response.status().as_u16(), clock.now(), budget, &mut rng)
-                    }
-                },
-                Err(_) => attempts.next(outcome, clock.now(), budget, &mut rng),
+                Ok(response) => retries.after_answer(
+                    response.status().as_u16(),
+                    retry_after(response),
+                    now,
+                    budget,
+                    seeds,
+                ),
+                Err(_) => retries.after_failure(outcome, now, budget, seeds),
             };
-            decision.ok().map(|retry| retry.after).filter(|pause| *pause < time_left)
+            decision.filter(|pause| *pause < time_left)
         } else {
             None
         };
         let Some(pause) = retry else {
-            let backend = &generation.extras[index].labels;
+            let backend = &generation.extra(index).labels;
             return result
                 .map_err(|source| Error::Request { endpoint: backend.backend_name().to_string(), source });
         };
@@ -113,11 +109,8 @@ pub(crate) async fn send<A: Build + 'static>(
     }
 }
 
-/// The wait a 429 or 503 asks for in its `Retry-After` (delta-seconds form).
+/// The wait an answer asks for in its `Retry-After` (delta-seconds form).
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    if !matches!(response.status().as_u16(), 429 | 503) {
-        return None;
-    }
     lb_health::parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER)?.as_bytes())
 }
 
