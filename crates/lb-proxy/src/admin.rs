@@ -90,7 +90,7 @@ fn upstreams_json(runtime: &Runtime) -> String {
         .map(|(name, &i)| {
             let upstream = &runtime.upstreams[i];
             let snapshot = upstream.current.load();
-            let members = lb_core::Balancer::endpoints(&**snapshot).iter();
+            let members = lb_core::Balancer::endpoints(&*snapshot).iter();
             let standings = upstream.standings(runtime.clock.now());
             let endpoints: Vec<serde_json::Value> = members
                 .zip(standings)

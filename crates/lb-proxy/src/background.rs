@@ -1,15 +1,16 @@
-//! Background tasks per upstream: discovery feeding new snapshots, the
-//! balancer's timer (slow start, peak-EWMA decay) and active health checks.
+//! Background tasks per upstream, on lb-engine's: discovery feeding new
+//! snapshots, and the upkeep timer (slow start, peak-EWMA decay, outlier
+//! ejections ending, active health checks).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_core::{Balancer, Clock, EndpointSet};
-use lb_discovery::{
-    ChangeStream, DnsConfig, DnsQuery, DnsSource, FileSource, SourceStatus, fold_snapshots, watched,
-};
-use lb_health::prober::{ProbeSet, Prober};
+use lb_core::{Balancer, Clock};
+use lb_discovery::{ChangeStream, DnsConfig, DnsQuery, DnsSource, FileSource, SourceStatus, watched};
+use lb_engine::Upkeep;
+use lb_health::prober::Prober;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -114,57 +115,42 @@ async fn follow(
     // those that stay keep their live state (health, load), which probes and
     // breakers already hold.
     let installed = upstream.current.load().endpoints().clone();
-    let (publish, mut snapshots) = watch::channel(installed);
-    tokio::spawn(fold_snapshots(stream, clock, publish));
-    loop {
-        tokio::select! {
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    return; // The source ended; the last set stays installed.
-                }
-                let set = snapshots.borrow_and_update().clone();
-                tracing::info!(upstream = %upstream.name, endpoints = set.len(), "discovery update");
-                upstream.install(set);
-            }
-            _ = stopped.changed() => return,
-        }
+    let follow = lb_engine::follow::follow_changes(stream, installed, clock, |set| {
+        tracing::info!(upstream = %upstream.name, endpoints = set.len(), "discovery update");
+        upstream.install(set);
+        ControlFlow::Continue(())
+    });
+    tokio::select! {
+        () = follow => {} // The source ended; the last set stays installed.
+        _ = stopped.changed() => {}
     }
 }
 
-/// Runs the upstream's timers, and keeps active health checks following
-/// the current endpoint set (one probe task per endpoint, stopped on drop).
+/// Runs the upstream's upkeep (lb-engine's: balancer and outlier timers,
+/// active checks following the endpoint set), then the proxy's own: idle
+/// connections closed, panic mode, health changes logged.
 async fn tick(
     upstream: Arc<Upstream>,
     prober: Option<Prober>,
     clock: Arc<dyn Clock>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut probes: Option<(ProbeSet, EndpointSet)> = None;
+    let mut upkeep = Upkeep::new(prober);
     let mut standings = std::collections::HashMap::new();
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {
-                let snapshot = upstream.current.load();
-                let now = clock.now();
-                snapshot.tick(now);
-                upstream.update_panic();
-                upstream.log_health_changes(&mut standings, now);
-                if let Some(prober) = &prober {
-                    let set = snapshot.endpoints();
-                    match &mut probes {
-                        Some((_, seen)) if seen.same_snapshot(set) => {}
-                        Some((probe_set, seen)) => {
-                            probe_set.update(set);
-                            *seen = set.clone();
-                        }
-                        None => probes = Some((prober.watch(set), set.clone())),
-                    }
-                }
-                upstream.upkeep_rounds.fetch_add(1, std::sync::atomic::Ordering::Release);
-            }
-            _ = stopped.changed() => return,
+    let rounds = lb_engine::upkeep::every(TICK, || {
+        let snapshot = upstream.current.load();
+        let now = clock.now();
+        upkeep.round(&snapshot, now);
+        for backend in snapshot.extras() {
+            backend.pool.evict_expired();
         }
+        upstream.update_panic();
+        upstream.log_health_changes(&mut standings, now);
+        upstream.upkeep_rounds.fetch_add(1, std::sync::atomic::Ordering::Release);
+        ControlFlow::Continue(())
+    });
+    tokio::select! {
+        () = rounds => {}
+        _ = stopped.changed() => {}
     }
 }

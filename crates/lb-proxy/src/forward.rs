@@ -12,13 +12,13 @@
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use lb_core::{Balancer, Exclusions, Outcome, OwnedPick, PickContext};
+use lb_core::{Exclusions, Outcome, PickContext};
+use lb_engine::Retries;
 
 use crate::attempt::Attempt;
-use crate::health::Admission;
 use crate::otel::RequestSpan;
 use crate::runtime::Runtime;
-use crate::upstream::{Backend, Snapshot, Upstream};
+use crate::upstream::{Backend, Upstream};
 
 /// Something on the client's side that ends a request: not the endpoint's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,17 +133,24 @@ pub(crate) async fn forward<E: Exchange>(
     span: &mut Option<RequestSpan>,
 ) -> Forwarded<E::Answer> {
     let settings = &upstream.settings;
-    let deadline = arrived + settings.timeouts.request;
-    let mut retries = Retries { deadline, attempts: None, rng: None };
+    let start = rt.clock.now();
+    // The request's time counts from its head's arrival; the runtime's clock from here on.
+    let deadline = start + settings.timeouts.request.saturating_sub(arrived.elapsed());
+    let method = lb_health::Method::parse(exchange.method().as_str());
+    let mut retries = Retries::new(&upstream.retry_policy, method, Some(deadline));
     let mut tried = Exclusions::new();
     let mut last_error = TryError::Connect;
     let mut budget_deposited = false;
+    let generation = upstream.current.load();
     loop {
         let now = rt.clock.now();
-        let limit = settings.limits.max_in_flight_per_endpoint;
         let panic = upstream.in_panic();
-        let picked = pick_admitted(&upstream.current.load(), key, &tried, now, limit, panic);
-        let Some((pick, admission)) = picked else {
+        let ctx = PickContext::new().with_health_ignored(panic);
+        let ctx = match key {
+            Some(k) => ctx.with_key(k),
+            None => ctx,
+        };
+        let Some(attempt) = Attempt::start(&generation, ctx, &tried, &rt.clock, now) else {
             if tried.is_empty() {
                 upstream.metrics.refused();
                 return Forwarded::Local {
@@ -160,124 +167,53 @@ pub(crate) async fn forward<E: Exchange>(
                 upstream.metrics.panicked();
             }
         }
-        let attempt = Attempt::start(pick, admission, &rt.clock);
         tried.push(attempt.index());
-        let left = deadline.saturating_duration_since(attempt.started());
-        let (outcome, status, error) =
-            match exchange.send(attempt.backend(), upstream.try_timeout(left)).await {
-                Ok(answer) => {
-                    let status = E::status(&answer);
-                    let outcome = Outcome::from_status(status.as_u16());
-                    // Past the deadline the backend's own answer beats a 504.
-                    let asked = match status.as_u16() {
-                        429 | 503 => E::retry_after(&answer),
-                        _ => None,
-                    };
-                    let wait = match asked {
-                        Some(asked) => retries.wait_asked(upstream, rt, exchange, status, asked),
-                        None => retries.wait(upstream, rt, exchange, outcome),
-                    };
-                    match wait {
-                        Some(wait) => {
-                            drop(answer);
-                            attempt.finish(outcome, status);
-                            note_retry(upstream, span, retries.attempt(), outcome);
-                            pause(wait).await;
-                            continue;
-                        }
-                        None => return Forwarded::Answer { answer, attempt },
+        let left = deadline.saturating_since(now);
+        let (outcome, status, error) = match exchange.send(attempt.extra(), upstream.try_timeout(left)).await
+        {
+            Ok(answer) => {
+                let status = E::status(&answer);
+                let outcome = Outcome::from_status(status.as_u16());
+                // Past the deadline the backend's own answer beats a 504.
+                let wait = if exchange.replayable() {
+                    let (now, code) = (rt.clock.now(), status.as_u16());
+                    let asked = E::retry_after(&answer);
+                    retries.after_answer(code, asked, now, upstream.budget(), &upstream.jitter)
+                } else {
+                    None
+                };
+                match wait {
+                    Some(wait) => {
+                        drop(answer);
+                        attempt.finish(outcome, status);
+                        note_retry(upstream, span, retries.attempt(), outcome);
+                        pause(wait).await;
+                        continue;
                     }
+                    None => return Forwarded::Answer { answer, attempt },
                 }
-                Err(TryError::Client(fault)) => {
-                    attempt.cancel(fault.status());
-                    let (status, text) = TryError::Client(fault).status_and_text();
-                    return Forwarded::Local { status, text };
-                }
-                Err(error) => (error.outcome(), error.status_and_text().0, error),
-            };
+            }
+            Err(TryError::Client(fault)) => {
+                attempt.cancel(fault.status());
+                let (status, text) = TryError::Client(fault).status_and_text();
+                return Forwarded::Local { status, text };
+            }
+            Err(error) => (error.outcome(), error.status_and_text().0, error),
+        };
         attempt.finish(outcome, status);
         last_error = error;
-        let Some(wait) = retries.wait(upstream, rt, exchange, outcome) else { break };
+        if !exchange.replayable() {
+            break;
+        }
+        let now = rt.clock.now();
+        let Some(wait) = retries.after_failure(outcome, now, upstream.budget(), &upstream.jitter) else {
+            break;
+        };
         note_retry(upstream, span, retries.attempt(), outcome);
         pause(wait).await;
     }
     let (status, text) = last_error.status_and_text();
     Forwarded::Local { status, text }
-}
-
-/// One request's retry state: lb-health's [`Attempts`](lb_health::Attempts)
-/// under the upstream's policy and a jitter generator, both made only when
-/// a try fails, so a request answered at once pays nothing for them.
-struct Retries<'p> {
-    /// When the request must be over (counted from its head's arrival).
-    deadline: Instant,
-    attempts: Option<lb_health::Attempts<'p>>,
-    rng: Option<lb_health::SplitMix64>,
-}
-
-impl<'p> Retries<'p> {
-    /// The wait before another try after one ended with `outcome`, or `None`
-    /// when the request stops here: the outcome is not retried, the body
-    /// cannot be sent again, attempts or time ran out, or the budget is spent.
-    fn wait(
-        &mut self,
-        upstream: &'p Upstream,
-        rt: &Runtime,
-        exchange: &impl Exchange,
-        outcome: Outcome,
-    ) -> Option<Duration> {
-        if outcome == Outcome::Success || !exchange.replayable() {
-            return None;
-        }
-        let now = rt.clock.now();
-        let mut rng = self.rng.take().unwrap_or_else(|| upstream.jitter.next());
-        let attempts = self.attempts(upstream, exchange, now);
-        let wait = attempts.next(outcome, now, upstream.budget(), &mut rng).ok().map(|retry| retry.after);
-        self.rng = Some(rng);
-        wait
-    }
-
-    /// [`wait`](Self::wait) for a 429 or 503 whose `Retry-After` asked for
-    /// `asked`: that wait replaces the backoff (RFC 9110 §10.2.3), and one
-    /// past the request's deadline is not taken.
-    fn wait_asked(
-        &mut self,
-        upstream: &'p Upstream,
-        rt: &Runtime,
-        exchange: &impl Exchange,
-        status: StatusCode,
-        asked: Duration,
-    ) -> Option<Duration> {
-        if !exchange.replayable() {
-            return None;
-        }
-        let now = rt.clock.now();
-        let attempts = self.attempts(upstream, exchange, now);
-        attempts.next_after_retry_after(status.as_u16(), asked, now, upstream.budget()).ok().map(|r| r.after)
-    }
-
-    /// The request's attempts, made at its first failure: one try is over.
-    fn attempts(
-        &mut self,
-        upstream: &'p Upstream,
-        exchange: &impl Exchange,
-        now: lb_core::Timestamp,
-    ) -> &mut lb_health::Attempts<'p> {
-        let deadline = self.deadline;
-        self.attempts.get_or_insert_with(|| {
-            let method = lb_health::Method::parse(exchange.method().as_str());
-            // The policy's clock is the runtime's; the deadline was set by the head's arrival.
-            upstream
-                .retry_policy
-                .start(method, now)
-                .until(now + deadline.saturating_duration_since(Instant::now()))
-        })
-    }
-
-    /// The number of the try about to start (after a granted retry).
-    fn attempt(&self) -> u32 {
-        self.attempts.as_ref().map_or(1, lb_health::Attempts::attempt)
-    }
 }
 
 /// Counts a retry; `attempt` is the number of the try about to start.
@@ -293,27 +229,4 @@ async fn pause(wait: Duration) {
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
-}
-
-/// Picks an endpoint whose breaker admits the request and that is under its
-/// in-flight limit, falling back through candidates as
-/// [`lb_core::pick_admitted`] does (the client's attempts share it).
-fn pick_admitted(
-    snapshot: &std::sync::Arc<Snapshot>,
-    key: Option<&[u8]>,
-    tried: &Exclusions,
-    now: lb_core::Timestamp,
-    per_endpoint_limit: u32,
-    panic: bool,
-) -> Option<(OwnedPick<Snapshot>, Admission)> {
-    let ctx = PickContext::new().with_health_ignored(panic);
-    let ctx = match key {
-        Some(k) => ctx.with_key(k),
-        None => ctx,
-    };
-    lb_core::pick_admitted(snapshot, ctx, tried, |pick| {
-        let over_limit = per_endpoint_limit != 0
-            && snapshot.endpoints().members()[pick.index()].state().in_flight() > per_endpoint_limit;
-        if over_limit { None } else { snapshot.backends[pick.index()].guards.admit(now).ok() }
-    })
 }

@@ -1,20 +1,15 @@
 //! An upstream's `[retry]` section as lb-health's [`RetryPolicy`]: the one
 //! retry engine the proxy and the client share (which failures go again, the
 //! idempotency rule, the attempt limit, the deadline, the budget, and the
-//! backoff, skipped after a connect error). Only the jitter's seeds are the
-//! proxy's own.
+//! backoff, skipped after a connect error). Each request's retry state is
+//! lb-engine's `Retries`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use lb_health::{Backoff, Jitter, RetryOn as Failures, RetryPolicy, SplitMix64};
+use lb_health::{Backoff, Jitter, RetryOn as Failures, RetryPolicy};
 
 use crate::config::{BackoffKind, Retry, RetryOn};
 
 /// gRPC's default `backoffMultiplier` (gRFC A6).
 const GRPC_MULTIPLIER: f64 = 1.6;
-
-/// SplitMix64's increment: consecutive seeds give unrelated sequences.
-const SEED_STEP: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// The backoff schedule a retry section describes.
 pub(crate) fn schedule(retry: &Retry) -> Backoff {
@@ -48,23 +43,6 @@ pub(crate) fn policy(retry: &Retry) -> RetryPolicy {
         },
         retry_non_idempotent: retry.non_idempotent,
         backoff: schedule(retry),
-    }
-}
-
-/// Seeds for one upstream's jitter: an atomic counter, so no lock and no
-/// system call per request, and different draws for concurrent requests.
-#[derive(Debug)]
-pub(crate) struct JitterSeeds(AtomicU64);
-
-impl JitterSeeds {
-    /// Seeds starting at `first`.
-    pub(crate) fn new(first: u64) -> Self {
-        JitterSeeds(AtomicU64::new(first))
-    }
-
-    /// A generator for one request's waits.
-    pub(crate) fn next(&self) -> SplitMix64 {
-        SplitMix64::new(self.0.fetch_add(SEED_STEP, Ordering::Relaxed))
     }
 }
 
@@ -125,15 +103,5 @@ non_idempotent = true",
         let f = &default.retry_on;
         assert!(f.connect_error && f.reset && !f.timeout && !f.gateway_error && !f.any_5xx, "{f:?}");
         assert!(!default.retry_non_idempotent);
-    }
-
-    #[test]
-    fn requests_draw_different_jitter_from_the_same_upstream() {
-        use lb_health::Rng;
-        let seeds = JitterSeeds::new(3);
-        let mut firsts: Vec<u64> = (0..8).map(|_| seeds.next().next_u64()).collect();
-        firsts.sort_unstable();
-        firsts.dedup();
-        assert_eq!(firsts.len(), 8, "{firsts:?}");
     }
 }

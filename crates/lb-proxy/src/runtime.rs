@@ -132,7 +132,7 @@ impl Previous<'_> {
             return None;
         }
         let snapshot = self.runtime.upstream(name)?.current.load();
-        Some(lb_core::Balancer::endpoints(&**snapshot).clone())
+        Some(lb_core::Balancer::endpoints(&*snapshot).clone())
     }
 }
 

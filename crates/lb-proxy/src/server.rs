@@ -360,7 +360,7 @@ impl RunningProxy {
         let runtime = self.runtime.load();
         let Some(upstream) = runtime.upstream(upstream) else { return Vec::new() };
         let snapshot = upstream.current.load();
-        lb_core::Balancer::endpoints(&**snapshot)
+        lb_core::Balancer::endpoints(&*snapshot)
             .iter()
             .map(|m| (m.endpoint().address().to_string(), m.state().status()))
             .collect()

@@ -1,24 +1,22 @@
-//! One upstream at run time: its current snapshot of endpoints (swapped
-//! atomically), and the per-endpoint state that outlives snapshots (health
-//! guards, metric handles, the keep-alive connection pool).
+//! One upstream at run time: its current generation of endpoints (lb-engine's,
+//! swapped atomically), and the per-endpoint state that outlives generations
+//! (the endpoint guard, metric handles, the keep-alive connection pool).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use http::StatusCode;
 use http::uri::Authority;
-use lb_core::{
-    Balancer, Build, Clock, EndpointId, EndpointSet, HealthStatus, PickContext, Report, Timestamp,
-};
-use lb_health::{OutlierDetector, RetryBudget};
+use lb_core::{Balancer, Clock, HealthStatus, Member, Outcome, Timestamp};
+use lb_engine::{EndpointGuard, Extra, JitterSeeds, Live};
+use lb_health::RetryBudget;
 
-use crate::balancing::{Algorithm, AlgorithmChoice, AnyBalancer};
+use crate::balancing::{Algorithm, AlgorithmChoice};
 use crate::config;
-use crate::health::Guards;
 use crate::pool::Connections;
-use crate::retry::{self, JitterSeeds};
+use crate::retry;
 use crate::telemetry::{BackendMetrics, UpstreamMetrics};
 
 /// The per-upstream settings the forwarding path reads.
@@ -40,60 +38,48 @@ pub(crate) struct Settings {
     pub(crate) limits: config::Limits,
 }
 
-/// One endpoint's forwarding data, index-aligned with the snapshot's set.
+/// One endpoint's forwarding data; outlives generations while the endpoint
+/// stays (same id, same address).
 #[derive(Debug)]
 pub(crate) struct Backend {
     /// Where requests go, ready to put in a URI.
     pub(crate) authority: Authority,
     pub(crate) metrics: BackendMetrics,
-    pub(crate) guards: Guards,
-    /// Keep-alive connections to this endpoint; outlives snapshots with the backend.
+    /// Its circuit breaker and in-flight limit.
+    pub(crate) guard: EndpointGuard,
+    /// Keep-alive connections to this endpoint.
     pub(crate) pool: Connections,
 }
 
-/// An immutable view of an upstream: a balancer over one endpoint set plus
-/// each endpoint's backend data. Swapped whole when discovery changes.
-pub(crate) struct Snapshot {
-    balancer: AnyBalancer,
-    pub(crate) backends: Vec<Arc<Backend>>,
-    /// Passive health over the same set; counters carry over between snapshots.
-    pub(crate) outlier: Option<OutlierDetector>,
-}
+/// A shared [`Backend`]: the proxy's per-endpoint [`Extra`] in lb-engine's generations.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendRef(pub(crate) Arc<Backend>);
 
-impl Snapshot {
-    /// Feeds one finished try to the outlier detector; counts an ejection.
-    pub(crate) fn observe_outlier(&self, index: usize, report: &Report) {
-        if let Some(outlier) = &self.outlier
-            && outlier.record(index, report)
-        {
-            self.backends[index].metrics.ejected();
-            tracing::warn!(backend = %self.backends[index].authority, "endpoint ejected by outlier detection");
-        }
+impl std::ops::Deref for BackendRef {
+    type Target = Backend;
+    fn deref(&self) -> &Backend {
+        &self.0
     }
 }
 
-impl Balancer for Snapshot {
-    fn endpoints(&self) -> &EndpointSet {
-        self.balancer.endpoints()
+impl Extra for BackendRef {
+    type Status = StatusCode;
+
+    fn guard(&self) -> &EndpointGuard {
+        &self.guard
     }
-    #[inline]
-    fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
-        self.balancer.select(ctx)
+    fn started(&self) {
+        self.metrics.started();
     }
-    fn observe(&self, index: usize, report: &Report) {
-        self.balancer.observe(index, report)
+    fn finished(&self, outcome: Outcome, status: StatusCode, latency: Duration) {
+        self.metrics.finished(status, outcome, latency);
     }
-    /// The upstream's time-driven upkeep: slow start ramps, peak-EWMA decay,
-    /// the return of endpoints whose ejection time is over, and closing idle
-    /// connections.
-    fn tick(&self, now: Timestamp) {
-        self.balancer.tick(now);
-        if let Some(outlier) = &self.outlier {
-            outlier.tick(now);
-        }
-        for backend in &self.backends {
-            backend.pool.evict_expired();
-        }
+    fn cancelled(&self, status: Option<StatusCode>) {
+        self.metrics.cancelled(status.unwrap_or(crate::telemetry::CLIENT_CLOSED_REQUEST));
+    }
+    fn ejected(&self) {
+        self.metrics.ejected();
+        tracing::warn!(backend = %self.authority, "endpoint ejected by outlier detection");
     }
 }
 
@@ -115,7 +101,7 @@ pub(crate) enum Standing {
 
 impl Standing {
     fn of(status: HealthStatus, backend: &Backend, now: Timestamp) -> Standing {
-        match (status, backend.guards.breaker_state(now)) {
+        match (status, backend.guard.breaker_state(now)) {
             (HealthStatus::Unhealthy, _) => Standing::Unhealthy,
             (HealthStatus::Ejected, _) => Standing::Ejected,
             (_, lb_health::State::Open) => Standing::BreakerOpen,
@@ -148,6 +134,36 @@ impl Standing {
     }
 }
 
+/// Makes the backend of an endpoint seen for the first time: its metric
+/// handles, its guard (the `[circuit_breaker]` section and
+/// `max_in_flight_per_endpoint`) and its connection pool.
+fn backend_maker(
+    name: &str,
+    cfg: &config::Upstream,
+    settings: &Settings,
+) -> impl Fn(&Member) -> BackendRef + Send + Sync + 'static {
+    let (name, breaker, settings) = (name.to_string(), cfg.circuit_breaker.clone(), settings.clone());
+    move |member| {
+        let address = member.endpoint().address().to_string();
+        let authority = Authority::try_from(address.as_str())
+            .unwrap_or_else(|_| Authority::from_static("invalid.endpoint.address:1"));
+        let limit = settings.limits.max_in_flight_per_endpoint;
+        let breaker = breaker.as_ref().map(|b| crate::health::breaker_settings(&name, &address, b));
+        BackendRef(Arc::new(Backend {
+            metrics: BackendMetrics::new(&name, &address, &settings.histogram_buckets),
+            guard: EndpointGuard::new(breaker, (limit != 0).then_some(limit)),
+            pool: Connections::new(
+                settings.protocol,
+                settings.workers,
+                settings.limits.max_idle_connections_per_endpoint,
+                settings.timeouts.idle,
+                settings.timeouts.connect,
+            ),
+            authority,
+        }))
+    }
+}
+
 /// One request counted against its upstream's `max_in_flight`. A guard, so a
 /// request dropped at any point (the client left, a drain ended) still ends its count.
 pub(crate) struct InFlight(Arc<Upstream>);
@@ -164,18 +180,14 @@ pub(crate) fn retry_budget(retry: &config::Retry) -> Result<RetryBudget, lb_heal
     RetryBudget::new(retry.budget_window, retry.budget_min_per_second, percent)
 }
 
-/// A seed for an upstream's jitter that differs between upstreams and
-/// processes (std's per-thread random hash keys; no system call after the first).
-fn first_seed(name: &str) -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(name)
-}
-
 /// One upstream.
 pub(crate) struct Upstream {
     pub(crate) name: Arc<str>,
     pub(crate) settings: Settings,
-    pub(crate) current: ArcSwap<Snapshot>,
+    /// The current generation (a balancer over one endpoint set, each
+    /// endpoint's backend, the outlier detector), rebuilt by
+    /// [`install`](Upstream::install); requests in flight keep the one they picked from.
+    pub(crate) current: Live<Algorithm, BackendRef>,
     pub(crate) in_flight: AtomicU32,
     /// Panic mode, set by the tick from the share of healthy endpoints.
     panic: AtomicBool,
@@ -190,10 +202,6 @@ pub(crate) struct Upstream {
     /// Seeds for the jitter of each request's waits.
     pub(crate) jitter: JitterSeeds,
     budget: RetryBudget,
-    algorithm: Algorithm,
-    guard_config: crate::health::GuardConfig,
-    /// Backends by endpoint id, so a rebuild keeps metrics handles and breakers.
-    known: Mutex<HashMap<EndpointId, Arc<Backend>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -210,82 +218,41 @@ impl Upstream {
         choice: AlgorithmChoice,
         process: &config::Config,
     ) -> Self {
+        let settings = Settings {
+            protocol: cfg.protocol,
+            workers: *process.global.worker_threads.get_ref(),
+            histogram_buckets: Arc::from(process.admin.histogram_buckets.get_ref().as_slice()),
+            panic_threshold: *cfg.panic_threshold.get_ref(),
+            hash_key: cfg.hash_key.clone(),
+            host_header: cfg.host_header.clone(),
+            forwarded_header: cfg.forwarded_header,
+            upgrade_protocols: cfg.upgrade_protocols.clone(),
+            retry: cfg.retry.clone(),
+            timeouts: cfg.timeouts.clone(),
+            limits: cfg.limits.clone(),
+        };
+        let outlier = cfg.outlier_detection.as_ref().map(crate::health::outlier_config);
+        let new_backend = backend_maker(name, cfg, &settings);
         Upstream {
             name: Arc::from(name),
-            settings: Settings {
-                protocol: cfg.protocol,
-                workers: *process.global.worker_threads.get_ref(),
-                histogram_buckets: Arc::from(process.admin.histogram_buckets.get_ref().as_slice()),
-                panic_threshold: *cfg.panic_threshold.get_ref(),
-                hash_key: cfg.hash_key.clone(),
-                host_header: cfg.host_header.clone(),
-                forwarded_header: cfg.forwarded_header,
-                upgrade_protocols: cfg.upgrade_protocols.clone(),
-                retry: cfg.retry.clone(),
-                timeouts: cfg.timeouts.clone(),
-                limits: cfg.limits.clone(),
-            },
-            current: ArcSwap::from_pointee(Snapshot {
-                balancer: choice.algorithm.build(EndpointSet::empty()),
-                backends: Vec::new(),
-                outlier: cfg
-                    .outlier_detection
-                    .as_ref()
-                    .map(|o| OutlierDetector::new(crate::health::outlier_config(o), EndpointSet::empty())),
-            }),
+            current: Live::new(choice.algorithm, lb_core::EndpointSet::empty(), new_backend, outlier),
+            settings,
             in_flight: AtomicU32::new(0),
             panic: AtomicBool::new(false),
             discovery: Mutex::new(None),
             upkeep_rounds: AtomicU64::new(0),
             metrics: UpstreamMetrics::new(name),
             retry_policy: retry::policy(&cfg.retry),
-            jitter: JitterSeeds::new(first_seed(name)),
+            jitter: JitterSeeds::random(),
             budget: retry_budget(&cfg.retry).unwrap_or_default(),
-            algorithm: choice.algorithm,
-            guard_config: crate::health::GuardConfig::from_upstream(name, cfg),
-            known: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Builds a balancer for `set` off the hot path and swaps it in.
+    /// Builds a generation for `set` off the hot path and swaps it in.
     /// Requests in flight keep the snapshot they picked from.
-    pub(crate) fn install(&self, set: EndpointSet) {
-        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut backends = Vec::with_capacity(set.len());
-        let mut kept = HashMap::with_capacity(set.len());
-        for member in &set {
-            let endpoint = member.endpoint();
-            let address = endpoint.address().to_string();
-            let backend = match known.get(endpoint.id()) {
-                Some(b) if b.authority.as_str() == address => Arc::clone(b),
-                _ => Arc::new(self.new_backend(&address)),
-            };
-            kept.insert(endpoint.id().clone(), Arc::clone(&backend));
-            backends.push(backend);
-        }
-        *known = kept;
-        let outlier = self.current.load().outlier.as_ref().map(|o| o.with_set(set.clone()));
-        let balancer = self.algorithm.build(set);
-        self.current.store(Arc::new(Snapshot { balancer, backends, outlier }));
-        drop(known);
+    pub(crate) fn install(&self, set: lb_core::EndpointSet) {
+        self.current.update(set);
         self.update_panic();
-    }
-
-    fn new_backend(&self, address: &str) -> Backend {
-        let authority = Authority::try_from(address)
-            .unwrap_or_else(|_| Authority::from_static("invalid.endpoint.address:1"));
-        Backend {
-            metrics: BackendMetrics::new(&self.name, address, &self.settings.histogram_buckets),
-            guards: self.guard_config.guards_for(address),
-            pool: Connections::new(
-                self.settings.protocol,
-                self.settings.workers,
-                self.settings.limits.max_idle_connections_per_endpoint,
-                self.settings.timeouts.idle,
-                self.settings.timeouts.connect,
-            ),
-            authority,
-        }
     }
 
     /// Counts a request against the upstream's in-flight limit until the
@@ -337,9 +304,9 @@ impl Upstream {
         snapshot
             .endpoints()
             .iter()
-            .zip(&snapshot.backends)
+            .zip(snapshot.extras())
             .map(|(member, backend)| {
-                (Arc::clone(backend), Standing::of(member.state().status(), backend, now))
+                (Arc::clone(&backend.0), Standing::of(member.state().status(), backend, now))
             })
             .collect()
     }
@@ -349,8 +316,8 @@ impl Upstream {
     /// endpoints come or go.
     pub(crate) fn log_health_changes(&self, last: &mut HashMap<usize, Standing>, now: Timestamp) {
         let snapshot = self.current.load();
-        let key = |backend: &Arc<Backend>| Arc::as_ptr(backend) as usize;
-        for (member, backend) in snapshot.endpoints().iter().zip(&snapshot.backends) {
+        let key = |backend: &BackendRef| Arc::as_ptr(&backend.0) as usize;
+        for (member, backend) in snapshot.endpoints().iter().zip(snapshot.extras()) {
             let standing = Standing::of(member.state().status(), backend, now);
             let before = last.insert(key(backend), standing).unwrap_or(Standing::Healthy);
             if before != standing {
@@ -365,8 +332,8 @@ impl Upstream {
                 }
             }
         }
-        if last.len() > snapshot.backends.len() {
-            last.retain(|k, _| snapshot.backends.iter().any(|b| key(b) == *k));
+        if last.len() > snapshot.extras().len() {
+            last.retain(|k, _| snapshot.extras().iter().any(|b| key(b) == *k));
         }
     }
 
@@ -374,9 +341,9 @@ impl Upstream {
     pub(crate) fn refresh_gauges(&self, clock: &dyn Clock) {
         let snapshot = self.current.load();
         let now = clock.now();
-        for (member, backend) in snapshot.endpoints().iter().zip(&snapshot.backends) {
+        for (member, backend) in snapshot.endpoints().iter().zip(snapshot.extras()) {
             backend.metrics.healthy.set(if member.state().is_eligible() { 1.0 } else { 0.0 });
-            backend.metrics.breaker_state.set(backend.guards.breaker_code(now));
+            backend.metrics.breaker_state.set(f64::from(backend.guard.breaker_state(now).gauge_value()));
         }
     }
 

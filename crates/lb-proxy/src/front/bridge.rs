@@ -122,9 +122,9 @@ pub(crate) async fn forward(
             let response = answer.into_response(&attempt, timeouts.read);
             let status = response.status();
             reply.status = status;
-            reply.backend = Some(attempt.backend().authority.clone());
+            reply.backend = Some(attempt.extra().authority.clone());
             if let Some(span) = span.as_mut() {
-                span.set_backend(&attempt.backend().authority);
+                span.set_backend(&attempt.extra().authority);
             }
             let relay = relay_response(
                 response,

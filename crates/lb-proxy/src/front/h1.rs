@@ -456,9 +456,9 @@ impl Io {
         let NativeAnswer { mut conn, request_sent } = answer;
         let status = StatusCode::from_u16(conn.head.status).unwrap_or(StatusCode::BAD_GATEWAY);
         reply.status = status;
-        reply.backend = Some(attempt.backend().authority.clone());
+        reply.backend = Some(attempt.extra().authority.clone());
         if let Some(span) = span.as_mut() {
-            span.set_backend(&attempt.backend().authority);
+            span.set_backend(&attempt.extra().authority);
         }
         if status == StatusCode::SWITCHING_PROTOCOLS {
             // Boxed, as rare: its state would otherwise enlarge every connection's task.
@@ -496,7 +496,7 @@ impl Io {
         let end = match relayed_body {
             Ok(_) => BodyEnd::Complete,
             Err(RelayError::Source(error)) => {
-                tracing::debug!(backend = %attempt.backend().authority, %error, "response body from the endpoint failed");
+                tracing::debug!(backend = %attempt.extra().authority, %error, "response body from the endpoint failed");
                 BodyEnd::Failed
             }
             Err(RelayError::Sink(_)) => BodyEnd::Abandoned,
@@ -507,7 +507,7 @@ impl Io {
         }
         let reusable =
             end == BodyEnd::Complete && request_sent && conn.head.keep_alive && conn.buf.is_empty();
-        if let (true, Connections::Http1(pool)) = (reusable, &attempt.backend().pool) {
+        if let (true, Connections::Http1(pool)) = (reusable, &attempt.extra().pool) {
             pool.put(conn);
         }
         let outcome =

@@ -242,7 +242,7 @@ async fn handle(
             match forward::forward(&rt, upstream, &mut exchange, key.as_deref(), started, &mut span).await {
                 Forwarded::Local { status, text } => (local(status, text), None),
                 Forwarded::Answer { answer, attempt } => {
-                    let backend = attempt.backend().authority.clone();
+                    let backend = attempt.extra().authority.clone();
                     let response = answer.into_response(&attempt, upstream.settings.timeouts.read);
                     let status = response.status();
                     let (parts, body) = response.into_parts();
@@ -617,7 +617,13 @@ impl HyperAnswer {
                 let reader = BodyReader::new(conn.head.framing(), MAX_RESPONSE_HEAD);
                 let reusable = request_sent && conn.head.keep_alive;
                 conn.buf.consume(conn.head.len);
-                let body = Http1Body::new(conn, reader, attempt.backend_arc(), reusable, read_timeout);
+                let body = Http1Body::new(
+                    conn,
+                    reader,
+                    std::sync::Arc::clone(&attempt.extra().0),
+                    reusable,
+                    read_timeout,
+                );
                 response.map(|()| UpstreamBody::H1(Box::new(body)))
             }
         }
