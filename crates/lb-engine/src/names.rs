@@ -28,7 +28,7 @@ pub mod span {
     pub const UPSTREAM: &str = "lb.upstream";
     /// The endpoint that answered, as `host:port`.
     pub const BACKEND: &str = "backend";
-    /// The number of the try an event is about, from 1.
+    /// On a retry event: the number of the try that failed, from 1.
     pub const TRY: &str = "lb.try";
     /// What a failed try ended with, on a retry event.
     pub const ERROR_TYPE: &str = "error.type";

@@ -10,6 +10,7 @@
 use http::StatusCode;
 use http::uri::Authority;
 use lb_core::{ErrorType, Outcome};
+use lb_engine::names::span as span_names;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -73,7 +74,7 @@ impl Tracing {
             .with_attributes([
                 KeyValue::new("http.request.method", request.method().to_owned()),
                 KeyValue::new("url.path", String::from_utf8_lossy(request.path()).into_owned()),
-                KeyValue::new("lb.upstream", upstream.to_owned()),
+                KeyValue::new(span_names::UPSTREAM, upstream.to_owned()),
             ])
             .start_with_context(&self.tracer, &parent);
         let mut fields = ContextFields::default();
@@ -176,17 +177,17 @@ impl RequestSpan {
 
     /// Names the endpoint that answered (the guide's `backend` attribute).
     pub(crate) fn set_backend(&mut self, backend: &Authority) {
-        self.span.set_attribute(KeyValue::new("backend", backend.as_str().to_owned()));
+        self.span.set_attribute(KeyValue::new(span_names::BACKEND, backend.as_str().to_owned()));
     }
 
     /// Notes that try number `failed_try` (from 1) failed with `outcome` and the request goes again.
     pub(crate) fn retry(&mut self, failed_try: usize, outcome: Outcome) {
         let error = outcome.error_type().map_or("none", ErrorType::label);
         self.span.add_event(
-            "retry",
+            span_names::RETRY_EVENT,
             vec![
-                KeyValue::new("lb.try", i64::try_from(failed_try).unwrap_or(i64::MAX)),
-                KeyValue::new("error.type", error),
+                KeyValue::new(span_names::TRY, i64::try_from(failed_try).unwrap_or(i64::MAX)),
+                KeyValue::new(span_names::ERROR_TYPE, error),
             ],
         );
     }

@@ -114,7 +114,7 @@ mod tests {
 
     #[test]
     fn samples_land_in_cumulative_buckets() {
-        let family = Family::new("request_duration_seconds", "Time per request.");
+        let family = Family::new(lb_engine::names::REQUEST_DURATION_SECONDS, "Time per request.");
         let h = family.get("backend=\"a\"".to_string(), &[0.01, 0.1]);
         for ms in [1, 10, 50, 200] {
             h.record(Duration::from_millis(ms));

@@ -2,11 +2,12 @@
 //!
 //! The names are shared with `lb-client`; dashboards work for both.
 
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
 use lb_core::{ErrorType, Outcome};
-use std::sync::{Arc, LazyLock, OnceLock};
+use lb_engine::names;
 
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
 
@@ -18,7 +19,7 @@ use histogram::{Family, Histogram};
 /// `request_duration_seconds{backend}`, as the user's guide names it.
 static REQUEST_DURATION: LazyLock<Family> = LazyLock::new(|| {
     Family::new(
-        "request_duration_seconds",
+        names::REQUEST_DURATION_SECONDS,
         "Time from picking an endpoint to the end of its response, per endpoint.",
     )
 });
@@ -69,13 +70,13 @@ impl Counts {
 
     fn error(&self, kind: ErrorType) {
         self.errors[kind as usize]
-            .get_or_init(|| counter!("request_errors_total", "backend" => self.backend.clone(), "error_type" => kind.label()))
+            .get_or_init(|| counter!(names::REQUEST_ERRORS_TOTAL, "backend" => self.backend.clone(), "error_type" => kind.label()))
             .increment(1);
     }
 
     fn status(&self, code: u16) {
         let register = || {
-            counter!("requests_total", "upstream" => self.upstream.clone(),
+            counter!(names::REQUESTS_TOTAL, "upstream" => self.upstream.clone(),
                 "backend" => self.backend.clone(), "status" => code.to_string())
         };
         match COMMON_STATUSES.iter().position(|&s| s == code) {
@@ -102,9 +103,9 @@ impl BackendMetrics {
         let (u, b) = (upstream.to_string(), backend.to_string());
         BackendMetrics {
             duration: REQUEST_DURATION.get(format!("backend=\"{}\"", label_value(&b)), buckets),
-            in_flight: gauge!("requests_in_flight", "upstream" => u.clone(), "backend" => b.clone()),
-            healthy: gauge!("endpoint_healthy", "upstream" => u.clone(), "backend" => b.clone()),
-            breaker_state: gauge!("breaker_state", "upstream" => u, "backend" => b),
+            in_flight: gauge!(names::REQUESTS_IN_FLIGHT, "upstream" => u.clone(), "backend" => b.clone()),
+            healthy: gauge!(names::ENDPOINT_HEALTHY, "upstream" => u.clone(), "backend" => b.clone()),
+            breaker_state: gauge!(names::BREAKER_STATE, "upstream" => u, "backend" => b),
             ejections: OnceLock::new(),
             counts: Counts::new(upstream, backend),
         }
@@ -138,7 +139,7 @@ impl BackendMetrics {
         let Counts { upstream, backend, .. } = &self.counts;
         self.ejections
             .get_or_init(
-                || counter!("ejections_total", "upstream" => upstream.clone(), "backend" => backend.clone()),
+                || counter!(names::EJECTIONS_TOTAL, "upstream" => upstream.clone(), "backend" => backend.clone()),
             )
             .increment(1);
     }
@@ -157,7 +158,7 @@ pub(crate) struct UpstreamMetrics {
 impl UpstreamMetrics {
     pub(crate) fn new(upstream: &str) -> Self {
         UpstreamMetrics {
-            retries: counter!("retries_total", "upstream" => upstream.to_string()),
+            retries: counter!(names::RETRIES_TOTAL, "upstream" => upstream.to_string()),
             panic_picks: OnceLock::new(),
             upstream: upstream.to_string(),
             refusals: Counts::new(upstream, NO_BACKEND),
@@ -195,28 +196,28 @@ pub(crate) fn connection_metrics(listener: &str) -> (Gauge, Counter) {
 /// Gives every metric of the proxy its HELP text; call once the recorder is installed.
 pub(crate) fn describe() {
     describe_counter!(
-        "requests_total",
+        names::REQUESTS_TOTAL,
         "Requests answered, by upstream, endpoint (\"-\" when the proxy answered itself) and status."
     );
     describe_counter!(
-        "request_errors_total",
+        names::REQUEST_ERRORS_TOTAL,
         "Failed requests by endpoint and error type (connect, timeout, reset, http_5xx, rejected)."
     );
-    describe_counter!("retries_total", "Retries made, by upstream.");
-    describe_counter!("ejections_total", "Times an endpoint was ejected by outlier detection.");
+    describe_counter!(names::RETRIES_TOTAL, "Retries made, by upstream.");
+    describe_counter!(names::EJECTIONS_TOTAL, "Times an endpoint was ejected by outlier detection.");
     describe_counter!(
         "panic_requests_total",
         "Requests balanced over every endpoint because fewer than panic_threshold were healthy (Envoy's lb_healthy_panic)."
     );
-    describe_gauge!("requests_in_flight", "Requests in flight to an endpoint.");
+    describe_gauge!(names::REQUESTS_IN_FLIGHT, "Requests in flight to an endpoint.");
     describe_gauge!("client_connections", "Client connections open on a listener.");
     describe_counter!(
         "client_connections_refused_total",
         "Client connections closed at once because the listener was at max_connections."
     );
     describe_gauge!(
-        "endpoint_healthy",
+        names::ENDPOINT_HEALTHY,
         "1 when an endpoint can be picked, 0 when a health mechanism took it out."
     );
-    describe_gauge!("breaker_state", "An endpoint's circuit breaker: 0 closed, 1 open, 2 half-open.");
+    describe_gauge!(names::BREAKER_STATE, "An endpoint's circuit breaker: 0 closed, 1 open, 2 half-open.");
 }
