@@ -43,6 +43,7 @@ mod classify;
 mod error;
 pub mod grpc;
 mod live;
+mod otel;
 mod pool;
 mod resilience;
 pub mod telemetry;

@@ -63,6 +63,8 @@ mod runtime;
 mod server;
 mod signals;
 mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod upstream;
 mod workers;
 

@@ -1,68 +1,15 @@
 //! OpenTelemetry: a `handle-request` span per request, joined to the caller's
-//! W3C trace and passed on to the endpoint, exported over OTLP/HTTP.
-//!
-//! No OpenTelemetry collector can be installed on our machines, so the
-//! receiver here is a contract stand-in: a hyper server on loopback that
-//! decodes what arrives with the OTLP protobuf schema (`opentelemetry-proto`)
-//! and hands the requests to the test.
+//! W3C trace and passed on to the endpoint, exported over OTLP/HTTP to
+//! `lb_proxy::testing`'s receiver (a contract stand-in for a collector).
 
 mod common;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Backend, config, full, get, proxy};
 use http::{Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
-use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use prost::Message;
+use lb_proxy::testing::{OtlpReceiver, Span, SpanKind, any_value, attribute};
 use tokio::sync::mpsc;
-
-/// Starts the OTLP/HTTP receiver; every decoded export request comes out of the channel.
-async fn otlp_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (exports, received) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let exports = exports.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let exports = exports.clone();
-                    async move {
-                        let path_ok = req.uri().path() == "/v1/traces";
-                        let protobuf =
-                            req.headers().get("content-type").is_some_and(|v| v == "application/x-protobuf");
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let status = match ExportTraceServiceRequest::decode(body) {
-                            Ok(export) if path_ok && protobuf => {
-                                let _ = exports.send(export);
-                                StatusCode::OK
-                            }
-                            _ => StatusCode::BAD_REQUEST,
-                        };
-                        let mut response = Response::new(full(""));
-                        *response.status_mut() = status;
-                        response
-                            .headers_mut()
-                            .insert("content-type", "application/x-protobuf".parse().unwrap());
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (address, received)
-}
 
 /// A backend that reports the `traceparent` each request carried.
 async fn traceparent_backend() -> (Backend, mpsc::UnboundedReceiver<Option<String>>) {
@@ -76,10 +23,6 @@ async fn traceparent_backend() -> (Backend, mpsc::UnboundedReceiver<Option<Strin
     (backend, traceparents)
 }
 
-fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()
-}
-
 fn text(value: &str) -> Option<any_value::Value> {
     Some(any_value::Value::StringValue(value.to_string()))
 }
@@ -88,40 +31,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Receives exports until `n` spans arrived (bounded); the spans and each
-/// export's `service.name` and tracer (instrumentation scope) names.
-async fn collect_spans(
-    exports: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
-    n: usize,
-) -> (Vec<Span>, Vec<Option<any_value::Value>>) {
-    let (spans, names, _) = collect_spans_and_scopes(exports, n).await;
-    (spans, names)
+/// Waits (bounded) until `n` spans arrived: the spans and each export's `service.name`.
+async fn collect_spans(receiver: &mut OtlpReceiver, n: usize) -> (Vec<Span>, Vec<Option<any_value::Value>>) {
+    let received = receiver.spans(n).await;
+    (received.spans, received.service_names)
 }
 
-async fn collect_spans_and_scopes(
-    exports: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
-    n: usize,
-) -> (Vec<Span>, Vec<Option<any_value::Value>>, Vec<String>) {
-    let (mut spans, mut service_names, mut scopes) = (Vec::new(), Vec::new(), Vec::new());
-    while spans.len() < n {
-        let export = tokio::time::timeout(Duration::from_secs(10), exports.recv())
-            .await
-            .expect("the spans are exported")
-            .expect("the receiver runs");
-        for resource_spans in export.resource_spans {
-            let resource = resource_spans.resource.unwrap_or_default();
-            service_names.push(attribute(&resource.attributes, "service.name").cloned());
-            for scope_spans in resource_spans.scope_spans {
-                scopes.push(scope_spans.scope.map(|s| s.name).unwrap_or_default());
-                spans.extend(scope_spans.spans);
-            }
-        }
-    }
-    (spans, service_names, scopes)
-}
-
-fn tracing_section(collector: SocketAddr) -> String {
-    format!("[tracing]\notlp_endpoint = \"http://{collector}/v1/traces\"\nservice_name = \"lb-proxy-test\"\n")
+fn tracing_section(collector: &OtlpReceiver) -> String {
+    format!("[tracing]\notlp_endpoint = \"{}\"\nservice_name = \"lb-proxy-test\"\n", collector.endpoint())
 }
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -129,9 +46,9 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 #[tokio::test]
 async fn each_request_gets_a_server_span_joined_to_the_callers_trace_and_passed_on() {
-    let (collector, mut exports) = otlp_receiver().await;
+    let mut collector = OtlpReceiver::start().await.unwrap();
     let (backend, mut traceparents) = traceparent_backend().await;
-    let tracing = tracing_section(collector);
+    let tracing = tracing_section(&collector);
     let proxy = proxy(&format!("{tracing}{}", config("round_robin", &[(backend.addr, 1)], ""))).await;
     let address = proxy.listen_addresses()[0];
 
@@ -145,7 +62,7 @@ async fn each_request_gets_a_server_span_joined_to_the_callers_trace_and_passed_
 
     // Stopping exports what is buffered.
     tokio::time::timeout(Duration::from_secs(20), proxy.shutdown()).await.expect("bounded");
-    let (spans, service_names, scopes) = collect_spans_and_scopes(&mut exports, 2).await;
+    let lb_proxy::testing::Received { spans, service_names, scopes } = collector.spans(2).await;
     assert!(service_names.iter().all(|n| *n == text("lb-proxy-test")), "{service_names:?}");
     assert!(scopes.iter().all(|s| s == "load-balancer"), "the guide's tracer name: {scopes:?}");
     assert_eq!(spans.len(), 2, "one span per request");
@@ -178,16 +95,16 @@ async fn each_request_gets_a_server_span_joined_to_the_callers_trace_and_passed_
 
 #[tokio::test]
 async fn a_retry_is_an_event_on_the_span_and_the_answering_endpoint_its_backend() {
-    let (collector, mut exports) = otlp_receiver().await;
+    let mut collector = OtlpReceiver::start().await.unwrap();
     let (backend, _traceparents) = traceparent_backend().await;
     let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let upstream = config("round_robin", &[(refused, 1), (backend.addr, 1)], "");
-    let proxy = proxy(&format!("{}{upstream}", tracing_section(collector))).await;
+    let proxy = proxy(&format!("{}{upstream}", tracing_section(&collector))).await;
     for _ in 0..2 {
         assert_eq!(get(proxy.listen_addresses()[0], "/", &[]).await.0, StatusCode::OK);
     }
     tokio::time::timeout(Duration::from_secs(20), proxy.shutdown()).await.expect("bounded");
-    let (spans, _) = collect_spans(&mut exports, 2).await;
+    let (spans, _) = collect_spans(&mut collector, 2).await;
     // Round robin sends at least one of the two requests to the refused port first.
     let retried: Vec<&Span> = spans.iter().filter(|s| !s.events.is_empty()).collect();
     assert!(!retried.is_empty(), "a request was retried");

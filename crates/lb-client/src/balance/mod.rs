@@ -224,6 +224,11 @@ impl<A: Build + 'static, S: Clone + Send + Sync + 'static, K> Balance<A, S, K> {
         self.shared.ensure_started();
     }
 
+    /// The service's name (the `upstream` label).
+    pub(crate) fn service_name(&self) -> &str {
+        &self.shared.service
+    }
+
     /// The clock every health mechanism of this balancer reads.
     pub(crate) fn shared_clock(&self) -> &dyn Clock {
         &*self.shared.clock

@@ -39,13 +39,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lb_core::{Build, Clock, Endpoint, EndpointSet, MonotonicClock};
-use lb_health::{Method, RetryOn, RetryPolicy, SplitMix64};
+use lb_core::{Build, Clock, Endpoint, EndpointSet, MonotonicClock, Outcome};
+use lb_engine::Retries;
+use lb_health::{Method, RetryOn, RetryPolicy};
+use opentelemetry::global::BoxedTracer;
 use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::transport::Channel;
 use tower::{BoxError, Service};
 
+use crate::otel::{CallSpan, Tracing};
 use crate::resilience::ResilienceConfig;
 use crate::{Balance, Error, NoKey};
 use lb_core::Exclusions;
@@ -69,11 +72,13 @@ fn transparent_retry() -> RetryPolicy {
 /// balancing every call over the endpoints. Cheap to clone.
 pub struct BalancedChannel<A: Build> {
     balance: Balance<A, Channel, NoKey>,
+    /// Where call spans go, if tracing is on.
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl<A: Build> Clone for BalancedChannel<A> {
     fn clone(&self) -> Self {
-        BalancedChannel { balance: self.balance.clone() }
+        BalancedChannel { balance: self.balance.clone(), tracing: self.tracing.clone() }
     }
 }
 
@@ -101,8 +106,16 @@ impl<A: Build + 'static> Service<http::Request<Body>> for BalancedChannel<A> {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let balance = self.balance.clone();
+        let tracing = self.tracing.clone();
         Box::pin(async move {
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            // The span is named after the call (`package.Service/Method`); every attempt carries its traceparent.
+            let mut span = tracing.as_ref().map(|tracing| {
+                let name = parts.uri.path().trim_start_matches('/').to_owned();
+                let span = tracing.start(name, balance.service_name(), "POST");
+                tracing.inject(&span, &mut parts.headers);
+                span
+            });
             let generation = balance.generation();
             let mut excluded = Exclusions::new();
             let data = match replay::buffer(body).map_err(BoxError::from)? {
@@ -112,7 +125,9 @@ impl<A: Build + 'static> Service<http::Request<Body>> for BalancedChannel<A> {
                         http::Request::from_parts(parts, body),
                         &mut excluded,
                     )?;
-                    return sent.await.0;
+                    let (result, outcome) = sent.await;
+                    end_span(span, &result, outcome);
+                    return result;
                 }
                 Buffered::Complete(data) => data,
             };
@@ -120,19 +135,29 @@ impl<A: Build + 'static> Service<http::Request<Body>> for BalancedChannel<A> {
             balance.resilience().deposit(now());
             let policy = transparent_retry();
             // gRPC calls are POSTs: only the connect-error rule lets them go again.
-            let mut attempts = policy.start(Method::Post, now());
-            // A connect error waits no backoff, so this is never drawn from.
-            let mut unused_jitter = SplitMix64::new(0);
+            let mut retries = Retries::new(&policy, Method::Post, None);
             loop {
                 let request = http::Request::from_parts(parts.clone(), replay::replay(&data));
                 let (result, outcome) = balance.dispatch(&generation, request, &mut excluded)?.await;
-                let budget = balance.resilience().budget();
-                if attempts.next(outcome, now(), budget, &mut unused_jitter).is_err() {
+                let (budget, seeds) = (balance.resilience().budget(), balance.resilience().jitter());
+                // A connect error is retried at once: there is no wait to take.
+                if retries.after_failure(outcome, now(), budget, seeds).is_none() {
+                    end_span(span, &result, outcome);
                     return result;
                 }
                 balance.resilience().labels().retried();
+                if let Some(span) = span.as_mut() {
+                    span.retry(retries.attempt() - 1, outcome);
+                }
             }
         })
+    }
+}
+
+/// Ends a call's span with its HTTP status or its error.
+fn end_span(span: Option<CallSpan>, result: &Result<http::Response<Body>, BoxError>, outcome: Outcome) {
+    if let Some(span) = span {
+        span.end(None, result.as_ref().ok().map(|r| r.status().as_u16()), outcome);
     }
 }
 
@@ -153,6 +178,7 @@ pub struct ChannelBuilder<A> {
     request_timeout: Option<Duration>,
     resilience: ResilienceConfig,
     clock: Arc<dyn Clock>,
+    tracer: Option<BoxedTracer>,
 }
 
 impl<A> std::fmt::Debug for ChannelBuilder<A> {
@@ -180,6 +206,7 @@ impl<A: Build + 'static> BalancedChannel<A> {
             request_timeout: None,
             resilience: ResilienceConfig::default(),
             clock: Arc::new(MonotonicClock::new()),
+            tracer: None,
         }
     }
 }
@@ -257,6 +284,15 @@ impl<A: Build + 'static> ChannelBuilder<A> {
         self
     }
 
+    /// Traces every call with OpenTelemetry (default off), as the reqwest
+    /// pool does (see `PoolBuilder::tracer`): a CLIENT span per call, named
+    /// `package.Service/Method`, retries as events, and the span's
+    /// `traceparent` on every attempt.
+    pub fn tracer(mut self, tracer: BoxedTracer) -> Self {
+        self.tracer = Some(tracer);
+        self
+    }
+
     /// Builds the channel. With a DNS target or a source it must run inside
     /// a tokio runtime (the discovery task starts here). Connections are made
     /// lazily, on first use.
@@ -282,7 +318,7 @@ impl<A: Build + 'static> ChannelBuilder<A> {
             .build(move |endpoint: &Endpoint| channel_to(endpoint, connect_timeout, request_timeout))?;
         // Inside a runtime, follow discovery at once, not at the first call.
         balance.start();
-        Ok(BalancedChannel { balance })
+        Ok(BalancedChannel { balance, tracing: self.tracer.map(|tracer| Arc::new(Tracing::new(tracer))) })
     }
 }
 
@@ -307,7 +343,7 @@ fn channel_to(endpoint: &Endpoint, connect_timeout: Duration, request_timeout: O
 #[cfg(test)]
 mod tests {
     use lb_core::{Outcome, Timestamp};
-    use lb_health::GiveUp;
+    use lb_health::{GiveUp, SplitMix64};
 
     use super::*;
 

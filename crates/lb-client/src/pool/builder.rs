@@ -15,6 +15,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use lb_core::{Build, Clock, Endpoint, EndpointSet, Member, MonotonicClock};
 use lb_health::{Hedging, RetryPolicy};
+use opentelemetry::global::BoxedTracer;
 use tokio::sync::watch;
 
 use super::{Pool, Shared};
@@ -55,6 +56,7 @@ pub struct PoolBuilder<A> {
     hedging: Option<Hedging>,
     resilience: ResilienceConfig,
     clock: Arc<dyn Clock>,
+    tracer: Option<BoxedTracer>,
 }
 
 impl<A> std::fmt::Debug for PoolBuilder<A> {
@@ -82,6 +84,7 @@ impl<A: Build + 'static> PoolBuilder<A> {
             hedging: None,
             resilience: ResilienceConfig::default(),
             clock: Arc::new(MonotonicClock::new()),
+            tracer: None,
         }
     }
 
@@ -196,6 +199,18 @@ impl<A: Build + 'static> PoolBuilder<A> {
         self
     }
 
+    /// Traces every call with OpenTelemetry (default off): a CLIENT span
+    /// per call, named after its method, a child of the caller's current
+    /// context, with the proxy's attributes (`lb.upstream`, `backend`,
+    /// `http.response.status_code`, `error.type`) and a `retry` event per
+    /// retry. Every attempt carries the span's W3C `traceparent`, so an
+    /// lb-proxy and the backend behind it join the same trace. Pass, say,
+    /// `opentelemetry::global::tracer("checkout")`.
+    pub fn tracer(mut self, tracer: BoxedTracer) -> Self {
+        self.tracer = Some(tracer);
+        self
+    }
+
     /// Builds the pool. Must run inside a tokio runtime: it starts the
     /// discovery follower and the connection rotation.
     pub fn build(mut self) -> Result<Pool<A>, Error> {
@@ -257,6 +272,7 @@ impl<A: Build + 'static> PoolBuilder<A> {
                 resilience,
                 clock: self.clock,
                 settings,
+                tracing: self.tracer.take().map(crate::otel::Tracing::new),
                 _tasks: tasks,
             }),
         })

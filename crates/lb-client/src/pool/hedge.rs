@@ -9,10 +9,11 @@ use lb_core::Build;
 use lb_health::{HedgeDecision, HedgeStep, Hedging};
 
 use super::Pool;
-use super::send::attempt_outcome;
+use super::send::{attempt_outcome, end_span};
 use super::url::point_at;
 use crate::Error;
 use crate::attempt::{Attempt, keyed};
+use crate::otel::CallSpan;
 use lb_core::Exclusions;
 
 pub(crate) async fn send_hedged<A: Build + 'static>(
@@ -21,6 +22,7 @@ pub(crate) async fn send_hedged<A: Build + 'static>(
     key: Option<&[u8]>,
     hedging: &Hedging,
     deadline: tokio::time::Instant,
+    span: Option<CallSpan>,
 ) -> Result<reqwest::Response, Error> {
     let shared = &pool.shared;
     let clock = &*shared.clock;
@@ -84,6 +86,7 @@ pub(crate) async fn send_hedged<A: Build + 'static>(
                 attempt.finish(outcome, status);
                 match hedge.on_answer(outcome, clock.now()) {
                     HedgeDecision::Commit | HedgeDecision::Exhausted => {
+                        end_span(span, &backend, &result, outcome);
                         // Dropping `running` cancels the other copies.
                         return result.map_err(|source| Error::Request { endpoint: backend, source });
                     }
@@ -97,7 +100,10 @@ pub(crate) async fn send_hedged<A: Build + 'static>(
         }
     }
     match last {
-        Some((endpoint, result)) => result.map_err(|source| Error::Request { endpoint, source }),
+        Some((endpoint, result)) => {
+            end_span(span, &endpoint, &result, attempt_outcome(&result, None).0);
+            result.map_err(|source| Error::Request { endpoint, source })
+        }
         None => Err(no_endpoint()),
     }
 }

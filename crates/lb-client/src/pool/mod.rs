@@ -41,6 +41,8 @@ pub(crate) struct Shared<A: Build> {
     pub(crate) resilience: Arc<Resilience>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: builder::Settings,
+    /// Where call spans go, if tracing is on.
+    pub(crate) tracing: Option<crate::otel::Tracing>,
     pub(crate) _tasks: Vec<AbortOnDrop>,
 }
 

@@ -13,6 +13,7 @@ use super::url::point_at;
 use crate::Error;
 use crate::attempt::{Attempt, keyed};
 use crate::classify;
+use crate::otel::CallSpan;
 use crate::telemetry::Status;
 use lb_core::Exclusions;
 
@@ -36,11 +37,18 @@ pub(crate) async fn send<A: Build + 'static>(
     };
     let timeout = request.timeout().copied().unwrap_or(settings.timeout);
     let deadline = instant_after(timeout);
+    // Every attempt (a copy of this request) carries the call span's traceparent.
+    let mut span = shared.tracing.as_ref().map(|tracing| {
+        let name = request.method().as_str().to_owned();
+        let span = tracing.start(name.clone(), &shared.service, &name);
+        tracing.inject(&span, request.headers_mut());
+        span
+    });
     if let Some(hedging) = &settings.hedging
         && (method.is_idempotent() || idempotent == Some(true))
         && request.body().is_none_or(|body| body.as_bytes().is_some())
     {
-        return super::hedge::send_hedged(pool, request, key, hedging, deadline).await;
+        return super::hedge::send_hedged(pool, request, key, hedging, deadline, span).await;
     }
     // A streamed body is sent once; if it fails, the caller is to blame.
     let body_failed = super::body::watch(&mut request);
@@ -56,6 +64,9 @@ pub(crate) async fn send<A: Build + 'static>(
         let Some(attempt) = Attempt::start(&generation, keyed(key), &excluded, &shared.clock, clock.now())
         else {
             shared.resilience.labels().refused();
+            if let Some(span) = span {
+                span.end(None, None, Outcome::LocallyRejected);
+            }
             return Err(Error::NoEndpoint(shared.service.to_string()));
         };
         // Keep the original for later attempts while the body can be copied;
@@ -100,12 +111,28 @@ pub(crate) async fn send<A: Build + 'static>(
             None
         };
         let Some(pause) = retry else {
-            let backend = &generation.extra(index).labels;
-            return result
-                .map_err(|source| Error::Request { endpoint: backend.backend_name().to_string(), source });
+            let backend = generation.extra(index).labels.backend_name();
+            end_span(span, backend, &result, outcome);
+            return result.map_err(|source| Error::Request { endpoint: backend.to_string(), source });
         };
         shared.resilience.labels().retried();
+        if let Some(span) = span.as_mut() {
+            span.retry(retries.attempt() - 1, outcome);
+        }
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// Ends a call's span with the endpoint that answered last and how.
+pub(crate) fn end_span(
+    span: Option<CallSpan>,
+    backend: &str,
+    result: &Result<reqwest::Response, reqwest::Error>,
+    outcome: Outcome,
+) {
+    if let Some(span) = span {
+        let status = result.as_ref().ok().map(|response| response.status().as_u16());
+        span.end(Some(backend), status, outcome);
     }
 }
 

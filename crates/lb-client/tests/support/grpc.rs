@@ -2,8 +2,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -22,12 +22,16 @@ use echo::{SayReply, SayRequest};
 struct Named {
     name: String,
     hits: Arc<AtomicU64>,
+    traceparents: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 #[tonic::async_trait]
 impl Echo for Named {
     async fn say(&self, request: Request<SayRequest>) -> Result<Response<SayReply>, Status> {
         self.hits.fetch_add(1, Ordering::Relaxed);
+        let traceparent =
+            request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(String::from);
+        self.traceparents.lock().unwrap().push(traceparent);
         Ok(Response::new(SayReply { text: request.into_inner().text, server: self.name.clone() }))
     }
 }
@@ -37,6 +41,7 @@ pub struct GrpcBackend {
     pub addr: SocketAddr,
     pub name: String,
     hits: Arc<AtomicU64>,
+    traceparents: Arc<Mutex<Vec<Option<String>>>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -51,7 +56,12 @@ impl GrpcBackend {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicU64::new(0));
-        let service = EchoServer::new(Named { name: name.to_string(), hits: Arc::clone(&hits) });
+        let traceparents = Arc::new(Mutex::new(Vec::new()));
+        let service = EchoServer::new(Named {
+            name: name.to_string(),
+            hits: Arc::clone(&hits),
+            traceparents: Arc::clone(&traceparents),
+        });
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -61,11 +71,23 @@ impl GrpcBackend {
                 })
                 .await;
         });
-        Ok(GrpcBackend { addr, name: name.to_string(), hits, shutdown: Some(shutdown), task: Some(task) })
+        Ok(GrpcBackend {
+            addr,
+            name: name.to_string(),
+            hits,
+            traceparents,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
     }
 
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// The `traceparent` each call carried, in order.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.traceparents.lock().unwrap().clone()
     }
 
     /// Stops accepting, lets calls in flight finish, and waits (bounded) until the server is gone.
