@@ -9,10 +9,10 @@
 //! Failures on the client's side (an aborted upload, a malformed body) end
 //! the request at once and are never charged to the endpoint.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Method, StatusCode};
-use lb_core::{Exclusions, Outcome, PickContext};
+use lb_core::{Exclusions, Outcome, PickContext, Timestamp};
 use lb_engine::Retries;
 
 use crate::attempt::Attempt;
@@ -129,13 +129,12 @@ pub(crate) async fn forward<E: Exchange>(
     upstream: &Upstream,
     exchange: &mut E,
     key: Option<&[u8]>,
-    arrived: Instant,
+    arrived: Timestamp,
     span: &mut Option<RequestSpan>,
 ) -> Forwarded<E::Answer> {
     let settings = &upstream.settings;
-    let start = rt.clock.now();
-    // The request's time counts from its head's arrival; the runtime's clock from here on.
-    let deadline = start + settings.timeouts.request.saturating_sub(arrived.elapsed());
+    // The request's time counts from its head's arrival.
+    let deadline = arrived + settings.timeouts.request;
     let method = lb_health::Method::parse(exchange.method().as_str());
     let mut retries = Retries::new(&upstream.retry_policy, method, Some(deadline));
     let mut tried = Exclusions::new();

@@ -60,7 +60,7 @@ impl Runtime {
                     else {
                         continue;
                     };
-                    let upstream = Upstream::new(name, cfg, choice, config);
+                    let upstream = Upstream::new(name, cfg, choice, config, &clock);
                     if let Discovery::Static(list) = cfg.discovery.get_ref() {
                         let endpoints = list.endpoints.iter().map(static_endpoint);
                         upstream.install(EndpointSet::new(endpoints, clock.now()));

@@ -141,8 +141,10 @@ fn backend_maker(
     name: &str,
     cfg: &config::Upstream,
     settings: &Settings,
+    clock: &Arc<dyn Clock>,
 ) -> impl Fn(&Member) -> BackendRef + Send + Sync + 'static {
     let (name, breaker, settings) = (name.to_string(), cfg.circuit_breaker.clone(), settings.clone());
+    let clock = Arc::clone(clock);
     move |member| {
         let address = member.endpoint().address().to_string();
         let authority = Authority::try_from(address.as_str())
@@ -158,6 +160,7 @@ fn backend_maker(
                 settings.limits.max_idle_connections_per_endpoint,
                 settings.timeouts.idle,
                 settings.timeouts.connect,
+                Arc::clone(&clock),
             ),
             authority,
         }))
@@ -217,6 +220,7 @@ impl Upstream {
         cfg: &config::Upstream,
         choice: AlgorithmChoice,
         process: &config::Config,
+        clock: &Arc<dyn Clock>,
     ) -> Self {
         let settings = Settings {
             protocol: cfg.protocol,
@@ -232,7 +236,7 @@ impl Upstream {
             limits: cfg.limits.clone(),
         };
         let outlier = cfg.outlier_detection.as_ref().map(crate::health::outlier_config);
-        let new_backend = backend_maker(name, cfg, &settings);
+        let new_backend = backend_maker(name, cfg, &settings, clock);
         Upstream {
             name: Arc::from(name),
             current: Live::new(choice.algorithm, lb_core::EndpointSet::empty(), new_backend, outlier),

@@ -11,11 +11,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{StatusCode, Version};
-use lb_core::Outcome;
+use lb_core::{Outcome, Timestamp};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -293,7 +292,7 @@ impl Io {
         settings: &FrontSettings,
         stopping: bool,
     ) -> Next {
-        let arrived = Instant::now();
+        let arrived = rt.clock.now();
         let (head, hb) = (&req.head, &req.bytes[..]);
         let request_id =
             match head.fields.iter().find(|f| f.kind == FieldName::XRequestId && !f.value.is_empty()) {
@@ -359,7 +358,7 @@ impl Io {
                 target: head.path.of(hb),
                 status: reply.status,
                 backend: reply.backend.as_ref().map(http::uri::Authority::as_str),
-                duration: arrived.elapsed(),
+                duration: rt.clock.now().saturating_since(arrived),
                 request_id,
             });
         }
@@ -581,7 +580,7 @@ pub(crate) struct Request<'a> {
     pub(crate) rt: &'a Runtime,
     pub(crate) upstream: &'a Upstream,
     pub(crate) request_id: RequestIdRef,
-    pub(crate) arrived: Instant,
+    pub(crate) arrived: Timestamp,
     pub(crate) settings: &'a FrontSettings,
     /// Counts the request against the upstream's `max_in_flight` until dropped.
     pub(crate) in_flight: InFlight,

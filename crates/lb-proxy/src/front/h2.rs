@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::request::Parts;
@@ -153,7 +153,7 @@ async fn handle(
     peer: SocketAddr,
     peer_text: &[u8],
 ) -> ProxyResponse {
-    let started = Instant::now();
+    let started = rt.clock.now();
     let (mut parts, body) = req.into_parts();
     if normalize_target(&mut parts).is_err() {
         return local(StatusCode::BAD_REQUEST, "invalid request path\n");
@@ -273,7 +273,7 @@ async fn handle(
             target: uri.path_and_query().map_or("/", PathAndQuery::as_str).as_bytes(),
             status: response.status(),
             backend: backend.as_ref().map(Authority::as_str),
-            duration: started.elapsed(),
+            duration: rt.clock.now().saturating_since(started),
             request_id: request_id.as_bytes(),
         });
     }

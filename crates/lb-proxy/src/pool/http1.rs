@@ -14,14 +14,14 @@
 //! socket's readiness without a system call.
 
 use std::io;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::Method;
 use http::uri::Authority;
+use lb_core::{Clock, Timestamp};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::http1::buffer::{FillError, ReadBuffer};
 use crate::http1::response::{self, BadResponse, ResponseHead};
@@ -134,7 +134,7 @@ fn lock(stack: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
 
 struct Idle {
     conn: UpstreamConn,
-    since: Instant,
+    since: Timestamp,
 }
 
 /// The idle connections of one endpoint and how to make new ones: one
@@ -145,6 +145,8 @@ pub(crate) struct EndpointPool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    /// What idle times are measured with (the runtime's clock).
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for EndpointPool {
@@ -155,15 +157,16 @@ impl std::fmt::Debug for EndpointPool {
 
 impl EndpointPool {
     /// A pool for `workers` threads, keeping at most `max_idle` connections
-    /// per thread, each for at most `idle_timeout`.
+    /// per thread, each for at most `idle_timeout` by `clock`.
     pub(crate) fn new(
         workers: usize,
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let idle = (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect();
-        EndpointPool { idle, max_idle, idle_timeout, connect_timeout }
+        EndpointPool { idle, max_idle, idle_timeout, connect_timeout, clock }
     }
 
     /// This worker thread's stack.
@@ -178,10 +181,10 @@ impl EndpointPool {
 
     /// The most recently parked connection that is quiet and not expired.
     pub(crate) fn checkout(&self) -> Option<UpstreamConn> {
-        let now = Instant::now();
+        let now = self.clock.now();
         loop {
             let Idle { mut conn, since } = self.stack().pop()?;
-            if now.duration_since(since) < self.idle_timeout && conn.is_quiet() {
+            if now.saturating_since(since) < self.idle_timeout && conn.is_quiet() {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -199,16 +202,16 @@ impl EndpointPool {
         conn.buf.shrink(KEEP_BUFFER);
         let mut stack = self.stack();
         if stack.len() < self.max_idle {
-            stack.push(Idle { conn, since: Instant::now() });
+            stack.push(Idle { conn, since: self.clock.now() });
         }
     }
 
     /// Closes the connections idle longer than the idle timeout, on every worker.
     pub(crate) fn evict_expired(&self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         for stack in &self.idle {
             let expired: Vec<Idle> =
-                lock(stack).extract_if(.., |i| now.duration_since(i.since) >= self.idle_timeout).collect();
+                lock(stack).extract_if(.., |i| now.saturating_since(i.since) >= self.idle_timeout).collect();
             // Closed outside the lock.
             drop(expired);
         }
@@ -288,7 +291,11 @@ mod tests {
     }
 
     fn pool(max_idle: usize) -> EndpointPool {
-        EndpointPool::new(1, max_idle, Duration::from_secs(50), Duration::from_secs(1))
+        pool_on(max_idle, Arc::new(lb_core::MonotonicClock::new()))
+    }
+
+    fn pool_on(max_idle: usize, clock: Arc<dyn Clock>) -> EndpointPool {
+        EndpointPool::new(1, max_idle, Duration::from_secs(50), Duration::from_secs(1), clock)
     }
 
     /// Sends one GET on a pooled or new connection and reads the answer.
@@ -340,17 +347,18 @@ mod tests {
     #[tokio::test]
     async fn the_idle_timeout_closes_connections() {
         let mut backend = RawBackend::start(false).await;
-        let pool = pool(4);
+        let clock = Arc::new(lb_core::ManualClock::new());
+        let pool = pool_on(4, Arc::clone(&clock) as Arc<dyn Clock>);
         let (older, newer) = (exchange(&pool, &backend).await, exchange(&pool, &backend).await);
-        tokio::time::pause();
         pool.put(older);
-        tokio::time::advance(Duration::from_secs(30)).await;
+        clock.advance(Duration::from_secs(30));
         pool.put(newer);
-        tokio::time::advance(Duration::from_secs(25)).await;
+        clock.advance(Duration::from_secs(25));
         pool.evict_expired();
         assert_eq!(pool.idle_count(), 1, "only the connection idle 55 s of 50 goes");
-        tokio::time::resume();
         backend.wait_closed(1).await;
+        clock.advance(Duration::from_secs(25));
+        assert!(pool.checkout().is_none(), "the other, idle 50 s now, is not handed out");
     }
 
     #[tokio::test]

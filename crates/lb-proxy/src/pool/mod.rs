@@ -5,11 +5,13 @@
 pub(crate) mod h2;
 pub(crate) mod http1;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
 
 use crate::config::UpstreamProtocol;
+use lb_core::Clock;
 
 /// A TCP connection to `authority` within `timeout`, with Nagle off (requests are small and latency-bound).
 async fn dial(authority: &Authority, timeout: Duration) -> std::io::Result<tokio::net::TcpStream> {
@@ -38,11 +40,16 @@ impl Connections {
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         match protocol {
-            UpstreamProtocol::Http1 => {
-                Connections::Http1(http1::EndpointPool::new(workers, max_idle, idle_timeout, connect_timeout))
-            }
+            UpstreamProtocol::Http1 => Connections::Http1(http1::EndpointPool::new(
+                workers,
+                max_idle,
+                idle_timeout,
+                connect_timeout,
+                clock,
+            )),
             UpstreamProtocol::H2c => Connections::H2c(h2::SharedConnection::new(connect_timeout)),
         }
     }
