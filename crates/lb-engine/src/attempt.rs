@@ -158,10 +158,14 @@ mod tests {
     }
 
     fn live(log: &Arc<Mutex<Vec<String>>>) -> Live<Algorithm, Recorded> {
+        live_of(log, 1)
+    }
+
+    fn live_of(log: &Arc<Mutex<Vec<String>>>, n: u16) -> Live<Algorithm, Recorded> {
         let log = Arc::clone(log);
         let settings = || Settings::new("t").ready_to_trip(|c| c.consecutive_failures >= 1);
         let set = EndpointSet::new(
-            [lb_core::Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, 1], 1)))],
+            (1..=n).map(|port| lb_core::Endpoint::new(std::net::SocketAddr::from(([10, 0, 0, 1], port)))),
             Timestamp::ZERO,
         );
         let new_extra = move |_: &Member| Recorded {
@@ -191,6 +195,23 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), ["started", "breaker 1", "finished Http5xx(503) 503 7ms"]);
         assert_eq!(generation.endpoints().members()[0].state().in_flight(), 0);
         assert!(start(&generation, &clock).is_none(), "the open breaker refuses");
+    }
+
+    #[test]
+    fn an_attempt_knows_its_endpoint_and_when_it_started() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let generation = live_of(&log, 2).load();
+        let clock = Arc::new(ManualClock::new());
+        clock.advance(Duration::from_secs(3));
+        let mut tried = Exclusions::new();
+        tried.push(0);
+        let dyn_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
+        let attempt =
+            Attempt::start(&generation, PickContext::new(), &tried, &dyn_clock, clock.now()).unwrap();
+        assert_eq!(attempt.index(), 1, "the tried endpoint was passed over");
+        assert_eq!(attempt.endpoint().address().port(), 2);
+        assert_eq!(attempt.started(), Timestamp::ZERO + Duration::from_secs(3));
+        assert!(format!("{attempt:?}").contains("index: Some(1)"));
     }
 
     #[test]

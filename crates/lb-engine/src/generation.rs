@@ -111,11 +111,10 @@ impl<B: Balancer, E: Extra> Generation<B, E> {
     fn tick_outlier(&self, now: Timestamp) {
         let Some(detector) = &self.outlier else { return };
         let before: Vec<bool> = (0..self.extras.len()).map(|i| detector.is_ejected(i)).collect();
-        if detector.tick(now).ejected > 0 {
-            for (i, extra) in self.extras.iter().enumerate() {
-                if !before[i] && detector.is_ejected(i) {
-                    extra.ejected();
-                }
+        detector.tick(now);
+        for (i, extra) in self.extras.iter().enumerate() {
+            if !before[i] && detector.is_ejected(i) {
+                extra.ejected();
             }
         }
     }
@@ -300,6 +299,42 @@ mod tests {
         assert!(generation.outlier().unwrap().is_ejected(1));
         assert_eq!(generation.extra(1).ejections.load(Ordering::Relaxed), 1);
         assert_eq!(generation.extra(0).ejections.load(Ordering::Relaxed), 0);
+    }
+
+    /// A balancer that picks the first eligible endpoint and writes down what it observes.
+    struct Observing(EndpointSet, std::sync::Mutex<Vec<(usize, Outcome)>>);
+
+    impl Balancer for Observing {
+        fn endpoints(&self) -> &EndpointSet {
+            &self.0
+        }
+        fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
+            (0..self.0.len()).find(|&i| self.0.is_eligible(i, ctx))
+        }
+        fn observe(&self, index: usize, report: &Report) {
+            self.1.lock().unwrap().push((index, report.outcome));
+        }
+    }
+
+    #[test]
+    fn the_generation_passes_reports_to_its_balancer_and_knows_when_none_is_eligible() {
+        let set = EndpointSet::new([ep(1), ep(2)], Timestamp::ZERO);
+        let extras = set.iter().map(numbered()).collect();
+        let outlier = OutlierConfig { max_ejection_percent: 100, ..OutlierConfig::consecutive_failures(1) };
+        let detector = OutlierDetector::new(outlier, set.clone());
+        let generation = Arc::new(Generation::new(
+            Observing(set, std::sync::Mutex::new(Vec::new())),
+            extras,
+            Some(detector),
+        ));
+        let (pick, _) =
+            generation.pick_admitted(PickContext::new(), &Exclusions::new(), Timestamp::ZERO).unwrap();
+        pick.complete(Report { outcome: Outcome::Timeout, ..failure() });
+        assert_eq!(*generation.balancer().1.lock().unwrap(), [(0, Outcome::Timeout)]);
+        assert!(generation.any_eligible());
+        generation.observe_outlier(0, &failure());
+        generation.observe_outlier(1, &failure());
+        assert!(!generation.any_eligible(), "both ejected");
     }
 
     #[test]

@@ -92,6 +92,7 @@ mod tests {
     #[test]
     fn a_failure_opens_the_breaker_and_the_change_is_reported_once() {
         let guard = trips_at_once();
+        assert!(guard.has_breaker());
         let now = Timestamp::ZERO;
         let admission = guard.admit(now, 1).unwrap();
         assert_eq!(guard.record(admission, Outcome::ConnectError, now), Some(State::Open.gauge_value()));

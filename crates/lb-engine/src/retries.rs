@@ -175,6 +175,18 @@ mod tests {
     }
 
     #[test]
+    fn any_listed_error_status_goes_again_from_400_up() {
+        let policy =
+            RetryPolicy { retry_on: RetryOn { statuses: vec![400], ..RetryOn::default() }, ..policy() };
+        let (budget, seeds) = (budget(), JitterSeeds::new(1));
+        let mut retries = Retries::new(&policy, Method::Get, None);
+        assert_eq!(
+            retries.after_answer(400, None, Timestamp::ZERO, &budget, &seeds),
+            Some(Duration::from_millis(10))
+        );
+    }
+
+    #[test]
     fn the_deadline_given_ends_retries() {
         let (policy, budget, seeds) = (policy(), budget(), JitterSeeds::new(1));
         let until = Timestamp::ZERO + Duration::from_millis(5);

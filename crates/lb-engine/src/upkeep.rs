@@ -69,7 +69,65 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    use lb_core::{Endpoint, HealthStatus, Member};
+    use lb_health::ActiveCheckConfig;
+
     use super::*;
+    use crate::{EndpointGuard, Live};
+
+    #[derive(Clone)]
+    struct Plain(Arc<EndpointGuard>);
+
+    impl Extra for Plain {
+        type Status = u16;
+        fn guard(&self) -> &EndpointGuard {
+            &self.0
+        }
+    }
+
+    /// A loopback address nothing listens on: bound, then released.
+    fn refused() -> Endpoint {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Endpoint::new(listener.local_addr().unwrap())
+    }
+
+    /// Waits (at most 5 s) until endpoint `index` of the current generation is unhealthy.
+    async fn until_unhealthy(live: &Live<lb_algorithms::Algorithm, Plain>, index: usize) {
+        for _ in 0..500 {
+            if live.load().endpoints().members()[index].state().status() == HealthStatus::Unhealthy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("endpoint {index} was never checked");
+    }
+
+    #[tokio::test]
+    async fn rounds_check_the_current_set_and_follow_it_when_it_changes() {
+        let config = ActiveCheckConfig {
+            interval: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            timeout: Duration::from_secs(1),
+            rise: 1,
+            fall: 1,
+            ..ActiveCheckConfig::default()
+        };
+        let first = refused();
+        let set = EndpointSet::new([first.clone()], Timestamp::ZERO);
+        let live = Live::new(
+            lb_algorithms::Algorithm::RoundRobin,
+            set,
+            |_: &Member| Plain(Arc::new(EndpointGuard::new(None, None))),
+            None,
+        );
+        let mut upkeep = Upkeep::new(Some(Prober::new(config).unwrap()));
+        upkeep.round(&live.load(), Timestamp::ZERO);
+        until_unhealthy(&live, 0).await;
+
+        live.update(live.load().endpoints().replaced([first, refused()], Timestamp::ZERO));
+        upkeep.round(&live.load(), Timestamp::ZERO);
+        until_unhealthy(&live, 1).await;
+    }
 
     #[tokio::test(start_paused = true)]
     async fn rounds_come_every_period_until_one_breaks() {
