@@ -25,8 +25,8 @@ pub const DEFAULT_BALANCE_FACTOR: f64 = 1.25;
 /// capacities sum to more than the load, some endpoint is always under
 /// capacity, and no endpoint is ever taken at or over its cap.
 ///
-/// Cost per pick: O(1) for the load and weight (the set keeps both as totals,
-/// see [`EndpointSet::in_flight_total`]), plus the walk.
+/// Cost per pick: O(1) for the load and weight (building one makes the set
+/// keep both as totals, see [`EndpointSet::keep_totals`]), plus the walk.
 /// Without a key, the inner balancer's keyless pick (round robin) is used.
 ///
 /// ```
@@ -64,6 +64,8 @@ impl<H: HashWalk> BoundedLoad<H> {
     /// No validation: the caller checked the factor (clamped to at least 1.001).
     pub(crate) fn build(inner: H, balance_factor: f64) -> Self {
         let factor_milli = (balance_factor * 1000.0).clamp(1001.0, 1_000_000.0) as u64;
+        // From now on the set's lineage keeps the totals this reads per pick.
+        inner.endpoints().keep_totals();
         let weights = weights(inner.endpoints());
         let total_weight = weights.iter().map(|&w| u64::from(w)).sum();
         BoundedLoad { weights, total_weight, inner, factor_milli }

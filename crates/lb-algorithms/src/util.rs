@@ -170,7 +170,7 @@ pub(crate) struct Rotation {
 }
 
 impl Rotation {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn select(&self, set: &EndpointSet, ctx: &PickContext<'_>) -> Option<usize> {
         let members = set.members();
         let n = members.len();

@@ -4,7 +4,7 @@
 //! hot path while picks read it without a lock.
 
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::clock::Timestamp;
 
@@ -67,11 +67,15 @@ const COUNT: u32 = LOAD_JOINED - 1;
 /// endpoints' own updates: each endpoint adds to them exactly what its own
 /// words change by, while it is joined (a member of the latest set).
 ///
+/// Kept only once a consumer asks ([`EndpointSet::keep_totals`](crate::EndpointSet::keep_totals)):
+/// until then no endpoint is joined and a pick pays nothing for them.
 /// On its own cache line, so the endpoint states around it are not
 /// invalidated by every pick.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub(crate) struct Totals {
+    /// Whether the lineage keeps the totals (its endpoints join them).
+    kept: AtomicBool,
     /// The sum of the joined endpoints' in-flight counts (wrapping: a
     /// reader may see it briefly below zero while a request is counted).
     in_flight: AtomicU64,
@@ -80,6 +84,17 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
+    /// Whether the lineage keeps the totals.
+    #[inline]
+    pub(crate) fn is_kept(&self) -> bool {
+        self.kept.load(Ordering::Relaxed)
+    }
+
+    /// Starts keeping the totals; true if they were not kept before.
+    pub(crate) fn start_keeping(&self) -> bool {
+        !self.kept.swap(true, Ordering::Relaxed)
+    }
+
     /// Requests in flight on the lineage's latest set. O(1).
     #[inline]
     pub(crate) fn in_flight(&self) -> u64 {
@@ -153,11 +168,9 @@ impl EndpointState {
         }
     }
 
-    /// A state counted in `totals` with `weight`, for a set being built.
-    pub(crate) fn joined(added_at: Timestamp, totals: &Arc<Totals>, weight: u32) -> Self {
-        let state = EndpointState { totals: Some(Arc::clone(totals)), ..EndpointState::new(added_at) };
-        state.join(weight);
-        state
+    /// A state of a set's lineage, not yet counted in its `totals`.
+    pub(crate) fn of_lineage(added_at: Timestamp, totals: &Arc<Totals>) -> Self {
+        EndpointState { totals: Some(Arc::clone(totals)), ..EndpointState::new(added_at) }
     }
 
     /// Counts this endpoint (again) in its totals, with `weight`: it is a
