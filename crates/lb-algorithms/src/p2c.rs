@@ -189,7 +189,7 @@ impl Balancer for PowerOfTwoChoices {
     /// The common case inline: two draws, both eligible, nothing excluded.
     /// Anything else (a draw lands on a down endpoint, a retry excludes
     /// some, fewer than two endpoints) starts over out of line in
-    /// [`two_choices`], whose pairs are uniform over the eligible endpoints
+    /// `two_choices`, whose pairs are uniform over the eligible endpoints
     /// like the accepted ones here, so the mix stays uniform.
     #[inline]
     fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
