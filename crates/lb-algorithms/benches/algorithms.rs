@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group};
 use lb_algorithms::{
     BoundedLoad, FnvRing, JumpHash, KetamaRing, LeastConnections, Maglev, PeakEwma, PowerOfTwoChoices,
     Rendezvous, RoundRobin, SmoothWeightedRoundRobin, StrideScheduler, WeightedRandom, hash_key, jump_bucket,
@@ -117,6 +117,18 @@ fn pick_complete(c: &mut Criterion) {
     group.finish();
 }
 
+/// What tower's `PendingRequests` does per request, and no more: pick, then
+/// complete (counting the request in and out), reading no clock.
+#[inline]
+fn pick_and_complete_untimed<B: Balancer>(b: &B) {
+    let pick = b.pick(&PickContext::new()).unwrap();
+    pick.complete(Report {
+        outcome: Outcome::Success,
+        latency: Duration::from_millis(1),
+        at: Timestamp::ZERO,
+    });
+}
+
 /// One request's balancer work as a caller does it: pick, time it, report.
 #[inline]
 fn pick_and_complete(b: &dyn Balancer, clock: &MonotonicClock) {
@@ -131,46 +143,108 @@ fn two_threads(c: &mut Criterion) {
     let mut group = c.benchmark_group("select_2_threads");
     for n in SIZES {
         for (name, b) in all_ours(n) {
-            let b: Arc<dyn Balancer> = Arc::from(b);
-            group.bench_function(BenchmarkId::new(name, n), |bench| {
-                bench.iter_custom(|iters| concurrent(&b, &keys, iters))
-            });
+            let duo = Duo::new(Arc::from(b), Arc::clone(&keys));
+            group
+                .bench_function(BenchmarkId::new(name, n), |bench| bench.iter_custom(|iters| duo.run(iters)));
         }
     }
     group.finish();
 }
 
-/// Wall time for each of two threads to make `iters` picks at once.
-fn concurrent(b: &Arc<dyn Balancer>, keys: &Arc<Vec<[u8; 8]>>, iters: u64) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..2 {
-            let (b, keys) = (Arc::clone(b), Arc::clone(keys));
-            s.spawn(move || {
-                for i in 0..iters as usize {
-                    black_box(b.select(&PickContext::new().with_key(&keys[(i + t * 512) & 1023])));
-                }
-            });
+/// Two picking threads, spawned once per balancer and parked between runs,
+/// so no thread is spawned or joined inside a timed run.
+struct Duo {
+    shared: Arc<DuoShared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+struct DuoShared {
+    start: std::sync::Barrier,
+    end: std::sync::Barrier,
+    /// Picks per thread in the next run; 0 tells the threads to exit.
+    iters: std::sync::atomic::AtomicU64,
+    /// Each thread's own time for its picks in the last run.
+    nanos: [std::sync::atomic::AtomicU64; 2],
+}
+
+impl Duo {
+    fn new(b: Arc<dyn Balancer>, keys: Arc<Vec<[u8; 8]>>) -> Duo {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let shared = Arc::new(DuoShared {
+            start: std::sync::Barrier::new(3),
+            end: std::sync::Barrier::new(3),
+            iters: AtomicU64::new(0),
+            nanos: [AtomicU64::new(0), AtomicU64::new(0)],
+        });
+        let threads = (0..2)
+            .map(|t| {
+                let (b, keys, shared) = (Arc::clone(&b), Arc::clone(&keys), Arc::clone(&shared));
+                std::thread::spawn(move || {
+                    loop {
+                        shared.start.wait();
+                        let iters = shared.iters.load(Ordering::Acquire);
+                        if iters == 0 {
+                            return;
+                        }
+                        let start = Instant::now();
+                        for i in 0..iters as usize {
+                            black_box(b.select(&PickContext::new().with_key(&keys[(i + t * 512) & 1023])));
+                        }
+                        shared.nanos[t].store(start.elapsed().as_nanos() as u64, Ordering::Release);
+                        shared.end.wait();
+                    }
+                })
+            })
+            .collect();
+        Duo { shared, threads }
+    }
+
+    /// The longer of the two threads' times for `iters` picks each, both
+    /// released at once.
+    fn run(&self, iters: u64) -> Duration {
+        use std::sync::atomic::Ordering;
+        self.shared.iters.store(iters.max(1), Ordering::Release);
+        self.shared.start.wait();
+        self.shared.end.wait();
+        let nanos = self.shared.nanos.iter().map(|n| n.load(Ordering::Acquire)).max().unwrap_or(0);
+        Duration::from_nanos(nanos)
+    }
+}
+
+impl Drop for Duo {
+    fn drop(&mut self) {
+        self.shared.iters.store(0, std::sync::atomic::Ordering::Release);
+        self.shared.start.wait();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
-    });
-    start.elapsed()
+    }
 }
 
 fn build(c: &mut Criterion) {
     let mut group = c.benchmark_group("build");
     for n in [100, 1000] {
         let s = set(n);
-        group.bench_function(BenchmarkId::new("maglev_65537", n), |b| b.iter(|| Maglev::new(s.clone())));
+        // Inputs made and outputs dropped outside the timing, on both sides.
+        group.bench_function(BenchmarkId::new("maglev_65537", n), |b| {
+            b.iter_batched(|| s.clone(), Maglev::new, BatchSize::LargeInput)
+        });
         let nodes: Vec<std::net::SocketAddr> = (0..n).map(addr).collect();
         group.bench_function(BenchmarkId::new("peer_maglev_hash_65537", n), |b| {
-            b.iter(|| maglev_hash::MaglevTable::with_capacity(nodes.clone(), 65_537))
+            b.iter_batched(
+                || nodes.clone(),
+                |nodes| maglev_hash::MaglevTable::with_capacity(nodes, 65_537),
+                BatchSize::LargeInput,
+            )
         });
     }
     let s = set(100);
-    group.bench_function(BenchmarkId::new("ring_160", 100), |b| b.iter(|| KetamaRing::new(s.clone())));
+    group.bench_function(BenchmarkId::new("ring_160", 100), |b| {
+        b.iter_batched(|| s.clone(), KetamaRing::new, BatchSize::LargeInput)
+    });
     let buckets: Vec<_> = (0..100).map(|i| pingora_ketama::Bucket::new(addr(i), 1)).collect();
     group.bench_function(BenchmarkId::new("peer_pingora_ketama", 100), |b| {
-        b.iter(|| pingora_ketama::Continuum::new(&buckets))
+        b.iter_batched(|| (), |()| pingora_ketama::Continuum::new(&buckets), BatchSize::LargeInput)
     });
     let w = weighted(100);
     group.bench_function(BenchmarkId::new("swrr", 100), |b| {
@@ -272,6 +346,18 @@ fn peers(c: &mut Criterion) {
 
 // ---------- the summary: interleaved pairs, ratios, distribution ----------
 
+/// maglev-hash's key hash (`hash_with_seed(key, 2)`): std's `DefaultHasher`
+/// fed the seed, then the key, so both sides of the pair hash alike. Out of
+/// line, as maglev-hash's own is.
+#[inline(never)]
+fn sip_seed_2<K: std::hash::Hash + ?Sized>(key: &K) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&2u64, &mut hasher);
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Nanoseconds per call of `f`: the best of 7 batches of about 20 ms (the
 /// minimum filters out time the shared machine gave to other processes).
 fn ns_per_op(mut f: impl FnMut()) -> f64 {
@@ -296,6 +382,82 @@ fn ns_per_op(mut f: impl FnMut()) -> f64 {
             t.elapsed().as_nanos() as f64 / batch as f64
         })
         .fold(f64::INFINITY, f64::min)
+}
+
+/// Nanoseconds per build over a batch of about 20 ms: each call timed on
+/// its own, its input made (`setup`) and its output dropped outside the
+/// timing, on both sides of a pair alike.
+fn ns_per_build_batch<I, O>(setup: &mut impl FnMut() -> I, build: &mut impl FnMut(I) -> O) -> f64 {
+    let (mut spent, mut calls) = (Duration::ZERO, 0u32);
+    while spent < Duration::from_millis(20) || calls < 3 {
+        let input = setup();
+        let t = Instant::now();
+        let output = black_box(build(black_box(input)));
+        spent += t.elapsed();
+        drop(output);
+        calls += 1;
+    }
+    spent.as_nanos() as f64 / f64::from(calls)
+}
+
+/// [`ns_per_op`] for a pair (ours, peer): batches of the two alternate
+/// (ours first, then the peer first), so both sides see the same moments of
+/// a shared machine; the best batch of each.
+fn ns_per_op_pair(mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64, f64) {
+    fn calibrate(f: &mut impl FnMut()) -> u64 {
+        let mut batch = 1u64;
+        loop {
+            let t = Instant::now();
+            for _ in 0..batch {
+                f();
+            }
+            if t.elapsed() > Duration::from_millis(2) || batch > 1 << 30 {
+                return batch * 10;
+            }
+            batch *= 4;
+        }
+    }
+    fn once(f: &mut impl FnMut(), batch: u64) -> f64 {
+        let t = Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        t.elapsed().as_nanos() as f64 / batch as f64
+    }
+    let (a, b) = (calibrate(&mut ours), calibrate(&mut theirs));
+    let (mut best_a, mut best_b) = (f64::INFINITY, f64::INFINITY);
+    for round in 0..8 {
+        if round % 2 == 0 {
+            best_a = best_a.min(once(&mut ours, a));
+            best_b = best_b.min(once(&mut theirs, b));
+        } else {
+            best_b = best_b.min(once(&mut theirs, b));
+            best_a = best_a.min(once(&mut ours, a));
+        }
+    }
+    (best_a, best_b)
+}
+
+/// [`ns_per_build_batch`] for a pair, alternating like [`ns_per_op_pair`].
+fn ns_per_build_pair<I, O, J, P>(
+    mut setup_ours: impl FnMut() -> I,
+    mut ours: impl FnMut(I) -> O,
+    mut setup_theirs: impl FnMut() -> J,
+    mut theirs: impl FnMut(J) -> P,
+) -> (f64, f64) {
+    let (mut best_a, mut best_b) = (f64::INFINITY, f64::INFINITY);
+    for round in 0..6 {
+        let mut a = || best_a = best_a.min(ns_per_build_batch(&mut setup_ours, &mut ours));
+        let mut b = || best_b = best_b.min(ns_per_build_batch(&mut setup_theirs, &mut theirs));
+        if round % 2 == 0 {
+            a();
+            b();
+        } else {
+            b();
+            a();
+        }
+    }
+    (best_a, best_b)
 }
 
 struct Row {
@@ -364,16 +526,18 @@ fn summary() {
         for i in 0..n {
             peer.add(i, 1 + (i % 4) as isize);
         }
-        let ours = ns_per_op(|| {
-            black_box(swrr.select(&PickContext::new()));
-        });
-        let theirs = ns_per_op(|| {
-            black_box(peer.next());
-        });
+        let (ours, theirs) = ns_per_op_pair(
+            || {
+                black_box(swrr.select(&PickContext::new()));
+            },
+            || {
+                black_box(peer.next());
+            },
+        );
         rows.push(Row {
             what: format!("smooth WRR select, n={n}"),
             ours,
-            peer: Some(("weighted-rs SmoothWeight::next", theirs)),
+            peer: Some(("weighted-rs SmoothWeight::next, same n and weights", theirs)),
             target: if n == 100 { "≤ 10 ns, ≥ 1.5× peer" } else { "≥ 1.5× peer" },
         });
 
@@ -415,10 +579,11 @@ fn summary() {
             target: "≤ 5 ns",
         });
         let mut tp2c = tower_p2c(n);
-        let ours = ns_per_op(|| pick_and_complete(&p2c, &clock));
-        let theirs = ns_per_op(|| tower_request(&mut tp2c, &mut cx));
+        // tower's PendingRequests reads no clock: neither does ours here.
+        let (ours, theirs) =
+            ns_per_op_pair(|| pick_and_complete_untimed(&p2c), || tower_request(&mut tp2c, &mut cx));
         rows.push(Row {
-            what: format!("P2C pick+complete, n={n}"),
+            what: format!("P2C pick+complete (no clock read on either side), n={n}"),
             ours,
             peer: Some(("tower p2c + PendingRequests", theirs)),
             target: "≥ 1.5× peer",
@@ -434,8 +599,8 @@ fn summary() {
             target: "",
         });
         let mut tewma = tower_ewma(n);
-        let ours = ns_per_op(|| pick_and_complete(&ewma, &clock));
-        let theirs = ns_per_op(|| tower_request(&mut tewma, &mut cx));
+        let (ours, theirs) =
+            ns_per_op_pair(|| pick_and_complete(&ewma, &clock), || tower_request(&mut tewma, &mut cx));
         rows.push(Row {
             what: format!("peak-EWMA pick+complete, n={n}"),
             ours,
@@ -446,12 +611,14 @@ fn summary() {
         let ring = KetamaRing::new(set(n));
         let buckets: Vec<_> = (0..n).map(|i| pingora_ketama::Bucket::new(addr(i), 1)).collect();
         let continuum = pingora_ketama::Continuum::new(&buckets);
-        let ours = ns_per_op(|| {
-            black_box(ring.select(&PickContext::new().with_key(next_key())));
-        });
-        let theirs = ns_per_op(|| {
-            black_box(continuum.node_idx(next_key()));
-        });
+        let (ours, theirs) = ns_per_op_pair(
+            || {
+                black_box(ring.select(&PickContext::new().with_key(next_key())));
+            },
+            || {
+                black_box(continuum.node_idx(next_key()));
+            },
+        );
         rows.push(Row {
             what: format!("ketama select (crc32 + search), n={n}×160"),
             ours,
@@ -471,17 +638,50 @@ fn summary() {
         let maglev = Maglev::new(set(n));
         let nodes: Vec<usize> = (0..n).collect();
         let peer = maglev_hash::MaglevTable::with_capacity(nodes, 65_537);
-        let ours = ns_per_op(|| {
-            black_box(maglev.select(&PickContext::new().with_key(next_key())));
-        });
-        let theirs = ns_per_op(|| {
-            black_box(peer.get(next_key()));
-        });
+        let (ours, theirs) = ns_per_op_pair(
+            || {
+                black_box(maglev.select(&PickContext::new().with_key(next_key())));
+            },
+            || {
+                black_box(peer.get(next_key()));
+            },
+        );
         rows.push(Row {
-            what: format!("Maglev select (hash + lookup), n={n}"),
+            what: format!("Maglev select (own hash + lookup + health), n={n}"),
+            ours,
+            peer: Some(("maglev-hash get (SipHash + lookup)", theirs)),
+            target: "",
+        });
+        // The same hash on both sides: maglev-hash's own (SipHash-1-3 of
+        // seed 2 then the key), then each side's lookup; ours also checks health.
+        let (ours, theirs) = ns_per_op_pair(
+            || {
+                black_box(maglev.select_hash(sip_seed_2(next_key()), &PickContext::new()));
+            },
+            || {
+                black_box(peer.get(next_key()));
+            },
+        );
+        rows.push(Row {
+            what: format!("Maglev select_hash of maglev-hash's SipHash + health, n={n}"),
+            ours,
+            peer: Some(("maglev-hash get (no health check)", theirs)),
+            target: "≥ 1.5× peer",
+        });
+        // Exactly maglev-hash's work: its hash, a table read, no health check.
+        let (ours, theirs) = ns_per_op_pair(
+            || {
+                black_box(maglev.lookup(sip_seed_2(next_key())));
+            },
+            || {
+                black_box(peer.get(next_key()));
+            },
+        );
+        rows.push(Row {
+            what: format!("Maglev lookup of maglev-hash's SipHash (no health check), n={n}"),
             ours,
             peer: Some(("maglev-hash get", theirs)),
-            target: "≥ 1.5× peer",
+            target: "",
         });
         let hashes: Vec<u64> = keys.iter().map(|k| hash_key(k)).collect();
         rows.push(Row {
@@ -501,12 +701,14 @@ fn summary() {
             target: "≤ 2 ns",
         });
 
-        let ours = ns_per_op(|| {
-            black_box(jump_bucket(hashes[bump()], n as u32));
-        });
-        let theirs = ns_per_op(|| {
-            black_box(jump_consistent_hash::hash(hashes[bump()], n));
-        });
+        let (ours, theirs) = ns_per_op_pair(
+            || {
+                black_box(jump_bucket(hashes[bump()], n as u32));
+            },
+            || {
+                black_box(jump_consistent_hash::hash(hashes[bump()], n));
+            },
+        );
         rows.push(Row {
             what: format!("jump bucket, n={n}"),
             ours,
@@ -529,7 +731,7 @@ fn summary() {
                 black_box(bounded.select(&PickContext::new().with_key(next_key())));
             }),
             peer: None,
-            target: "O(n) load sum",
+            target: if n == 1000 { "≤ 20 ns" } else { "" },
         });
     }
     print_rows("Per pick (single thread)", &rows);
@@ -538,12 +740,12 @@ fn summary() {
     for n in [100, 1000] {
         let s = set(n);
         let nodes: Vec<std::net::SocketAddr> = (0..n).map(addr).collect();
-        let ours = ns_per_op(|| {
-            black_box(Maglev::new(s.clone()));
-        });
-        let theirs = ns_per_op(|| {
-            black_box(maglev_hash::MaglevTable::with_capacity(nodes.clone(), 65_537));
-        });
+        let (ours, theirs) = ns_per_build_pair(
+            || s.clone(),
+            Maglev::new,
+            || nodes.clone(),
+            |nodes| maglev_hash::MaglevTable::with_capacity(nodes, 65_537),
+        );
         rows.push(Row {
             what: format!("Maglev build M=65537, n={n}"),
             ours,
@@ -553,12 +755,12 @@ fn summary() {
     }
     let s = set(100);
     let buckets: Vec<_> = (0..100).map(|i| pingora_ketama::Bucket::new(addr(i), 1)).collect();
-    let ours = ns_per_op(|| {
-        black_box(KetamaRing::new(s.clone()));
-    });
-    let theirs = ns_per_op(|| {
-        black_box(pingora_ketama::Continuum::new(&buckets));
-    });
+    let (ours, theirs) = ns_per_build_pair(
+        || s.clone(),
+        KetamaRing::new,
+        || (),
+        |()| pingora_ketama::Continuum::new(&buckets),
+    );
     rows.push(Row {
         what: "ketama build n=100×160".into(),
         ours,
@@ -569,11 +771,9 @@ fn summary() {
 
     let mut rows = Vec::new();
     let two = |b: Arc<dyn Balancer>| {
-        let keys = Arc::new(keys.clone());
+        let duo = Duo::new(b, Arc::new(keys.clone()));
         let iters = 500_000u64;
-        (0..3)
-            .map(|_| concurrent(&b, &keys, iters).as_nanos() as f64 / iters as f64)
-            .fold(f64::INFINITY, f64::min)
+        (0..3).map(|_| duo.run(iters).as_nanos() as f64 / iters as f64).fold(f64::INFINITY, f64::min)
     };
     for (name, b) in all_ours(100) {
         let b: Arc<dyn Balancer> = Arc::from(b);

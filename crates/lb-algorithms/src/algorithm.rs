@@ -331,7 +331,11 @@ impl Build for Algorithm {
             }
             Algorithm::SlowStart { inner, window, min_weight_percent } => {
                 let now = set.iter().map(|m| m.state().added_at()).max().unwrap_or(Timestamp::ZERO);
-                let config = SlowStartConfig { window: *window, min_weight_percent: *min_weight_percent };
+                let config = SlowStartConfig {
+                    window: *window,
+                    min_weight_percent: *min_weight_percent,
+                    ..SlowStartConfig::default()
+                };
                 let inner = match &**inner {
                     // Nested slow start is refused by validate; build it once.
                     Algorithm::SlowStart { inner, .. } => inner.build(set),

@@ -16,14 +16,17 @@ pub const DEFAULT_BALANCE_FACTOR: f64 = 1.25;
 /// which case it walks on to the first eligible endpoint under capacity.
 ///
 /// Capacity of endpoint `i` = `ceil(c * (total_in_flight + 1) * w_i / W)`,
-/// where `total_in_flight` and `W` are over the eligible endpoints, which is
+/// where `total_in_flight` counts the requests in flight on the set's
+/// endpoints (whatever their health; an excluded endpoint's are left out)
+/// and `W` is the weight of the eligible endpoints, which is
 /// the paper's `ceil(c * (m + 1) / n)` when weights are equal (HAProxy
 /// `hash-balance-factor`, Envoy `hash_balance_factor`). `c` is kept as
 /// an integer in thousandths, so the check is integer arithmetic. Since the
 /// capacities sum to more than the load, some endpoint is always under
 /// capacity, and no endpoint is ever taken at or over its cap.
 ///
-/// Cost per pick: one O(n) pass summing in-flight counts, plus the walk.
+/// Cost per pick: O(1) for the load and weight (building one makes the set
+/// keep both as totals, see [`EndpointSet::keep_totals`]), plus the walk.
 /// Without a key, the inner balancer's keyless pick (round robin) is used.
 ///
 /// ```
@@ -44,6 +47,8 @@ pub const DEFAULT_BALANCE_FACTOR: f64 = 1.25;
 pub struct BoundedLoad<H> {
     inner: H,
     weights: Vec<u32>,
+    /// The sum of `weights`: the eligible weight when health is ignored.
+    total_weight: u64,
     factor_milli: u64,
 }
 
@@ -59,7 +64,11 @@ impl<H: HashWalk> BoundedLoad<H> {
     /// No validation: the caller checked the factor (clamped to at least 1.001).
     pub(crate) fn build(inner: H, balance_factor: f64) -> Self {
         let factor_milli = (balance_factor * 1000.0).clamp(1001.0, 1_000_000.0) as u64;
-        BoundedLoad { weights: weights(inner.endpoints()), inner, factor_milli }
+        // From now on the set's lineage keeps the totals this reads per pick.
+        inner.endpoints().keep_totals();
+        let weights = weights(inner.endpoints());
+        let total_weight = weights.iter().map(|&w| u64::from(w)).sum();
+        BoundedLoad { weights, total_weight, inner, factor_milli }
     }
 
     /// The wrapped hash balancer.
@@ -68,22 +77,33 @@ impl<H: HashWalk> BoundedLoad<H> {
     }
 
     /// Selects for a key hash (as [`HashWalk::key_hash`] makes it).
+    ///
+    /// O(1) before the walk: the load and the eligible weight are the set's
+    /// totals ([`EndpointSet::in_flight_total`], [`EndpointSet::eligible_weight`]),
+    /// less what the excluded endpoints hold.
     pub fn select_hash(&self, hash: u64, ctx: &PickContext<'_>) -> Option<usize> {
         let set = self.inner.endpoints();
-        let (mut total, mut weight_sum) = (0u64, 0u64);
-        for (i, m) in set.iter().enumerate() {
-            if set.is_eligible(i, ctx) {
-                total += u64::from(m.state().in_flight());
-                weight_sum += u64::from(self.weights[i]);
+        let members = set.members();
+        let mut total = set.in_flight_total();
+        let mut weight_sum = if ctx.ignores_health() { self.total_weight } else { set.eligible_weight() };
+        // A retry's few excluded endpoints take none of this request: leave them out.
+        let exclude = ctx.exclude();
+        for (k, &i) in exclude.iter().enumerate() {
+            if let Some(m) = members.get(i).filter(|_| !exclude[..k].contains(&i)) {
+                total = total.saturating_sub(u64::from(m.state().in_flight()));
+                if ctx.health_admits(m.state()) {
+                    weight_sum = weight_sum.saturating_sub(u64::from(self.weights[i]));
+                }
             }
         }
         if weight_sum == 0 {
-            return None;
+            // Nothing eligible, or totals that follow a newer set than this one.
+            return first_eligible(self.inner.walk(hash), set, ctx);
         }
         let budget = u128::from(self.factor_milli) * u128::from(total + 1);
         let under_cap = |i: usize| {
             // in_flight < ceil(budget * w / (1000 W))  <=>  in_flight * 1000 W < budget * w
-            let load = u128::from(set.members()[i].state().in_flight());
+            let load = u128::from(members[i].state().in_flight());
             load * 1000 * u128::from(weight_sum) < budget * u128::from(self.weights[i])
         };
         let mut walk = self.inner.walk(hash);
@@ -139,5 +159,33 @@ mod tests {
         let owner = b.inner().select(&PickContext::new().with_key(b"hot")).unwrap();
         drop(held);
         assert_eq!(b.select(&PickContext::new().with_key(b"hot")), Some(owner), "idle: back to the owner");
+    }
+
+    #[test]
+    fn loads_carried_into_a_new_set_still_bound_it_and_exclusions_leave_theirs_out() {
+        let first = BoundedLoad::new(Maglev::new(set_of(4)), 1.25).unwrap();
+        let held: Vec<_> =
+            (0..6).map(|_| first.pick(&PickContext::new().with_key(b"hot")).unwrap()).collect();
+        // The set changes while those requests run: one endpoint more.
+        let next_set = first
+            .endpoints()
+            .replaced(set_of(5).iter().map(|m| m.endpoint().clone()), lb_core::Timestamp::ZERO);
+        assert_eq!(next_set.in_flight_total(), 6, "the requests carried over");
+        let b = BoundedLoad::new(Maglev::new(next_set), 1.25).unwrap();
+        let busiest = (0..5).max_by_key(|&i| b.endpoints().get(i).unwrap().state().in_flight()).unwrap();
+        let mut more = Vec::new();
+        for _ in 0..10 {
+            let exclude = [busiest];
+            let ctx = PickContext::new().with_key(b"hot").excluding(&exclude);
+            let others: u64 = b.endpoints().iter().map(|m| u64::from(m.state().in_flight())).sum::<u64>()
+                - u64::from(b.endpoints().get(busiest).unwrap().state().in_flight());
+            let cap = (1.25 * (others + 1) as f64 / 4.0).ceil() as u32;
+            let p = b.pick(&ctx).unwrap();
+            assert_ne!(p.index(), busiest);
+            assert!(p.member().state().in_flight() <= cap, "{} > {cap}", p.member().state().in_flight());
+            more.push(p);
+        }
+        drop((held, more));
+        assert_eq!(b.endpoints().in_flight_total(), 0);
     }
 }

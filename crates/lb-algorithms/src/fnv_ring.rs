@@ -154,7 +154,7 @@ impl Balancer for FnvRing {
     fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
         match ctx.key() {
             Some(key) => self.select_hash(fnv1a32(key), ctx),
-            None => self.keyless.select(&self.set, ctx),
+            None => self.keyless.select_out_of_line(&self.set, ctx),
         }
     }
 }

@@ -132,7 +132,7 @@ impl Balancer for KetamaRing {
     fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
         match ctx.key() {
             Some(key) => self.select_hash(crc32fast::hash(key), ctx),
-            None => self.keyless.select(&self.set, ctx),
+            None => self.keyless.select_out_of_line(&self.set, ctx),
         }
     }
 }

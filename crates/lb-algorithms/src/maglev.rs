@@ -99,10 +99,21 @@ impl Maglev {
     /// passing over ineligible owners.
     #[inline]
     pub fn select_hash(&self, hash: u64, ctx: &PickContext<'_>) -> Option<usize> {
-        if self.table.is_empty() {
-            return None;
+        let owner = *self.table.get(self.slot(hash))? as usize;
+        // The common case inline: nothing excluded, one flag load.
+        if ctx.exclude().is_empty()
+            && let Some(m) = self.set.get(owner)
+            && ctx.health_admits(m.state())
+        {
+            return Some(owner);
         }
-        let owner = self.table[self.slot(hash)] as usize;
+        self.select_hash_slow(hash, owner, ctx)
+    }
+
+    /// The owner is down or excluded: read the table onward.
+    #[cold]
+    #[inline(never)]
+    fn select_hash_slow(&self, hash: u64, owner: usize, ctx: &PickContext<'_>) -> Option<usize> {
         if self.set.is_eligible(owner, ctx) {
             return Some(owner);
         }

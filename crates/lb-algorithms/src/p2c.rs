@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use lb_core::{Balancer, EndpointSet, PickContext};
+use lb_core::{Balancer, EndpointSet, EndpointState, PickContext};
 
 use crate::util::{Rng, next_eligible, uniform, weights};
 
@@ -161,8 +161,13 @@ impl PowerOfTwoChoices {
     #[inline]
     fn prefers(&self, a: usize, b: usize) -> bool {
         let members = self.set.members();
-        let (load_a, load_b) =
-            (u64::from(members[a].state().in_flight()), u64::from(members[b].state().in_flight()));
+        self.prefers_states(a, members[a].state(), b, members[b].state())
+    }
+
+    /// [`prefers`](Self::prefers) with the two states already at hand.
+    #[inline(always)]
+    fn prefers_states(&self, a: usize, state_a: &EndpointState, b: usize, state_b: &EndpointState) -> bool {
+        let (load_a, load_b) = (u64::from(state_a.in_flight()), u64::from(state_b.in_flight()));
         if self.uniform {
             return load_a <= load_b;
         }
@@ -171,8 +176,7 @@ impl PowerOfTwoChoices {
             // wa / (la + 1) >= wb / (lb + 1)
             u128::from(wa) * u128::from(load_b + 1) >= u128::from(wb) * u128::from(load_a + 1)
         } else {
-            let effective = |w: u64, l: u64| w as f64 / libm::pow(l as f64 + 1.0, self.bias);
-            effective(wa, load_a) >= effective(wb, load_b)
+            self.prefers_biased(wa, load_a, wb, load_b)
         }
     }
 }
@@ -182,8 +186,43 @@ impl Balancer for PowerOfTwoChoices {
         &self.set
     }
 
+    /// The common case inline: two draws, both eligible, nothing excluded.
+    /// Anything else (a draw lands on a down endpoint, a retry excludes
+    /// some, fewer than two endpoints) starts over out of line in
+    /// `two_choices`, whose pairs are uniform over the eligible endpoints
+    /// like the accepted ones here, so the mix stays uniform.
     #[inline]
     fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
+        let members = self.set.members();
+        let n = members.len();
+        if n >= 2 && ctx.exclude().is_empty() {
+            let r = self.rng.next();
+            let first = draw(r >> 32, n);
+            let second = draw_other(first, r & 0xFFFF_FFFF, n);
+            if let (Some(a), Some(b)) = (members.get(first), members.get(second)) {
+                let (a, b): (&EndpointState, &EndpointState) = (a.state(), b.state());
+                if ctx.health_admits(a) && ctx.health_admits(b) {
+                    return Some(if self.prefers_states(first, a, second, b) { first } else { second });
+                }
+            }
+        }
+        self.select_slow(ctx)
+    }
+}
+
+impl PowerOfTwoChoices {
+    /// The comparison under a bias other than 1: two `pow` calls, kept out
+    /// of line so the common comparisons stay small.
+    #[inline(never)]
+    fn prefers_biased(&self, wa: u64, load_a: u64, wb: u64, load_b: u64) -> bool {
+        let effective = |w: u64, l: u64| w as f64 / libm::pow(l as f64 + 1.0, self.bias);
+        effective(wa, load_a) >= effective(wb, load_b)
+    }
+
+    /// Every pick the inline path of `select` does not finish.
+    #[cold]
+    #[inline(never)]
+    fn select_slow(&self, ctx: &PickContext<'_>) -> Option<usize> {
         match two_choices(&self.set, &self.rng, ctx)? {
             (a, Some(b)) => Some(if self.prefers(a, b) { a } else { b }),
             (a, None) => Some(a),
@@ -253,6 +292,26 @@ mod tests {
         }
         for i in [4, 8, 9] {
             assert!((19_000..=21_000).contains(&seen[i]), "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn select_is_uniform_over_survivors_through_both_paths() {
+        // Idle endpoints tie, so a pick is the first of its pair: with four of
+        // ten down, about 4 picks in 10 start over out of line, and every
+        // survivor must still get a sixth of them.
+        let set = set_of(10);
+        for i in [0, 2, 5, 7] {
+            eject(&set, i);
+        }
+        let b = PowerOfTwoChoices::new(set);
+        let mut seen = [0usize; 10];
+        for _ in 0..60_000 {
+            seen[b.select(&PickContext::new()).unwrap()] += 1;
+        }
+        for (i, &count) in seen.iter().enumerate() {
+            let expected = if [0, 2, 5, 7].contains(&i) { 0..=0 } else { 9_400..=10_600 };
+            assert!(expected.contains(&count), "{seen:?}");
         }
     }
 

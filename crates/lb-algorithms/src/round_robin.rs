@@ -51,7 +51,7 @@ impl Balancer for RoundRobin {
 
     #[inline]
     fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
-        self.rotation.select(&self.set, ctx)
+        self.rotation.select_inlined(&self.set, ctx)
     }
 }
 

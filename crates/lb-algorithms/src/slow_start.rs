@@ -22,17 +22,24 @@ pub struct SlowStartConfig {
     pub window: Duration,
     /// The share of its weight a new endpoint starts from, in percent (Envoy's 10).
     pub min_weight_percent: u8,
+    /// How fast the ramp rises (Envoy's `aggression`, default 1.0: linear).
+    /// The factor at time fraction `t` of the window is `t^(1 / aggression)`:
+    /// above 1 the newcomer gets traffic sooner, below 1 later. Zero,
+    /// negative or NaN is taken as 1.0.
+    pub aggression: f64,
 }
 
 impl Default for SlowStartConfig {
     fn default() -> Self {
-        SlowStartConfig { window: Duration::from_secs(30), min_weight_percent: 10 }
+        SlowStartConfig { window: Duration::from_secs(30), min_weight_percent: 10, aggression: 1.0 }
     }
 }
 
 /// Slow start (HAProxy `slowstart`, Envoy `slow_start_config`) around any
 /// balancer: an endpoint added less than `window` ago gets a factor
-/// `max(floor, age / window)` of its share, ramping linearly to full.
+/// `max(floor, time_factor^(1 / aggression))` of its share, where
+/// `time_factor = max(age, 1 ms) / window` (Envoy's weight ramp; with the
+/// default aggression 1.0 it ramps linearly to full).
 ///
 /// A pick must not read a clock, so the factors live in atomics refreshed
 /// off the pick path: by [`tick`](SlowStart::tick) (call it from a timer),
@@ -67,6 +74,8 @@ pub struct SlowStart<B> {
     inner: B,
     window_nanos: u64,
     floor: u32,
+    /// `1 / aggression`, or `None` for a linear ramp (computed in integers).
+    exponent: Option<f64>,
     factors: Vec<AtomicU32>,
     rng: Rng,
     refresh_cursor: AtomicUsize,
@@ -78,10 +87,14 @@ impl<B: Balancer> SlowStart<B> {
         let floor = (u64::from(config.min_weight_percent.min(100)) * u64::from(FULL) / 100) as u32;
         let factors = inner.endpoints().iter().map(|_| AtomicU32::new(FULL)).collect();
         let window_nanos = u64::try_from(config.window.as_nanos()).unwrap_or(u64::MAX);
+        let aggression = config.aggression;
+        let exponent =
+            (aggression > 0.0 && aggression.is_finite() && aggression != 1.0).then(|| 1.0 / aggression);
         let slow = SlowStart {
             inner,
             window_nanos,
             floor,
+            exponent,
             factors,
             rng: Rng::default(),
             refresh_cursor: AtomicUsize::new(0),
@@ -115,12 +128,25 @@ impl<B: Balancer> SlowStart<B> {
         };
         let age =
             u64::try_from(now.saturating_since(member.state().added_at()).as_nanos()).unwrap_or(u64::MAX);
-        let factor = if age >= self.window_nanos {
-            FULL
-        } else {
-            ((u128::from(age) * u128::from(FULL) / u128::from(self.window_nanos)) as u32).max(self.floor)
+        slot.store(self.factor_at(age), Ordering::Relaxed);
+    }
+
+    /// The factor (fixed point, `FULL` = 1.0) of an endpoint `age_nanos` old:
+    /// Envoy's `max(min_weight, time_factor^(1 / aggression))`, with
+    /// `time_factor = max(age, 1 ms) / window`.
+    fn factor_at(&self, age_nanos: u64) -> u32 {
+        if age_nanos >= self.window_nanos {
+            return FULL;
+        }
+        let age = age_nanos.max(1_000_000).min(self.window_nanos);
+        let ramp = match self.exponent {
+            None => (u128::from(age) * u128::from(FULL) / u128::from(self.window_nanos)) as u32,
+            Some(exponent) => {
+                let time_factor = age as f64 / self.window_nanos as f64;
+                (libm::pow(time_factor, exponent) * f64::from(FULL)) as u32
+            }
         };
-        slot.store(factor, Ordering::Relaxed);
+        ramp.clamp(self.floor, FULL)
     }
 
     /// Whether a ramping pick is kept this time.
@@ -199,6 +225,51 @@ mod tests {
             Report { outcome: Outcome::Success, latency: Duration::ZERO, at: t0 + Duration::from_secs(40) };
         slow.observe(3, &report);
         assert_eq!(slow.factor(3), Some(1.0), "observe refreshes the ramp");
+    }
+
+    #[test]
+    fn aggression_bends_the_ramp_as_in_envoy() {
+        let t0 = Timestamp::from_nanos(1_000_000_000_000);
+        let config = |aggression| SlowStartConfig { aggression, ..SlowStartConfig::default() };
+        let at_half = |aggression| {
+            let slow = SlowStart::new(RoundRobin::new(with_newcomer(t0)), config(aggression), t0);
+            slow.tick(t0 + Duration::from_secs(15));
+            slow.factor(3).unwrap()
+        };
+        // 0.5^(1/2), 0.5^(1/1), 0.5^(1/0.5); the last one is under no floor (0.25 > 0.1).
+        assert!((at_half(2.0) - core::f64::consts::FRAC_1_SQRT_2).abs() < 1e-4, "{}", at_half(2.0));
+        assert!((at_half(1.0) - 0.5).abs() < 1e-4);
+        assert!((at_half(0.5) - 0.25).abs() < 1e-4);
+        assert!((at_half(-3.0) - 0.5).abs() < 1e-4, "a bad aggression is taken as 1");
+        // Early on, a low aggression would go under the floor: the floor holds.
+        let slow = SlowStart::new(RoundRobin::new(with_newcomer(t0)), config(0.5), t0);
+        slow.tick(t0 + Duration::from_secs(3));
+        assert!((slow.factor(3).unwrap() - 0.1).abs() < 1e-4, "0.1^2 = 0.01 is raised to the floor");
+    }
+
+    proptest::proptest! {
+        /// The ramp stays within [floor, 1], never falls as time passes, is
+        /// full at the window, and a higher aggression is never behind a lower one.
+        #[test]
+        fn the_ramp_is_monotone_and_bounded(
+            a in 0u64..40_000, b in 0u64..40_000, low in 0.1f64..4.0, high in 0.1f64..4.0, floor in 0u8..100,
+        ) {
+            let (a, b) = (a.min(b) * 1_000_000, a.max(b) * 1_000_000);
+            let (low, high) = (low.min(high), low.max(high));
+            let make = |aggression| SlowStart::new(
+                RoundRobin::new(set_of(1)),
+                SlowStartConfig { window: Duration::from_secs(30), min_weight_percent: floor, aggression },
+                Timestamp::ZERO,
+            );
+            let (slow, fast) = (make(low), make(high));
+            let floor_fixed = u32::from(floor) * FULL / 100;
+            for s in [&slow, &fast] {
+                proptest::prop_assert!(s.factor_at(a) <= s.factor_at(b));
+                proptest::prop_assert!((floor_fixed.saturating_sub(1)..=FULL).contains(&s.factor_at(a)));
+                proptest::prop_assert_eq!(s.factor_at(30_000_000_000), FULL);
+            }
+            proptest::prop_assert!(slow.factor_at(a) <= fast.factor_at(a) + 1);
+        }
     }
 
     #[test]

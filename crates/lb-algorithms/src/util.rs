@@ -170,8 +170,17 @@ pub(crate) struct Rotation {
 }
 
 impl Rotation {
-    #[inline]
-    pub(crate) fn select(&self, set: &EndpointSet, ctx: &PickContext<'_>) -> Option<usize> {
+    /// The next turn, never inlined: the keyless path of a keyed balancer,
+    /// kept out of its keyed pick so that one stays small.
+    #[inline(never)]
+    pub(crate) fn select_out_of_line(&self, set: &EndpointSet, ctx: &PickContext<'_>) -> Option<usize> {
+        self.select_inlined(set, ctx)
+    }
+
+    /// The next turn (see the type's docs), always inlined: round robin's
+    /// whole pick, which the compiler would otherwise leave out of line.
+    #[inline(always)]
+    pub(crate) fn select_inlined(&self, set: &EndpointSet, ctx: &PickContext<'_>) -> Option<usize> {
         let members = set.members();
         let n = members.len();
         if n == 0 {

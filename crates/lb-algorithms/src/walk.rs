@@ -51,11 +51,13 @@ macro_rules! keyed_balancer {
                 &self.set
             }
 
-            #[inline]
+            // Always inlined, so a caller whose key length is known gets the
+            // key hash specialised for it.
+            #[inline(always)]
             fn select(&self, ctx: &lb_core::PickContext<'_>) -> Option<usize> {
                 match ctx.key() {
                     Some(key) => self.select_hash($crate::hash_key(key), ctx),
-                    None => self.keyless.select(&self.set, ctx),
+                    None => self.keyless.select_out_of_line(&self.set, ctx),
                 }
             }
         }

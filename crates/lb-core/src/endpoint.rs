@@ -115,6 +115,22 @@ impl FromStr for Address {
     }
 }
 
+/// What discovery reports about an endpoint's health, carried with the
+/// endpoint (Consul's check status; other sources leave it passing).
+///
+/// The snapshot consumer mirrors it into the endpoint's
+/// [`HealthFlag::DiscoveryWarning`](crate::HealthFlag::DiscoveryWarning), so
+/// the flag always follows discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DiscoveryHealth {
+    /// Healthy, or the source says nothing about health.
+    #[default]
+    Passing,
+    /// Takes traffic, but discovery reports a warning (Consul's `warning`):
+    /// the endpoint is `Degraded`.
+    Warning,
+}
+
 /// One backend instance: its identity, address, weight and labels.
 ///
 /// Immutable once built; changes arrive as new values through discovery.
@@ -126,6 +142,7 @@ pub struct Endpoint {
     zone: Option<String>,
     tags: Vec<String>,
     meta: BTreeMap<String, String>,
+    health: DiscoveryHealth,
 }
 
 impl Endpoint {
@@ -139,6 +156,7 @@ impl Endpoint {
             zone: None,
             tags: Vec::new(),
             meta: BTreeMap::new(),
+            health: DiscoveryHealth::Passing,
         }
     }
 
@@ -173,6 +191,12 @@ impl Endpoint {
         self
     }
 
+    /// Sets what discovery reports about the endpoint's health.
+    pub fn with_discovery_health(mut self, health: DiscoveryHealth) -> Self {
+        self.health = health;
+        self
+    }
+
     /// The stable identity.
     pub fn id(&self) -> &EndpointId {
         &self.id
@@ -201,6 +225,12 @@ impl Endpoint {
     /// The metadata entries, sorted by key.
     pub fn meta(&self) -> &BTreeMap<String, String> {
         &self.meta
+    }
+
+    /// What discovery reports about the endpoint's health; passing unless
+    /// a source set it.
+    pub fn discovery_health(&self) -> DiscoveryHealth {
+        self.health
     }
 }
 
@@ -241,5 +271,9 @@ mod tests {
         assert_eq!(e.tags(), ["canary".to_string()]);
         assert_eq!(e.meta().get("version").map(String::as_str), Some("2"));
         assert_eq!(e.clone().with_id("web-1").id().as_str(), "web-1");
+        assert_eq!(e.discovery_health(), DiscoveryHealth::Passing);
+        let warned = e.clone().with_discovery_health(DiscoveryHealth::Warning);
+        assert_eq!(warned.discovery_health(), DiscoveryHealth::Warning);
+        assert_ne!(warned, e, "a change of reported health is a change of the endpoint");
     }
 }

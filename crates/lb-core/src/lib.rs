@@ -104,7 +104,7 @@ pub use balancer::{Balancer, BalancerExt, Build, OwnedPick, Pick, PickContext};
 pub use clock::MonotonicClock;
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use discovery::Change;
-pub use endpoint::{Address, AddressError, Endpoint, EndpointId};
+pub use endpoint::{Address, AddressError, DiscoveryHealth, Endpoint, EndpointId};
 pub use exclusions::{Exclusions, pick_admitted};
 pub use health::{EndpointState, HealthFlag, HealthStatus};
 pub use outcome::{ErrorType, Outcome, Report};

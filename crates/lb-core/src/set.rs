@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use crate::clock::Timestamp;
 use crate::discovery::Change;
 use crate::endpoint::{Endpoint, EndpointId};
-use crate::health::EndpointState;
+use crate::health::{EndpointState, Totals};
 
 /// One endpoint in a set: its description and its live state.
 #[derive(Debug, Clone)]
@@ -34,9 +34,17 @@ impl Member {
 /// to a balancer that is swapped in atomically. Members are sorted by id, so
 /// the same endpoints always give the same indices and the same hash tables.
 /// Cloning is a reference-count bump.
+///
+/// A set built from another ([`replaced`](Self::replaced),
+/// [`applied`](Self::applied)) shares its lineage's totals: requests in
+/// flight and eligible weight. Once a consumer asks for them
+/// ([`keep_totals`](Self::keep_totals)), the endpoints' own updates keep
+/// them, so [`in_flight_total`](Self::in_flight_total) and
+/// [`eligible_weight`](Self::eligible_weight) are O(1).
 #[derive(Debug, Clone, Default)]
 pub struct EndpointSet {
     members: Arc<[Member]>,
+    totals: Arc<Totals>,
 }
 
 impl EndpointSet {
@@ -52,20 +60,35 @@ impl EndpointSet {
 
     /// A set holding exactly `endpoints`, reusing the live state of those
     /// already here (matched by id) so health and load carry over.
+    ///
+    /// The new set takes over this set's totals (when they are
+    /// [kept](Self::keep_totals)): from now on they count the new set's
+    /// endpoints. Requests still in flight on an endpoint left out finish as
+    /// usual and no longer count. Build each set from the latest one (as
+    /// discovery does): the totals are exact for the set built last.
     pub fn replaced(&self, endpoints: impl IntoIterator<Item = Endpoint>, now: Timestamp) -> Self {
         let by_id: BTreeMap<EndpointId, Endpoint> =
             endpoints.into_iter().map(|e| (e.id().clone(), e)).collect();
-        let members = by_id
+        let totals = &self.totals;
+        let kept = totals.is_kept();
+        let members: Arc<[Member]> = by_id
             .into_values()
             .map(|endpoint| {
                 let state = match self.index_of(endpoint.id()) {
                     Some(i) => Arc::clone(&self.members[i].state),
-                    None => Arc::new(EndpointState::new(now)),
+                    None => Arc::new(EndpointState::of_lineage(now, totals)),
                 };
+                if kept {
+                    state.join(endpoint.weight());
+                }
                 Member { endpoint: Arc::new(endpoint), state }
             })
             .collect();
-        EndpointSet { members }
+        let next = EndpointSet { members, totals: Arc::clone(totals) };
+        for member in self.iter().filter(|m| next.index_of(m.endpoint().id()).is_none()) {
+            member.state.leave();
+        }
+        next
     }
 
     /// The set after one discovery change.
@@ -142,6 +165,66 @@ impl EndpointSet {
     /// The sum of all weights.
     pub fn total_weight(&self) -> u64 {
         self.iter().map(|m| u64::from(m.endpoint().weight())).sum()
+    }
+
+    /// Starts keeping this set's totals (requests in flight, eligible
+    /// weight) so that [`in_flight_total`](Self::in_flight_total) and
+    /// [`eligible_weight`](Self::eligible_weight) are O(1), for this set and
+    /// every set built from it. Balancers that read them per pick (bounded
+    /// loads) call it when built; until a set's lineage keeps them, a pick
+    /// does not pay for them. Idempotent; O(n) the first time.
+    ///
+    /// Call it on the latest set of a lineage (the one the next set will be
+    /// built from), from the task that builds the sets.
+    pub fn keep_totals(&self) {
+        if self.totals.start_keeping() {
+            for m in self.iter() {
+                m.state.join(m.endpoint.weight());
+            }
+        }
+    }
+
+    /// Requests in flight on the set's endpoints, whatever their health:
+    /// the sum of their [`in_flight`](EndpointState::in_flight) counts.
+    /// O(1), one relaxed load, once the totals are
+    /// [kept](Self::keep_totals) (for per-pick use); O(n) before.
+    ///
+    /// Kept totals are exact for the set built last from its lineage (see
+    /// [`replaced`](Self::replaced)) once concurrent picks have returned; a
+    /// pick under way may be missing from them for an instant.
+    ///
+    /// ```
+    /// use lb_core::{Endpoint, EndpointSet, HealthFlag, Timestamp};
+    ///
+    /// let set = EndpointSet::new(
+    ///     ["10.0.0.1:80", "10.0.0.2:80"].map(|a| Endpoint::new(a.parse::<lb_core::Address>().unwrap()).with_weight(3)),
+    ///     Timestamp::ZERO,
+    /// );
+    /// set.keep_totals();
+    /// assert_eq!((set.in_flight_total(), set.eligible_weight()), (0, 6));
+    /// set.get(0).unwrap().state().set_flag(HealthFlag::Ejected, true);
+    /// assert_eq!(set.eligible_weight(), 3);
+    /// ```
+    #[inline]
+    pub fn in_flight_total(&self) -> u64 {
+        if self.totals.is_kept() {
+            self.totals.in_flight()
+        } else {
+            self.iter().map(|m| u64::from(m.state.in_flight())).sum()
+        }
+    }
+
+    /// The weight health lets take traffic: the sum of the weights of the
+    /// eligible endpoints (healthy or degraded). O(1) once the totals are
+    /// [kept](Self::keep_totals), exact in the same sense as
+    /// [`in_flight_total`](Self::in_flight_total); O(n) before.
+    #[inline]
+    pub fn eligible_weight(&self) -> u64 {
+        if self.totals.is_kept() {
+            self.totals.eligible_weight()
+        } else {
+            self.iter().filter(|m| m.state.is_eligible()).map(|m| u64::from(m.endpoint.weight())).sum()
+        }
     }
 
     /// How many endpoints health lets take traffic (healthy or degraded),
@@ -258,7 +341,136 @@ mod tests {
         assert_eq!(set.eligible_share(), 0.25);
     }
 
+    /// What the totals must equal: sums over the members, read one by one.
+    fn summed(set: &EndpointSet) -> (u64, u64) {
+        let in_flight = set.iter().map(|m| u64::from(m.state().in_flight())).sum();
+        let weight =
+            set.iter().filter(|m| m.state().is_eligible()).map(|m| u64::from(m.endpoint().weight())).sum();
+        (in_flight, weight)
+    }
+
+    #[test]
+    fn totals_follow_picks_flags_and_replacement() {
+        let set = EndpointSet::new([ep(1).with_weight(2), ep(2).with_weight(3)], Timestamp::ZERO);
+        set.keep_totals();
+        assert_eq!((set.in_flight_total(), set.eligible_weight()), (0, 5));
+        let (a, b) = (Arc::clone(set.get(0).unwrap().state()), Arc::clone(set.get(1).unwrap().state()));
+        a.begin_request();
+        a.begin_request();
+        b.begin_request();
+        assert_eq!(set.in_flight_total(), 3);
+        b.set_flag(HealthFlag::Ejected, true);
+        assert_eq!(set.eligible_weight(), 2, "ejected: its weight goes, its requests stay counted");
+        assert_eq!(set.in_flight_total(), 3);
+        // Endpoint 1 leaves, endpoint 2 changes weight, endpoint 3 arrives.
+        let next = set.replaced([ep(2).with_weight(7), ep(3)], Timestamp::ZERO);
+        assert_eq!((next.in_flight_total(), next.eligible_weight()), (1, 1), "2 is still ejected");
+        a.end_request();
+        assert_eq!(next.in_flight_total(), 1, "a request on a removed endpoint ends uncounted");
+        b.set_flag(HealthFlag::Ejected, false);
+        assert_eq!(next.eligible_weight(), 8);
+        b.end_request();
+        b.end_request();
+        assert_eq!(next.in_flight_total(), 0, "a stray second end does not go below zero");
+        assert_eq!(summed(&next), (0, 8));
+        assert_eq!(a.in_flight(), 1, "the removed endpoint's own count still ends");
+    }
+
+    #[test]
+    fn standalone_states_and_separate_lineages_do_not_mix() {
+        let alone = EndpointState::new(Timestamp::ZERO);
+        alone.begin_request();
+        alone.set_flag(HealthFlag::Ejected, true);
+        assert_eq!(alone.in_flight(), 1);
+        let one = EndpointSet::new([ep(1)], Timestamp::ZERO);
+        let other = EndpointSet::new([ep(1)], Timestamp::ZERO);
+        one.keep_totals();
+        other.keep_totals();
+        one.get(0).unwrap().state().begin_request();
+        assert_eq!((one.in_flight_total(), other.in_flight_total()), (1, 0));
+    }
+
+    #[test]
+    fn totals_kept_late_start_from_what_is_in_flight() {
+        let set = EndpointSet::new([ep(1).with_weight(2), ep(2)], Timestamp::ZERO);
+        let state = Arc::clone(set.get(0).unwrap().state());
+        state.begin_request();
+        set.get(1).unwrap().state().set_flag(HealthFlag::Ejected, true);
+        assert_eq!((set.in_flight_total(), set.eligible_weight()), (1, 2), "summed while not kept");
+        assert_eq!(set.totals.in_flight(), 0, "a pick paid nothing for them");
+        set.keep_totals();
+        set.keep_totals();
+        assert_eq!((set.totals.in_flight(), set.totals.eligible_weight()), (1, 2));
+        state.end_request();
+        assert_eq!(set.in_flight_total(), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Start keeping the totals of the latest set's lineage.
+        Keep,
+        /// Replace the latest set with the endpoints whose bit is set, weight by port.
+        Replace(u8, u32),
+        /// Start a request on member `.1` of the set built `.0` steps back.
+        Begin(usize, usize),
+        /// End the outstanding request at this position (or a stray end if none).
+        End(usize),
+        /// Raise or clear a flag on a member of the latest set.
+        Flag(usize, bool, bool),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            1 => Just(Op::Keep),
+            4 => (any::<u8>(), 1u32..5).prop_map(|(m, w)| Op::Replace(m, w)),
+            4 => (0usize..3, 0usize..8).prop_map(|(g, i)| Op::Begin(g, i)),
+            4 => (0usize..16).prop_map(Op::End),
+            4 => (0usize..8, any::<bool>(), any::<bool>()).prop_map(|(i, e, r)| Op::Flag(i, e, r)),
+        ]
+    }
+
     proptest::proptest! {
+        /// The totals equal the sums over the latest set's members after any
+        /// mix of requests (on the latest set or older ones), completions,
+        /// health changes and replacements.
+        #[test]
+        fn totals_equal_the_sums_over_the_latest_set(ops in proptest::collection::vec(op(), 0..80)) {
+            let mut sets = alloc::vec![EndpointSet::empty()];
+            let mut outstanding: Vec<Arc<EndpointState>> = Vec::new();
+            for op in ops {
+                let latest = sets.last().unwrap().clone();
+                match op {
+                    Op::Keep => latest.keep_totals(),
+                    Op::Replace(mask, w) => {
+                        let eps = (0..8u16).filter(|p| mask & (1 << p) != 0).map(|p| ep(p + 1).with_weight(w + u32::from(p)));
+                        sets.push(latest.replaced(eps, Timestamp::ZERO));
+                    }
+                    Op::Begin(back, i) => {
+                        let set = &sets[sets.len().saturating_sub(1 + back)];
+                        if let Some(m) = set.get(i % set.len().max(1)) {
+                            m.state().begin_request();
+                            outstanding.push(Arc::clone(m.state()));
+                        }
+                    }
+                    Op::End(j) if j < outstanding.len() => outstanding.swap_remove(j).end_request(),
+                    Op::End(_) => { if let Some(m) = latest.get(0) { m.state().end_request() } }
+                    Op::Flag(i, ejected, raised) => {
+                        if let Some(m) = latest.get(i % latest.len().max(1)) {
+                            let flag = if ejected { HealthFlag::Ejected } else { HealthFlag::DiscoveryWarning };
+                            m.state().set_flag(flag, raised);
+                        }
+                    }
+                }
+                let latest = sets.last().unwrap();
+                // Once kept, the O(1) totals; before, the same sums.
+                proptest::prop_assert_eq!((latest.in_flight_total(), latest.eligible_weight()), summed(latest));
+                if !latest.totals.is_kept() {
+                    proptest::prop_assert_eq!((latest.totals.in_flight(), latest.totals.eligible_weight()), (0, 0));
+                }
+            }
+        }
+
         #[test]
         fn diff_always_reaches_any_target(
             from in proptest::collection::vec((1u16..40, 1u32..4), 0..20),

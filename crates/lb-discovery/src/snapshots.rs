@@ -1,14 +1,18 @@
 //! Folding a change stream into published [`EndpointSet`] snapshots.
 
 use futures_util::{FutureExt, Stream, StreamExt};
-use lb_core::{Change, Clock, EndpointSet, HealthFlag};
+use lb_core::{Change, Clock, DiscoveryHealth, EndpointSet, HealthFlag};
 use tokio::sync::watch;
 
-/// The metadata key a source sets to report an endpoint's discovery health.
+/// The metadata key that labels an endpoint's discovery health.
 ///
-/// Consul sets it to [`HEALTH_WARNING`] for instances with a warning check.
-/// The snapshot consumer raises [`HealthFlag::DiscoveryWarning`] on those members
-/// and clears it on all others, so the flag always mirrors discovery.
+/// Discovery health is a field of the endpoint
+/// ([`Endpoint::discovery_health`](lb_core::Endpoint::discovery_health)); Consul
+/// still labels its endpoints `lb.health = passing | warning` for display, and
+/// an endpoint labelled [`HEALTH_WARNING`] by a source that does not set the
+/// field (a hand-written list) counts as a warning too. The snapshot consumer
+/// raises [`HealthFlag::DiscoveryWarning`] on those members and clears it on
+/// all others, so the flag always mirrors discovery.
 pub const HEALTH_META_KEY: &str = "lb.health";
 
 /// The [`HEALTH_META_KEY`] value of an endpoint that takes traffic but is degraded.
@@ -69,10 +73,13 @@ where
     }
 }
 
-/// Makes every member's [`HealthFlag::DiscoveryWarning`] match its discovery metadata.
+/// Makes every member's [`HealthFlag::DiscoveryWarning`] match what discovery
+/// reports: the endpoint's discovery health, or the [`HEALTH_META_KEY`] label.
 fn sync_degraded_flags(set: &EndpointSet) {
     for member in set {
-        let warning = member.endpoint().meta().get(HEALTH_META_KEY).is_some_and(|v| v == HEALTH_WARNING);
+        let endpoint = member.endpoint();
+        let warning = endpoint.discovery_health() == DiscoveryHealth::Warning
+            || endpoint.meta().get(HEALTH_META_KEY).is_some_and(|v| v == HEALTH_WARNING);
         member.state().set_flag(HealthFlag::DiscoveryWarning, warning);
     }
 }
@@ -110,7 +117,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn warning_metadata_raises_and_clears_the_degraded_flag() {
+    async fn a_warning_label_from_a_source_without_the_field_still_counts() {
         let warned = ep(1).with_meta(HEALTH_META_KEY, HEALTH_WARNING);
         let (tx, rx) = futures_channel();
         let mut snapshots = watch_snapshots(rx, ManualClock::new());
@@ -120,6 +127,21 @@ mod tests {
         assert_eq!(set.get(0).unwrap().state().status(), HealthStatus::Degraded);
         assert_eq!(set.get(1).unwrap().state().status(), HealthStatus::Healthy);
         tx.send(Change::Update(ep(1).with_meta(HEALTH_META_KEY, "passing"))).unwrap();
+        snapshots.changed().await.unwrap();
+        assert_eq!(snapshots.borrow().get(0).unwrap().state().status(), HealthStatus::Healthy);
+    }
+
+    #[tokio::test]
+    async fn warning_discovery_health_raises_and_clears_the_degraded_flag() {
+        let warned = ep(1).with_discovery_health(DiscoveryHealth::Warning);
+        let (tx, rx) = futures_channel();
+        let mut snapshots = watch_snapshots(rx, ManualClock::new());
+        tx.send(Change::Snapshot(vec![warned, ep(2)])).unwrap();
+        snapshots.changed().await.unwrap();
+        let set = snapshots.borrow_and_update().clone();
+        assert_eq!(set.get(0).unwrap().state().status(), HealthStatus::Degraded);
+        assert_eq!(set.get(1).unwrap().state().status(), HealthStatus::Healthy);
+        tx.send(Change::Update(ep(1).with_discovery_health(DiscoveryHealth::Passing))).unwrap();
         snapshots.changed().await.unwrap();
         assert_eq!(snapshots.borrow().get(0).unwrap().state().status(), HealthStatus::Healthy);
     }
