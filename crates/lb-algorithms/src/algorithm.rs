@@ -126,6 +126,9 @@ pub enum Algorithm {
         window: Duration,
         /// Starting share in percent (default 10).
         min_weight_percent: u8,
+        /// How fast the ramp rises (Envoy's `aggression`, default 1.0: linear;
+        /// above 1 sooner, below 1 later).
+        aggression: f64,
     },
 }
 
@@ -192,6 +195,9 @@ impl Algorithm {
             Algorithm::SlowStart { inner, .. } if matches!(**inner, Algorithm::SlowStart { .. }) => {
                 Err(AlgorithmError::NestedSlowStart)
             }
+            Algorithm::SlowStart { aggression: a, .. } if !(a.is_finite() && *a > 0.0) => {
+                Err(AlgorithmError::BadAggression(*a))
+            }
             Algorithm::SlowStart { inner, .. } => inner.validate(),
             _ => Ok(()),
         }
@@ -232,6 +238,7 @@ impl Algorithm {
             inner: Box::new(inner),
             window: d.window,
             min_weight_percent: d.min_weight_percent,
+            aggression: d.aggression,
         }
     }
 }
@@ -329,12 +336,12 @@ impl Build for Algorithm {
                 let maglev = Maglev::build(set, prime_at_least(*table_size));
                 AnyBalancer::BoundedMaglev(BoundedLoad::build(maglev, factor_or_default(*balance_factor)))
             }
-            Algorithm::SlowStart { inner, window, min_weight_percent } => {
+            Algorithm::SlowStart { inner, window, min_weight_percent, aggression } => {
                 let now = set.iter().map(|m| m.state().added_at()).max().unwrap_or(Timestamp::ZERO);
                 let config = SlowStartConfig {
                     window: *window,
                     min_weight_percent: *min_weight_percent,
-                    ..SlowStartConfig::default()
+                    aggression: *aggression,
                 };
                 let inner = match &**inner {
                     // Nested slow start is refused by validate; build it once.

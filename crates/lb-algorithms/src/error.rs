@@ -14,6 +14,9 @@ pub enum AlgorithmError {
     /// A bounded-load balance factor must be greater than 1.
     #[error("balance factor {0} must be greater than 1 and at most 1000 (1.25 is common)")]
     BadBalanceFactor(f64),
+    /// A slow-start aggression must be a positive number.
+    #[error("slow-start aggression {0} must be a positive number (1.0 is a linear ramp)")]
+    BadAggression(f64),
     /// The ring needs at least one point per unit of weight.
     #[error("points per weight must be at least 1")]
     NoPoints,

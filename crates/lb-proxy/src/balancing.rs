@@ -26,10 +26,20 @@ pub(crate) fn parse_algorithm(
     apply(&mut algorithm, params);
     if let Some(window) = slow_start {
         algorithm = match algorithm {
-            Algorithm::SlowStart { inner, min_weight_percent, .. } => {
-                Algorithm::SlowStart { inner, window, min_weight_percent }
+            Algorithm::SlowStart { inner, min_weight_percent, aggression, .. } => {
+                Algorithm::SlowStart { inner, window, min_weight_percent, aggression }
             }
-            inner => Algorithm::SlowStart { inner: Box::new(inner), window, min_weight_percent: 10 },
+            inner => {
+                let defaults = lb_algorithms::SlowStartConfig::default();
+                let mut ramped = Algorithm::SlowStart {
+                    inner: Box::new(inner),
+                    window,
+                    min_weight_percent: defaults.min_weight_percent,
+                    aggression: defaults.aggression,
+                };
+                apply(&mut ramped, params);
+                ramped
+            }
         };
     }
     algorithm.validate().map_err(|e| e.to_string())?;
@@ -59,8 +69,9 @@ fn apply(algorithm: &mut Algorithm, p: &AlgorithmParams) {
                 HashAlgorithm::Maglev { table_size } => *table_size = p.table_size.unwrap_or(*table_size),
             }
         }
-        Algorithm::SlowStart { inner, min_weight_percent, .. } => {
+        Algorithm::SlowStart { inner, min_weight_percent, aggression, .. } => {
             *min_weight_percent = p.slow_start_min_weight_percent.unwrap_or(*min_weight_percent);
+            *aggression = p.slow_start_aggression.unwrap_or(*aggression);
             apply(inner, p);
         }
         _ => {}
@@ -83,5 +94,24 @@ mod tests {
         let slow = parse_algorithm("least_conn", &none, Some(Duration::from_secs(5))).unwrap();
         assert_eq!(slow.algorithm.to_string(), "slow_start:least_conn");
         assert!(parse_algorithm("fastest", &none, None).unwrap_err().contains("unknown balancing algorithm"));
+    }
+
+    #[test]
+    fn a_slow_start_window_takes_the_ramp_parameters() {
+        let params = AlgorithmParams {
+            slow_start_min_weight_percent: Some(25),
+            slow_start_aggression: Some(2.0),
+            ..AlgorithmParams::default()
+        };
+        let slow = parse_algorithm("least_conn", &params, Some(Duration::from_secs(5))).unwrap();
+        let Algorithm::SlowStart { window, min_weight_percent, aggression, .. } = slow.algorithm else {
+            panic!("not wrapped: {:?}", slow.algorithm)
+        };
+        assert_eq!((window, min_weight_percent, aggression), (Duration::from_secs(5), 25, 2.0));
+        let named = parse_algorithm("slow_start:p2c", &params, None).unwrap();
+        assert!(matches!(named.algorithm, Algorithm::SlowStart { aggression, .. } if aggression == 2.0));
+        let flat = AlgorithmParams { slow_start_aggression: Some(0.0), ..AlgorithmParams::default() };
+        let refused = parse_algorithm("least_conn", &flat, Some(Duration::from_secs(5))).unwrap_err();
+        assert!(refused.contains("aggression 0 must be a positive number"), "{refused}");
     }
 }

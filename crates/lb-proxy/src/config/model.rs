@@ -293,6 +293,8 @@ pub struct AlgorithmParams {
     pub balance_factor: Option<f64>,
     /// Slow start: the share a new endpoint starts from, in percent (default 10).
     pub slow_start_min_weight_percent: Option<u8>,
+    /// Slow start: how fast the ramp rises (Envoy's `aggression`, default 1.0: linear).
+    pub slow_start_aggression: Option<f64>,
     /// `fnv_ring`: points per unit of weight (default 160).
     pub replicas: Option<u32>,
 }
