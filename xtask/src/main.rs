@@ -27,14 +27,25 @@ enum Command {
     Test(test::Args),
     /// Run criterion benchmarks side by side with the peer crates and servers.
     Bench(bench::Args),
+    /// Run the reliability scenarios: the real lb-proxy binary under wrk load while backends
+    /// die or fail (docs/reliability.md); exits non-zero when a promise is broken.
+    Reliability,
     /// Install the Debian packages the tests need (what `test` does first).
     Deps,
+}
+
+/// `cargo xtask reliability`: wrk comes with the benchmark packages.
+fn reliability() -> Result<(), String> {
+    apt::install_bench_packages()?;
+    cmd::step("reliability scenarios");
+    cmd::run(&cmd::cargo(), &["bench", "--package", "lb-proxy", "--bench", "reliability"])
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Reliability => reliability(),
         Command::Deps => apt::install_missing(),
     };
     match result {
