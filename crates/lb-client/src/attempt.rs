@@ -61,9 +61,6 @@ impl Extra for Guard {
     }
 }
 
-/// A client attempt: lb-engine's, over any balancer and the client's extras.
-pub(crate) type Attempt<B, E> = lb_engine::Attempt<B, E>;
-
 /// The pick context for a request with hash key `key`.
 pub(crate) fn keyed(key: Option<&[u8]>) -> lb_core::PickContext<'_> {
     let ctx = lb_core::PickContext::new();
@@ -81,7 +78,7 @@ mod tests {
     use lb_core::{
         Balancer, Build, Clock, Endpoint, EndpointSet, Exclusions, ManualClock, PickContext, Timestamp,
     };
-    use lb_engine::Generation;
+    use lb_engine::{Attempt, Generation};
     use lb_health::Settings;
 
     use super::*;

@@ -116,9 +116,9 @@ mod tests {
         assert_eq!(second.get(0).unwrap().state().status(), HealthStatus::Ejected, "live state survived");
     }
 
-    #[tokio::test]
-    async fn a_warning_label_from_a_source_without_the_field_still_counts() {
-        let warned = ep(1).with_meta(HEALTH_META_KEY, HEALTH_WARNING);
+    /// Sends `warned` and a plain endpoint, then `passing` in `warned`'s place: the
+    /// first is degraded, then healthy again; the plain one stays healthy.
+    async fn degraded_then_cleared(warned: Endpoint, passing: Endpoint) {
         let (tx, rx) = futures_channel();
         let mut snapshots = watch_snapshots(rx, ManualClock::new());
         tx.send(Change::Snapshot(vec![warned, ep(2)])).unwrap();
@@ -126,24 +126,27 @@ mod tests {
         let set = snapshots.borrow_and_update().clone();
         assert_eq!(set.get(0).unwrap().state().status(), HealthStatus::Degraded);
         assert_eq!(set.get(1).unwrap().state().status(), HealthStatus::Healthy);
-        tx.send(Change::Update(ep(1).with_meta(HEALTH_META_KEY, "passing"))).unwrap();
+        tx.send(Change::Update(passing)).unwrap();
         snapshots.changed().await.unwrap();
         assert_eq!(snapshots.borrow().get(0).unwrap().state().status(), HealthStatus::Healthy);
     }
 
     #[tokio::test]
+    async fn a_warning_label_from_a_source_without_the_field_still_counts() {
+        degraded_then_cleared(
+            ep(1).with_meta(HEALTH_META_KEY, HEALTH_WARNING),
+            ep(1).with_meta(HEALTH_META_KEY, "passing"),
+        )
+        .await;
+    }
+
+    #[tokio::test]
     async fn warning_discovery_health_raises_and_clears_the_degraded_flag() {
-        let warned = ep(1).with_discovery_health(DiscoveryHealth::Warning);
-        let (tx, rx) = futures_channel();
-        let mut snapshots = watch_snapshots(rx, ManualClock::new());
-        tx.send(Change::Snapshot(vec![warned, ep(2)])).unwrap();
-        snapshots.changed().await.unwrap();
-        let set = snapshots.borrow_and_update().clone();
-        assert_eq!(set.get(0).unwrap().state().status(), HealthStatus::Degraded);
-        assert_eq!(set.get(1).unwrap().state().status(), HealthStatus::Healthy);
-        tx.send(Change::Update(ep(1).with_discovery_health(DiscoveryHealth::Passing))).unwrap();
-        snapshots.changed().await.unwrap();
-        assert_eq!(snapshots.borrow().get(0).unwrap().state().status(), HealthStatus::Healthy);
+        degraded_then_cleared(
+            ep(1).with_discovery_health(DiscoveryHealth::Warning),
+            ep(1).with_discovery_health(DiscoveryHealth::Passing),
+        )
+        .await;
     }
 
     #[tokio::test]

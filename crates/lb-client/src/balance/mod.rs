@@ -38,12 +38,12 @@ pub use layer::{BalanceBuilder, BalanceLayer};
 pub use retry::{RequestMethod, Retrying};
 
 use crate::Error;
-use crate::attempt::{Attempt, Guard, keyed};
+use crate::attempt::{Guard, keyed};
 use crate::classify::error_chain;
 use crate::live::AbortOnDrop;
 use crate::resilience::Resilience;
 use lb_core::Exclusions;
-use lb_engine::{EndpointGuard, Extra, Generation, Live};
+use lb_engine::{Attempt, EndpointGuard, Extra, Generation, Live};
 
 /// Makes the inner service for one endpoint. Any
 /// `Fn(&Endpoint) -> S + Send + Sync + 'static` closure is one.

@@ -12,9 +12,10 @@ use super::Pool;
 use super::send::{attempt_outcome, end_span};
 use super::url::point_at;
 use crate::Error;
-use crate::attempt::{Attempt, keyed};
+use crate::attempt::keyed;
 use crate::otel::CallSpan;
 use lb_core::Exclusions;
+use lb_engine::Attempt;
 
 pub(crate) async fn send_hedged<A: Build + 'static>(
     pool: &Pool<A>,

@@ -11,11 +11,12 @@ use super::Pool;
 use super::body::BodyFailed;
 use super::url::point_at;
 use crate::Error;
-use crate::attempt::{Attempt, keyed};
+use crate::attempt::keyed;
 use crate::classify;
 use crate::otel::CallSpan;
 use crate::telemetry::Status;
 use lb_core::Exclusions;
+use lb_engine::Attempt;
 
 pub(crate) async fn send<A: Build + 'static>(
     pool: &Pool<A>,
