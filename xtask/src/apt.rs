@@ -22,6 +22,7 @@ const PACKAGES: &[Package] = &[
         name: "protobuf-compiler",
         needed_by: "lb-client gRPC tests (protoc for tonic code generation)",
     },
+    Package { name: "wrk", needed_by: "the reliability scenarios (load generator)" },
 ];
 
 /// The packages `cargo xtask bench proxy` compares lb-proxy with, and drives it with.
@@ -41,6 +42,11 @@ fn is_installed(name: &str) -> bool {
 /// once, then one `apt-get install -y`.
 pub(crate) fn install_missing() -> Result<(), String> {
     install(PACKAGES, "Debian packages for the test suites")
+}
+
+/// Installs what `cargo xtask reliability` needs: the test packages (wrk is one).
+pub(crate) fn install_reliability_packages() -> Result<(), String> {
+    install_missing()
 }
 
 /// Installs the packages in [`BENCH_PACKAGES`] that are missing, the same way.

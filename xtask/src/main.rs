@@ -7,6 +7,7 @@ mod apt;
 mod bench;
 mod cmd;
 mod graph;
+mod reliability;
 mod test;
 
 use std::process::ExitCode;
@@ -23,29 +24,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install the Debian packages the tests need, then run fmt, the crate-graph rules, clippy,
-    /// tests (under nextest and under plain `cargo test`), doctests, every example and the no_std builds.
+    /// tests (under nextest and under plain `cargo test`), doctests, every example, the no_std builds
+    /// and the quick reliability scenarios.
     Test(test::Args),
     /// Run criterion benchmarks side by side with the peer crates and servers.
     Bench(bench::Args),
-    /// Run the reliability scenarios: the real lb-proxy binary under wrk load while backends
-    /// die or fail (docs/reliability.md); exits non-zero when a promise is broken.
-    Reliability,
+    /// Run the reliability scenarios: the real lb-proxy binary under load while backends die,
+    /// hang or misbehave and clients flood it (docs/reliability.md); exits non-zero when a
+    /// promise is broken.
+    Reliability(reliability::Args),
     /// Install the Debian packages the tests need (what `test` does first).
     Deps,
-}
-
-/// `cargo xtask reliability`: wrk comes with the benchmark packages.
-fn reliability() -> Result<(), String> {
-    apt::install_bench_packages()?;
-    cmd::step("reliability scenarios");
-    cmd::run(&cmd::cargo(), &["bench", "--package", "lb-proxy", "--bench", "reliability"])
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
-        Command::Reliability => reliability(),
+        Command::Reliability(args) => reliability::run(&args),
         Command::Deps => apt::install_missing(),
     };
     match result {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{apt, cmd, graph};
+use crate::{apt, cmd, graph, reliability};
 
 /// Options of `cargo xtask test`.
 #[derive(clap::Args)]
@@ -44,6 +44,9 @@ fn bare_metal_target() -> Option<&'static str> {
 /// How long the plain `cargo test` run may take, build included, before it is
 /// killed: it has no per-test timeout of its own.
 const CARGO_TEST_TIMEOUT: Duration = Duration::from_secs(25 * 60);
+
+/// How long the quick reliability run may take, its build included (the run alone is about a minute).
+const RELIABILITY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// How long one example may run before it is killed and the step fails.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -92,6 +95,12 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
             None => cmd::run(&cargo, &["build", "--package", krate, "--no-default-features"])?,
         }
     }
+
+    cmd::step("reliability scenarios, quick: the real binary under load while things break");
+    let quick = reliability::command(true, &[]);
+    let took = run_bounded(&cargo, &quick, RELIABILITY_TIMEOUT)
+        .map_err(|e| format!("the quick reliability scenarios failed: {e}"))?;
+    println!("reliability scenarios passed in {:.1} s", took.as_secs_f64());
 
     println!("\nall checks passed");
     Ok(())

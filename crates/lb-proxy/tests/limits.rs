@@ -1,5 +1,6 @@
 //! Caps and timeouts at the edges: a listener's `max_connections`, the
-//! default body limit, and the admin listener's idle timeout.
+//! default body limit, the admin listener's idle timeout, and keep-alive
+//! connections parked while idle.
 
 mod common;
 
@@ -11,8 +12,7 @@ use tokio::net::TcpStream;
 
 /// Reads until the peer closes, bounded; whether it closed without sending a byte.
 async fn closed_silently(stream: &mut TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+    closed_silently_within(stream, Duration::from_secs(5)).await
 }
 
 #[tokio::test]
@@ -74,4 +74,69 @@ async fn an_admin_connection_that_sends_nothing_is_closed() {
     );
     proxy.shutdown().await;
     backend.kill().await;
+}
+
+/// Sends a GET on `stream` and reads its whole answer (`a`, one byte of body from `Backend::named("a")`).
+async fn request_on(stream: &mut TcpStream) {
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+    let mut response = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !(response.starts_with(b"HTTP/1.1 200") && response.ends_with(b"\r\n\r\na")) {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("bounded")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&response));
+        response.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A keep-alive connection idle past a second is parked (its engine state
+/// and buffers given back); it serves its next request as before, and its
+/// idle timeout still runs from the end of the last request.
+#[tokio::test(start_paused = true)]
+async fn a_parked_connection_serves_its_next_request_and_keeps_its_idle_timeout() {
+    let backend = Backend::named("a").await;
+    let text = format!(
+        "[global]\nclient_idle_timeout = \"10s\"\n{}",
+        config("round_robin", &[(backend.addr, 1)], "")
+    );
+    let proxy = proxy(&text).await;
+    let mut stream = TcpStream::connect(proxy.listen_addresses()[0]).await.unwrap();
+    request_on(&mut stream).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    request_on(&mut stream).await;
+    let idle_from = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(closed_silently_within(&mut stream, Duration::from_secs(30)).await, "closed at the idle timeout");
+    let idle = idle_from.elapsed();
+    assert!(
+        (Duration::from_secs(10)..=Duration::from_millis(10_100)).contains(&idle),
+        "closed {idle:?} after the last request; the idle timeout is 10 s"
+    );
+    proxy.shutdown().await;
+    backend.kill().await;
+}
+
+/// A stop closes a parked connection at once, as it does an idle one.
+#[tokio::test(start_paused = true)]
+async fn a_stop_closes_a_parked_connection_at_once() {
+    let backend = Backend::named("a").await;
+    let text =
+        format!("[global]\ndrain_timeout = \"30s\"\n{}", config("round_robin", &[(backend.addr, 1)], ""));
+    let proxy = proxy(&text).await;
+    let mut stream = TcpStream::connect(proxy.listen_addresses()[0]).await.unwrap();
+    request_on(&mut stream).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stopping = tokio::time::Instant::now();
+    proxy.shutdown().await;
+    assert!(stopping.elapsed() < Duration::from_secs(1), "the stop took {:?}", stopping.elapsed());
+    assert!(closed_silently_within(&mut stream, Duration::from_secs(5)).await);
+    backend.kill().await;
+}
+
+/// Reads until the peer closes, bounded by `limit`; whether it closed without sending a byte.
+async fn closed_silently_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(limit, stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
 }

@@ -85,11 +85,25 @@ pub(crate) async fn serve(
         Ok(Ok(Protocol::Http2)) => {
             Box::pin(h2::serve(prefixed::Prefixed::new(buf, stream), peer, runtime, settings, stop)).await;
         }
-        Ok(Ok(Protocol::Http1)) => {
-            if first_head(&mut stream, &mut buf, &settings, &mut stop).await {
-                Box::pin(h1::serve(stream, buf, peer, runtime, settings, stop)).await;
+        Ok(Ok(Protocol::Http1)) => loop {
+            if !first_head(&mut stream, &mut buf, &settings, &mut stop).await {
+                return;
             }
-        }
+            let serving = h1::serve(stream, buf, peer, Arc::clone(&runtime), settings, stop.clone());
+            let Some(parked) = Box::pin(serving).await else { return };
+            // Parked: the engine's state and buffers are gone until the next request's first byte.
+            (stream, buf) = (parked.stream, ReadBuffer::default());
+            let woke = tokio::select! {
+                filled = tokio::time::timeout_at(parked.idle_until, buf.fill(&mut stream, INITIAL)) => {
+                    matches!(filled, Ok(Ok(1..)))
+                }
+                () = crate::server::stop_requested(&mut stop) => false,
+            };
+            if !woke {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                return;
+            }
+        },
         Ok(Err(())) | Err(_) => {}
     }
 }
