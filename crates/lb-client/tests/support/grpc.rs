@@ -90,6 +90,13 @@ impl GrpcBackend {
         self.traceparents.lock().unwrap().clone()
     }
 
+    /// Stops at once, as a crash would: the listener and every connection close.
+    pub fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
     /// Stops accepting, lets calls in flight finish, and waits (bounded) until the server is gone.
     pub async fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -45,7 +45,12 @@ struct State {
 impl Backend {
     /// Starts a backend answering 200 with its name after `delay`.
     pub async fn start(name: &str, delay: Duration) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Backend::start_on(name, delay, SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind 127.0.0.1:0")
+    }
+
+    /// Starts a backend on `addr`; fails if the address is taken.
+    pub async fn start_on(name: &str, delay: Duration, addr: SocketAddr) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(State {
             name: name.to_string(),
@@ -60,7 +65,7 @@ impl Backend {
             closed: watch::Sender::new(0),
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&state)));
-        Backend { addr, name: name.to_string(), state, task }
+        Ok(Backend { addr, name: name.to_string(), state, task })
     }
 
     /// Requests served so far.
