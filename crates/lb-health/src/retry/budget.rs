@@ -91,11 +91,15 @@ impl RetryBudget {
 
     /// Takes one retry from the budget if there is one.
     pub fn try_withdraw(&self, now: Timestamp) -> bool {
-        if self.balance_units(now) < RETRY {
-            return false;
+        // Take first, then look, and give back when that overdrew: threads racing for the last
+        // retry may all go without it, but never overdraw, which check-then-take could.
+        let bucket = self.bucket(now);
+        bucket.fetch_sub(RETRY, Ordering::AcqRel);
+        if self.balance_units(now) >= 0 {
+            return true;
         }
-        self.bucket(now).fetch_sub(RETRY, Ordering::AcqRel);
-        true
+        bucket.fetch_add(RETRY, Ordering::AcqRel);
+        false
     }
 
     /// Whole retries available at `now`.
@@ -169,6 +173,32 @@ mod tests {
         assert_eq!(b.available(later), 1);
         assert!(b.try_withdraw(later));
         assert!(!b.try_withdraw(later));
+    }
+
+    /// Four threads withdraw at once from a budget of 100: never more than 100 between them.
+    #[cfg(feature = "std")]
+    #[test]
+    fn threads_racing_for_the_last_retries_never_overdraw() {
+        for _ in 0..20 {
+            let b = RetryBudget::new(Duration::from_secs(10), 10, 0.0).unwrap();
+            let granted = std::sync::atomic::AtomicU64::new(0);
+            std::thread::scope(|scope| {
+                for _ in 0..4 {
+                    scope.spawn(|| {
+                        for _ in 0..2_000 {
+                            if b.try_withdraw(Timestamp::ZERO) {
+                                granted.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            });
+            // What racing threads all went without is still there for one more.
+            while b.try_withdraw(Timestamp::ZERO) {
+                granted.fetch_add(1, Ordering::Relaxed);
+            }
+            assert_eq!(granted.load(Ordering::Relaxed), 100, "the reserve of 100, no more");
+        }
     }
 
     #[test]
