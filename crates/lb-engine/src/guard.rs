@@ -1,7 +1,7 @@
-//! The guard in front of one endpoint: its circuit breaker and its limit of
-//! requests in flight.
+//! The guard in front of one endpoint: its circuit breaker, its limit of
+//! requests in flight, and an operator's drain.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use lb_core::{Outcome, Timestamp};
 use lb_health::{CircuitBreaker, Settings, State, Ticket, Verdict};
@@ -15,6 +15,8 @@ pub struct EndpointGuard {
     max_in_flight: u32,
     /// The breaker state last reported by [`record`](EndpointGuard::record).
     published: AtomicU8,
+    /// Taken out of rotation by an operator: admits nothing until undrained.
+    drained: AtomicBool,
 }
 
 /// Proof of admission by an endpoint's breaker, handed back with the outcome.
@@ -29,15 +31,16 @@ impl EndpointGuard {
             breaker: breaker.map(CircuitBreaker::new),
             max_in_flight: max_in_flight.unwrap_or(u32::MAX),
             published: AtomicU8::new(State::Closed.gauge_value()),
+            drained: AtomicBool::new(false),
         }
     }
 
     /// Admits a request that would make `in_flight` requests at once: `None`
-    /// when that is over the limit or the breaker refuses (open, or its
-    /// half-open trials are taken).
+    /// when the endpoint is drained, that is over the limit, or the breaker
+    /// refuses (open, or its half-open trials are taken).
     #[inline]
     pub fn admit(&self, now: Timestamp, in_flight: u32) -> Option<Admission> {
-        if in_flight > self.max_in_flight {
+        if in_flight > self.max_in_flight || self.drained.load(Ordering::Relaxed) {
             return None;
         }
         match &self.breaker {
@@ -66,6 +69,18 @@ impl EndpointGuard {
         }
     }
 
+    /// Takes the endpoint out of rotation (`true`) or puts it back: an
+    /// operator's drain. Requests already admitted finish; new ones go to
+    /// other endpoints as if this one were full.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
+    }
+
+    /// Whether an operator drained the endpoint.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
     /// Whether this endpoint has a breaker at all.
     pub fn has_breaker(&self) -> bool {
         self.breaker.is_some()
@@ -87,6 +102,17 @@ mod tests {
         let settings =
             Settings::new("t").ready_to_trip(|c| c.consecutive_failures >= 1).timeout(Duration::from_secs(5));
         EndpointGuard::new(Some(settings), None)
+    }
+
+    #[test]
+    fn a_drained_endpoint_admits_nothing_until_undrained() {
+        let guard = EndpointGuard::new(None, None);
+        assert!(guard.admit(Timestamp::ZERO, 1).is_some());
+        guard.set_drained(true);
+        assert!(guard.is_drained());
+        assert!(guard.admit(Timestamp::ZERO, 1).is_none());
+        guard.set_drained(false);
+        assert!(guard.admit(Timestamp::ZERO, 1).is_some());
     }
 
     #[test]

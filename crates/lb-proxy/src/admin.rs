@@ -1,18 +1,34 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz`, and
-//! `/upstreams` (every endpoint's health as JSON). Bound to 127.0.0.1 by default.
+//! The admin listener, bound to 127.0.0.1 by default (docs/configuration.md):
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /healthz` | `ok` |
+//! | `GET /upstreams`, `GET /upstreams/{name}` | every endpoint's health, and why, as JSON |
+//! | `GET /config` | the running configuration's text, secrets redacted, as JSON |
+//! | `POST /reload` | reloads the configuration file, as SIGHUP does (`admin.actions`) |
+//! | `POST /upstreams/{name}/endpoints/{address}/drain` and `.../undrain` | takes an endpoint out of rotation and puts it back (`admin.actions`) |
+//!
+//! With a token (`admin.token` or `LB_ADMIN_TOKEN`, required off loopback),
+//! every request must carry `Authorization: Bearer <token>`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::runtime::Runtime;
 use crate::server::{accept_loop, serve_local};
+use crate::upstream::Upstream;
 
 /// The process-wide Prometheus recorder's handle, installing the recorder on
 /// first use. If another recorder was installed first, the handle renders
@@ -32,36 +48,177 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    runtime: Arc<ArcSwap<Runtime>>,
-    stopped: watch::Receiver<bool>,
-) {
+/// A `POST /reload` waiting for whoever owns the proxy to reload it
+/// ([`RunningProxy::reload_requested`](crate::RunningProxy::reload_requested)).
+#[derive(Debug)]
+pub struct ReloadRequest {
+    answer: oneshot::Sender<Result<(), String>>,
+}
+
+impl ReloadRequest {
+    /// Tells the admin client how the reload went.
+    pub fn answer(self, result: Result<(), String>) {
+        let _ = self.answer.send(result);
+    }
+}
+
+/// Where `POST /reload` requests go, and whether anyone takes them.
+#[derive(Debug)]
+pub(crate) struct Reloads {
+    pub(crate) requests: mpsc::Sender<ReloadRequest>,
+    /// Set once the proxy's owner waits for reload requests (`lb-proxy run` does).
+    pub(crate) taken: AtomicBool,
+}
+
+/// What the admin listener answers from.
+pub(crate) struct AdminState {
+    pub(crate) handle: PrometheusHandle,
+    pub(crate) runtime: Arc<ArcSwap<Runtime>>,
+    pub(crate) token: Option<String>,
+    pub(crate) actions: bool,
+    pub(crate) reloads: Arc<Reloads>,
+}
+
+pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stopped: watch::Receiver<bool>) {
     accept_loop(listener, stopped, move |stream, _| {
-        let (handle, runtime) = (handle.clone(), Arc::clone(&runtime));
-        serve_local(stream, move |req| respond(req.uri().path(), &handle, &runtime.load()))
+        let state = Arc::clone(&state);
+        serve_local(stream, move |req| {
+            let state = Arc::clone(&state);
+            async move { respond(req, &state).await }
+        })
     })
     .await
-    // Admin answers are immediate; an idle scraper connection need not hold up a stop.
+    // Admin answers are quick; an idle scraper connection need not hold up a stop.
     .shutdown()
     .await;
 }
 
-fn respond(path: &str, handle: &PrometheusHandle, runtime: &Runtime) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match path {
-        "/metrics" => {
+/// How long `POST /reload` waits for the reload to finish.
+const RELOAD_WAIT: Duration = Duration::from_secs(30);
+
+async fn respond(req: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    if let Some(token) = &state.token
+        && !carries_token(&req, token)
+    {
+        let mut answer =
+            reply(StatusCode::UNAUTHORIZED, json!({ "error": "this admin listener needs a bearer token" }));
+        answer.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return answer;
+    }
+    let runtime = state.runtime.load();
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let post = req.method() == Method::POST;
+    if !post && req.method() != Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, json!({ "error": "GET to read, POST for actions" }));
+    }
+    match (post, segments.as_slice()) {
+        (false, ["metrics"]) => {
             for upstream in &runtime.upstreams {
                 upstream.refresh_gauges(runtime.clock.as_ref());
             }
-            let mut text = handle.render();
+            let mut text = state.handle.render();
             crate::telemetry::render_histograms(&mut text);
-            (StatusCode::OK, "text/plain; version=0.0.4", text)
+            text_reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/upstreams" => (StatusCode::OK, "application/json", upstreams_json(runtime)),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "try /metrics, /healthz or /upstreams\n".to_string()),
+        (false, ["healthz"]) => text_reply(StatusCode::OK, "text/plain", "ok\n".to_string()),
+        (false, ["upstreams"]) => {
+            let all = runtime
+                .upstream_names
+                .iter()
+                .map(|(n, &i)| (n.clone(), upstream_json(&runtime, &runtime.upstreams[i])));
+            reply(StatusCode::OK, serde_json::Value::Object(all.collect()))
+        }
+        (false, ["upstreams", name]) => match runtime.upstream(name) {
+            Some(upstream) => reply(StatusCode::OK, upstream_json(&runtime, upstream)),
+            None => no_upstream(name),
+        },
+        (false, ["config"]) => reply(StatusCode::OK, json!({ "toml": &*runtime.config_text })),
+        (true, ["reload"] | ["upstreams", _, "endpoints", _, "drain" | "undrain"]) if !state.actions => {
+            reply(
+                StatusCode::FORBIDDEN,
+                json!({ "error": "admin actions are off: set actions = true in [admin]" }),
+            )
+        }
+        (true, ["reload"]) => reload(&state.reloads).await,
+        (true, ["upstreams", name, "endpoints", address, action @ ("drain" | "undrain")]) => {
+            let Some(upstream) = runtime.upstream(name) else { return no_upstream(name) };
+            drain(&runtime, upstream, address, *action == "drain")
+        }
+        (false, ["reload" | "upstreams", ..]) | (true, ["metrics" | "healthz" | "config" | "upstreams"]) => {
+            reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "error": format!("{} does not take {}", path, req.method()) }),
+            )
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "try /metrics, /healthz, /upstreams, /upstreams/{name}, /config, POST /reload" }),
+        ),
+    }
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`, compared in
+/// constant time so the answer's timing does not tell how much matched.
+fn carries_token(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
     };
+    let expected = token.as_bytes();
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn reload(reloads: &Reloads) -> Response<Full<Bytes>> {
+    if !reloads.taken.load(Ordering::Acquire) {
+        return reply(
+            StatusCode::NOT_IMPLEMENTED,
+            json!({ "error": "nothing reloads this proxy from its file: it runs embedded, not as `lb-proxy run`" }),
+        );
+    }
+    let (answer, result) = oneshot::channel();
+    if reloads.requests.send(ReloadRequest { answer }).await.is_err() {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the proxy is stopping" }));
+    }
+    match tokio::time::timeout(RELOAD_WAIT, result).await {
+        Ok(Ok(Ok(()))) => reply(StatusCode::OK, json!({ "reloaded": true })),
+        Ok(Ok(Err(error))) => reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "reloaded": false, "error": error, "note": "the running configuration stays" }),
+        ),
+        Ok(Err(_)) | Err(_) => {
+            reply(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": "the reload did not finish" }))
+        }
+    }
+}
+
+/// Drains (or undrains) the endpoint at `address` of `upstream`.
+fn drain(runtime: &Runtime, upstream: &Upstream, address: &str, drained: bool) -> Response<Full<Bytes>> {
+    let generation = upstream.current.load();
+    let found = lb_core::Balancer::endpoints(&*generation)
+        .iter()
+        .position(|m| m.endpoint().address().to_string() == address);
+    let Some(index) = found else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("no endpoint {address} in this upstream") }),
+        );
+    };
+    generation.extra(index).guard.set_drained(drained);
+    tracing::info!(endpoint = address, drained, "endpoint drain changed by an operator");
+    reply(StatusCode::OK, upstream_json(runtime, upstream))
+}
+
+fn no_upstream(name: &str) -> Response<Full<Bytes>> {
+    reply(StatusCode::NOT_FOUND, json!({ "error": format!("no upstream called {name}") }))
+}
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    text_reply(status, "application/json", body.to_string())
+}
+
+fn text_reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -74,7 +231,7 @@ fn discovery_json(report: &lb_discovery::SourceReport) -> serde_json::Value {
     let unix = |t: Option<std::time::SystemTime>| {
         t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64())
     };
-    serde_json::json!({
+    json!({
         "source": report.source,
         "last_success_unix": unix(report.last_success),
         "last_error": report.last_error,
@@ -83,36 +240,27 @@ fn discovery_json(report: &lb_discovery::SourceReport) -> serde_json::Value {
     })
 }
 
-fn upstreams_json(runtime: &Runtime) -> String {
-    let upstreams: serde_json::Map<String, serde_json::Value> = runtime
-        .upstream_names
-        .iter()
-        .map(|(name, &i)| {
-            let upstream = &runtime.upstreams[i];
-            let snapshot = upstream.current.load();
-            let members = lb_core::Balancer::endpoints(&*snapshot).iter();
-            let standings = upstream.standings(runtime.clock.now());
-            let endpoints: Vec<serde_json::Value> = members
-                .zip(standings)
-                .map(|(m, (_, standing))| {
-                    serde_json::json!({
-                        "address": m.endpoint().address().to_string(),
-                        "weight": m.endpoint().weight(),
-                        "status": standing.label(),
-                        "cause": standing.cause(),
-                        "in_flight": m.state().in_flight(),
-                    })
-                })
-                .collect();
-            let discovery =
-                upstream.discovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-            let view = serde_json::json!({
-                "panic": upstream.in_panic(),
-                "discovery": discovery.map(|status| discovery_json(&status.get())),
-                "endpoints": endpoints,
-            });
-            (name.clone(), view)
+/// One upstream: its endpoints with their standing and its cause, panic mode, discovery.
+fn upstream_json(runtime: &Runtime, upstream: &Upstream) -> serde_json::Value {
+    let snapshot = upstream.current.load();
+    let members = lb_core::Balancer::endpoints(&*snapshot).iter();
+    let standings = upstream.standings(runtime.clock.now());
+    let endpoints: Vec<serde_json::Value> = members
+        .zip(standings)
+        .map(|(m, (_, standing))| {
+            json!({
+                "address": m.endpoint().address().to_string(),
+                "weight": m.endpoint().weight(),
+                "status": standing.label(),
+                "cause": standing.cause(),
+                "in_flight": m.state().in_flight(),
+            })
         })
         .collect();
-    serde_json::Value::Object(upstreams).to_string()
+    let discovery = upstream.discovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    json!({
+        "panic": upstream.in_panic(),
+        "discovery": discovery.map(|status| discovery_json(&status.get())),
+        "endpoints": endpoints,
+    })
 }

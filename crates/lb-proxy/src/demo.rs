@@ -153,7 +153,7 @@ async fn serve_named(listener: TcpListener, name: String, stopped: watch::Receiv
         let body = body.clone();
         serve_local(stream, move |req| {
             let text = if req.uri().path() == "/health" { Bytes::from_static(b"ok\n") } else { body.clone() };
-            Response::new(Full::new(text))
+            std::future::ready(Response::new(Full::new(text)))
         })
     })
     .await

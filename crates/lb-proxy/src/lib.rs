@@ -69,7 +69,7 @@ mod upstream;
 mod workers;
 
 pub use access_log::AccessEntry;
-pub use admin::metrics_handle;
+pub use admin::{ReloadRequest, metrics_handle};
 pub use config::{Config, ConfigError};
 pub use reload::ReloadError;
 pub use server::{Proxy, RunningProxy, StartError};

@@ -45,10 +45,11 @@ fn main() -> ExitCode {
         Command::Check { config } => match Config::load(&config) {
             Ok(loaded) => {
                 let admin = loaded.admin.listen.get_ref();
+                // Without a token this is an error already (validation says so).
                 if loaded.admin.enabled && !admin.ip().is_loopback() {
                     eprintln!(
-                        "warning: the admin listener {admin} is reachable from other hosts and has no token; \
-                         bind it to 127.0.0.1 or put it behind a firewall"
+                        "note: the admin listener {admin} is reachable from other hosts; every request to it \
+                         must carry the admin token"
                     );
                 }
                 println!("{}: configuration is valid", config.display());
@@ -75,7 +76,13 @@ fn main() -> ExitCode {
                 loop {
                     tokio::select! {
                         _ = stop.wait() => break,
-                        _ = reload.wait() => reload_from(&mut proxy, &path).await,
+                        _ = reload.wait() => {
+                            let _ = reload_from(&mut proxy, &path).await;
+                        }
+                        request = proxy.reload_requested() => {
+                            let result = reload_from(&mut proxy, &path).await;
+                            request.answer(result);
+                        }
                     }
                 }
                 tracing::info!("stopping: draining connections (a second signal stops at once)");
@@ -91,15 +98,16 @@ fn main() -> ExitCode {
 }
 
 /// Re-reads `path` and applies it; any error leaves the running configuration in force.
-async fn reload_from(proxy: &mut lb_proxy::RunningProxy, path: &std::path::Path) {
+async fn reload_from(proxy: &mut lb_proxy::RunningProxy, path: &std::path::Path) -> Result<(), String> {
     let outcome = match Config::load(path) {
         Ok(config) => proxy.reload(config).await.map_err(|e| e.to_string()),
         Err(error) => Err(error.to_string()),
     };
-    match outcome {
+    match &outcome {
         Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
         Err(error) => tracing::error!("reload refused; the running configuration stays: {error}"),
     }
+    outcome
 }
 
 /// Runs `main` on a one-thread runtime: worker 0, which also runs discovery,

@@ -30,6 +30,8 @@ pub(crate) struct Runtime {
     pub(crate) tracing: Option<Arc<Tracing>>,
     /// Peers whose forwarding fields are kept and extended.
     pub(crate) trusted_proxies: TrustedProxies,
+    /// The configuration's text with its secrets redacted, for the admin listener's `/config`.
+    pub(crate) config_text: Arc<str>,
 }
 
 impl Runtime {
@@ -100,6 +102,7 @@ impl Runtime {
             trusted_proxies: TrustedProxies::new(
                 config.global.trusted_proxies.iter().filter_map(|n| n.get_ref().parse().ok()).collect(),
             ),
+            config_text: redacted(&config.text).into(),
         }
     }
 
@@ -142,5 +145,41 @@ pub(crate) fn static_endpoint(e: &StaticEndpoint) -> Endpoint {
     match &e.id {
         Some(id) => endpoint.with_id(id.as_str()),
         None => endpoint,
+    }
+}
+
+/// `text` with the value of every `token` key replaced, so `/config` never shows a secret.
+fn redacted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let key = line.trim_start();
+        let is_token = key.strip_prefix("token").is_some_and(|rest| rest.trim_start().starts_with('='));
+        if is_token {
+            let indent = &line[..line.len() - key.len()];
+            out.push_str(indent);
+            out.push_str("token = \"(redacted)\"");
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redacted;
+
+    #[test]
+    fn token_values_are_redacted_and_nothing_else() {
+        let text =
+            "[admin]\ntoken = \"s3cret\"\n  token=\"x\"\ntokens_seen = 1\nlisten = \"127.0.0.1:9901\"\n";
+        let shown = redacted(text);
+        assert!(!shown.contains("s3cret") && !shown.contains("\"x\""), "{shown}");
+        assert!(shown.contains("token = \"(redacted)\"\n  token = \"(redacted)\""), "{shown}");
+        assert!(
+            shown.contains("tokens_seen = 1") && shown.contains("listen = \"127.0.0.1:9901\""),
+            "{shown}"
+        );
     }
 }

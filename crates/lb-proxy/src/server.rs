@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,7 +19,7 @@ use hyper_util::server::conn::auto;
 use lb_core::{Clock, MonotonicClock};
 use std::future::Future;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::access_log::AccessSink;
@@ -152,22 +152,26 @@ impl Proxy {
         }
         let workers = Workers::spawn(other_workers, &serving).map_err(StartError::Workers)?;
         let mut admin_address = None;
+        let (reload_requests, reload_queue) = mpsc::channel(4);
+        let reloads = Arc::new(admin::Reloads { requests: reload_requests, taken: AtomicBool::new(false) });
         if let Some(handle) = metrics {
             let address = *self.config.admin.listen.get_ref();
             let listener = bind(address).await?;
             admin_address = Some(listener.local_addr().unwrap_or(address));
-            if !address.ip().is_loopback() {
-                tracing::warn!(
-                    %address,
-                    "the admin listener is reachable from other hosts and has no token: anyone who reaches it \
-                     reads /metrics and /upstreams; bind it to 127.0.0.1 or put it behind a firewall"
-                );
-            }
-            tasks.push(tokio::spawn(admin::serve(listener, handle, Arc::clone(&shared), stopped.clone())));
+            let state = admin::AdminState {
+                handle,
+                runtime: Arc::clone(&shared),
+                token: self.config.admin.token(),
+                actions: self.config.admin.actions,
+                reloads: Arc::clone(&reloads),
+            };
+            tasks.push(tokio::spawn(admin::serve(listener, Arc::new(state), stopped.clone())));
         }
         Ok(RunningProxy {
             listen_addresses,
             admin_address,
+            reloads,
+            reload_queue,
             stop,
             tasks,
             workers,
@@ -290,14 +294,14 @@ const LOCAL_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Serves one connection with a synchronous handler of small local responses
 /// (the admin pages, the demo backends).
-pub(crate) async fn serve_local<F>(stream: TcpStream, respond: F)
+pub(crate) async fn serve_local<F, Fut>(stream: TcpStream, respond: F)
 where
-    F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let respond = Arc::new(respond);
     let service = service_fn(move |req: Request<Incoming>| {
-        let response = respond(&req);
-        async move { Ok::<_, Infallible>(response) }
+        let response = respond(req);
+        async move { Ok::<_, Infallible>(response.await) }
     });
     // Nothing at all for a while: closed (the header timeout below starts only once a protocol is known).
     // (`readable()` may wake early; a peek waits for a real byte.)
@@ -317,6 +321,9 @@ where
 pub struct RunningProxy {
     listen_addresses: Vec<SocketAddr>,
     admin_address: Option<SocketAddr>,
+    /// `POST /reload` requests from the admin listener.
+    reloads: Arc<admin::Reloads>,
+    reload_queue: mpsc::Receiver<admin::ReloadRequest>,
     stop: watch::Sender<bool>,
     /// Listeners and the admin listener.
     tasks: Vec<JoinHandle<()>>,
@@ -348,6 +355,18 @@ impl RunningProxy {
     /// The bound admin address, if the admin listener runs.
     pub fn admin_address(&self) -> Option<SocketAddr> {
         self.admin_address
+    }
+
+    /// The next `POST /reload` from the admin listener; pending until one
+    /// comes. Whoever owns the proxy and its configuration file reloads it and
+    /// [`answer`](crate::ReloadRequest::answer)s (`lb-proxy run` does, as for
+    /// SIGHUP). Until this is first called, `POST /reload` answers 501.
+    pub async fn reload_requested(&mut self) -> admin::ReloadRequest {
+        self.reloads.taken.store(true, Ordering::Release);
+        match self.reload_queue.recv().await {
+            Some(request) => request,
+            None => std::future::pending().await,
+        }
     }
 
     /// The most bytes any request body held in its replay buffer so far.

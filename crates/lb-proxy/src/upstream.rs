@@ -86,6 +86,8 @@ impl Extra for BackendRef {
 /// Where an endpoint stands, and which mechanism put it there; the first that applies, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Standing {
+    /// An operator drained it (the admin listener's `.../drain`).
+    Drained,
     /// A failing active health check took it out.
     Unhealthy,
     /// Outlier detection ejected it for a while.
@@ -101,6 +103,9 @@ pub(crate) enum Standing {
 
 impl Standing {
     fn of(status: HealthStatus, backend: &Backend, now: Timestamp) -> Standing {
+        if backend.guard.is_drained() {
+            return Standing::Drained;
+        }
         match (status, backend.guard.breaker_state(now)) {
             (HealthStatus::Unhealthy, _) => Standing::Unhealthy,
             (HealthStatus::Ejected, _) => Standing::Ejected,
@@ -113,6 +118,7 @@ impl Standing {
 
     pub(crate) fn label(self) -> &'static str {
         match self {
+            Standing::Drained => "drained",
             Standing::Unhealthy => "unhealthy",
             Standing::Ejected => "ejected",
             Standing::BreakerOpen => "breaker_open",
@@ -125,6 +131,7 @@ impl Standing {
     /// The mechanism that took the endpoint out (or limits it), if one did.
     pub(crate) fn cause(self) -> Option<&'static str> {
         match self {
+            Standing::Drained => Some("operator"),
             Standing::Unhealthy => Some("active_check"),
             Standing::Ejected => Some("outlier_detection"),
             Standing::BreakerOpen | Standing::BreakerHalfOpen => Some("circuit_breaker"),

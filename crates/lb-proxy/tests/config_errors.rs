@@ -204,24 +204,34 @@ fn serde_jargon_is_translated() {
 }
 
 #[test]
-fn check_warns_about_an_admin_listener_other_hosts_can_reach() {
+fn an_admin_listener_other_hosts_can_reach_needs_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("open-admin.toml");
-    std::fs::write(&file, format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{GOOD_UPSTREAM}{SERVES}")).unwrap();
+    let check = |name: &str, text: String| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+            .args(["check", "--config"])
+            .arg(&file)
+            .env_remove("LB_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
     let out =
-        Command::new(env!("CARGO_BIN_EXE_lb-proxy")).args(["check", "--config"]).arg(&file).output().unwrap();
-    assert!(out.status.success(), "a warning, not an error");
+        check("open-admin.toml", format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{GOOD_UPSTREAM}{SERVES}"));
+    assert!(!out.status.success(), "no token: refused");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("warning: the admin listener 0.0.0.0:9901 is reachable from other hosts"),
+        stderr.contains("open-admin.toml:2:10: the admin listener on 0.0.0.0:9901 is reachable from other hosts: set admin.token"),
         "{stderr}"
     );
-    let quiet = dir.path().join("loopback-admin.toml");
-    std::fs::write(&quiet, format!("{GOOD_UPSTREAM}{SERVES}")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
-        .args(["check", "--config"])
-        .arg(&quiet)
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let out = check(
+        "token-admin.toml",
+        format!("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"t\"\n{GOOD_UPSTREAM}{SERVES}"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("note: the admin listener 0.0.0.0:9901 is reachable")
+    );
+    let out = check("loopback-admin.toml", format!("{GOOD_UPSTREAM}{SERVES}"));
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }

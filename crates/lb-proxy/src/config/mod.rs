@@ -60,13 +60,14 @@ impl Config {
     /// Parses and validates `text`; `path` only names the text in errors.
     pub fn parse(text: &str, path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or("", |span| line_at(text, span.start));
             ConfigError::at(path, text, e.span(), plain_words(e.message().trim_end(), line))
         })?;
         if let Some(v) = validate::check(&config).into_iter().next() {
             return Err(ConfigError::at(path, text, Some(v.span), v.reason));
         }
+        config.text = text.to_string();
         Ok(config)
     }
 

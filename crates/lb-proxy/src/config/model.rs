@@ -36,6 +36,9 @@ pub struct Config {
     /// OpenTelemetry tracing; off when the section is absent.
     #[serde(default)]
     pub tracing: Option<Tracing>,
+    /// The text this configuration was parsed from (empty when built otherwise).
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// OpenTelemetry tracing: a server span per request, exported over OTLP/HTTP.
@@ -153,6 +156,22 @@ pub struct Admin {
     pub enabled: bool,
     /// Upper bounds, in seconds, of `request_duration_seconds`' buckets (Prometheus' defaults).
     pub histogram_buckets: Spanned<Vec<f64>>,
+    /// A bearer token every admin request must carry (`Authorization: Bearer ...`); the
+    /// `LB_ADMIN_TOKEN` environment variable gives one when this is absent. Required when the
+    /// admin listener is not on a loopback address.
+    pub token: Option<String>,
+    /// Allow the POST actions: `/reload`, and draining an endpoint and putting it back.
+    pub actions: bool,
+}
+
+/// The environment variable that gives the admin token when the file does not.
+pub const ADMIN_TOKEN_ENV: &str = "LB_ADMIN_TOKEN";
+
+impl Admin {
+    /// The token in force: the file's, else [`ADMIN_TOKEN_ENV`]'s (when not empty).
+    pub fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok()).filter(|t| !t.is_empty())
+    }
 }
 
 impl Default for Admin {
@@ -161,6 +180,8 @@ impl Default for Admin {
             listen: Spanned::new(0..0, SocketAddr::from(([127, 0, 0, 1], 9901))),
             enabled: true,
             histogram_buckets: Spanned::new(0..0, crate::telemetry::DEFAULT_BUCKETS.to_vec()),
+            token: None,
+            actions: false,
         }
     }
 }

@@ -108,7 +108,19 @@ fn check_tracing(tracing: &Tracing, found: &mut Vec<Violation>) {
 fn check_listeners(config: &Config, found: &mut Vec<Violation>) {
     let mut seen: BTreeMap<SocketAddr, ()> = BTreeMap::new();
     if config.admin.enabled {
-        seen.insert(*config.admin.listen.get_ref(), ());
+        let admin = &config.admin.listen;
+        seen.insert(*admin.get_ref(), ());
+        if !admin.get_ref().ip().is_loopback() && config.admin.token().is_none() {
+            found.push(Violation::new(
+                admin.span(),
+                format!(
+                    "the admin listener on {} is reachable from other hosts: set admin.token or {} \
+                     (every admin request must then carry it), or listen on 127.0.0.1",
+                    admin.get_ref(),
+                    super::model::ADMIN_TOKEN_ENV
+                ),
+            ));
+        }
     }
     for listener in &config.listeners {
         let max = &listener.get_ref().max_connections;
