@@ -23,6 +23,7 @@ const PACKAGES: &[Package] = &[
         needed_by: "lb-client gRPC tests (protoc for tonic code generation)",
     },
     Package { name: "wrk", needed_by: "the reliability scenarios (load generator)" },
+    Package { name: "chromium", needed_by: "lb-proxy's dashboard test (a real headless browser)" },
 ];
 
 /// The packages `cargo xtask bench proxy` compares lb-proxy with, and drives it with.

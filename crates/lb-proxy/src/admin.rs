@@ -2,6 +2,7 @@
 //!
 //! | request | answer |
 //! |---|---|
+//! | `GET /` | the dashboard: every upstream and endpoint, live |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | `ok` |
 //! | `GET /upstreams`, `GET /upstreams/{name}` | every endpoint's health, and why, as JSON |
@@ -93,10 +94,20 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>, stopped
     .await;
 }
 
+/// `/metrics` answers carry the proxy's monotonic clock in milliseconds, for the dashboard's rates.
+const CLOCK_HEADER: &str = "x-lb-clock-ms";
+
 /// How long `POST /reload` waits for the reload to finish.
 const RELOAD_WAIT: Duration = Duration::from_secs(30);
 
+/// The dashboard: one page, no external assets; it reads the JSON and metrics below with the token.
+const DASHBOARD: &str = include_str!("../assets/dashboard.html");
+
 async fn respond(req: Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    // The page holds no data: it asks for the token itself when the API needs one.
+    if req.method() == Method::GET && req.uri().path() == "/" {
+        return text_reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD);
+    }
     if let Some(token) = &state.token
         && !carries_token(&req, token)
     {
@@ -119,9 +130,13 @@ async fn respond(req: Request<Incoming>, state: &AdminState) -> Response<Full<By
             }
             let mut text = state.handle.render();
             crate::telemetry::render_histograms(&mut text);
-            text_reply(StatusCode::OK, "text/plain; version=0.0.4", text)
+            let mut answer = text_reply(StatusCode::OK, "text/plain; version=0.0.4", text);
+            // When these values were read, on the proxy's own clock: rates need no browser clock.
+            let clock_ms = runtime.clock.now().as_nanos() / 1_000_000;
+            answer.headers_mut().insert(CLOCK_HEADER, HeaderValue::from(clock_ms));
+            answer
         }
-        (false, ["healthz"]) => text_reply(StatusCode::OK, "text/plain", "ok\n".to_string()),
+        (false, ["healthz"]) => text_reply(StatusCode::OK, "text/plain", "ok\n"),
         (false, ["upstreams"]) => {
             let all = runtime
                 .upstream_names
@@ -153,7 +168,7 @@ async fn respond(req: Request<Incoming>, state: &AdminState) -> Response<Full<By
         }
         _ => reply(
             StatusCode::NOT_FOUND,
-            json!({ "error": "try /metrics, /healthz, /upstreams, /upstreams/{name}, /config, POST /reload" }),
+            json!({ "error": "try /, /metrics, /healthz, /upstreams, /upstreams/{name}, /config, POST /reload" }),
         ),
     }
 }
@@ -218,8 +233,12 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     text_reply(status, "application/json", body.to_string())
 }
 
-fn text_reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn text_reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
