@@ -24,6 +24,7 @@ const PACKAGES: &[Package] = &[
     },
     Package { name: "wrk", needed_by: "the reliability scenarios (load generator)" },
     Package { name: "chromium", needed_by: "lb-proxy's dashboard test (a real headless browser)" },
+    Package { name: "prometheus", needed_by: "lb-proxy's Prometheus test (a real server and promtool)" },
 ];
 
 /// The packages `cargo xtask bench proxy` compares lb-proxy with, and drives it with.
