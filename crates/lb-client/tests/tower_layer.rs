@@ -138,7 +138,8 @@ async fn a_dead_endpoint_is_ejected_after_a_few_failures() {
         }
     }
     assert!((1..=6).contains(&failures), "{failures} calls failed before the dead endpoint was taken out");
-    assert_eq!(live[0].hits() + live[1].hits(), 300 - failures);
+    let served = live[0].hits() + live[1].hits();
+    assert_eq!(served, 300 - failures, "{failures} failed calls, {served} served by the live endpoints");
     let status = service.endpoints().into_iter().find(|(e, _)| e.address().port() == dead.port()).unwrap().1;
     assert!(!status.is_eligible(), "{status:?}");
 }

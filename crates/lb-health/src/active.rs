@@ -112,6 +112,12 @@ pub struct ActiveCheckConfig {
     /// Check over HTTP/2 in cleartext with prior knowledge (h2c), for
     /// servers that speak only HTTP/2, such as gRPC servers (off: HTTP/1.1).
     pub http2: bool,
+    /// Speak the gRPC health protocol instead of an HTTP request: call
+    /// `grpc.health.v1.Health/Check` over h2c for this service (`""` asks
+    /// about the whole server), as Envoy and grpc-go do. Passing means
+    /// `grpc-status: 0` and `SERVING`; `path`, `method`, `host` and the
+    /// expected status and body do not apply.
+    pub grpc_service: Option<String>,
 }
 
 impl Default for ActiveCheckConfig {
@@ -130,6 +136,7 @@ impl Default for ActiveCheckConfig {
             initial: InitialState::Healthy,
             classification: Classification::Expected,
             http2: false,
+            grpc_service: None,
         }
     }
 }

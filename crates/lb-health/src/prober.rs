@@ -1,6 +1,7 @@
-//! The active HTTP health checker (feature `tokio`): one task per endpoint
-//! sends a request every interval (with jitter) on the hyper 1.x client,
-//! classifies the answer and drives that endpoint's [`RiseFall`].
+//! The active health checker (feature `tokio`): one task per endpoint sends
+//! a request every interval (with jitter) on the hyper 1.x client, an HTTP
+//! request or a gRPC health check, classifies the answer and drives that
+//! endpoint's [`RiseFall`].
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -9,7 +10,7 @@ use alloc::sync::Arc;
 use core::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,7 +29,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct Prober {
     config: Arc<ActiveCheckConfig>,
     method: Method,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Prober {
@@ -43,7 +44,7 @@ impl Prober {
         connector.set_connect_timeout(Some(config.timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
-            .http2_only(config.http2)
+            .http2_only(config.http2 || config.grpc_service.is_some())
             .build(connector);
         Ok(Prober { config: Arc::new(config), method, client })
     }
@@ -56,10 +57,36 @@ impl Prober {
     /// Checks `address` once, bounded by the timeout; a connection failure
     /// or timeout is [`CheckResult::Critical`].
     pub async fn check(&self, address: &Address) -> CheckResult {
+        if let Some(service) = &self.config.grpc_service {
+            let asked = tokio::time::timeout(self.config.timeout, self.grpc_check(address, service)).await;
+            return asked.ok().flatten().unwrap_or(CheckResult::Critical);
+        }
         match tokio::time::timeout(self.config.timeout, self.exchange(address)).await {
             Ok(Some((status, body))) => self.config.classify(status, &body),
             Ok(None) | Err(_) => CheckResult::Critical,
         }
+    }
+
+    /// One `grpc.health.v1.Health/Check` call: passing when the call ends
+    /// with `grpc-status: 0` and the answer says `SERVING`.
+    async fn grpc_check(&self, address: &Address, service: &str) -> Option<CheckResult> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{}/grpc.health.v1.Health/Check", address_text(address)))
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header(header::TE, "trailers")
+            .header(header::USER_AGENT, "lb-health")
+            .body(Full::new(grpc_health::request(service)))
+            .ok()?;
+        let response = self.client.request(request).await.ok()?;
+        let (head, body) = response.into_parts();
+        let body = Limited::new(body, MAX_BODY).collect().await.ok()?;
+        // A trailers-only answer (an error at once) carries grpc-status in its headers.
+        let trailers = body.trailers().cloned().unwrap_or_default();
+        let grpc_status = trailers.get("grpc-status").or_else(|| head.headers.get("grpc-status"));
+        let ok = head.status == hyper::StatusCode::OK && grpc_status.is_some_and(|s| s.as_bytes() == b"0");
+        let serving = ok && grpc_health::is_serving(&body.to_bytes());
+        Some(if serving { CheckResult::Passing } else { CheckResult::Critical })
     }
 
     async fn exchange(&self, address: &Address) -> Option<(u16, Bytes)> {
@@ -69,7 +96,7 @@ impl Prober {
             .uri(format!("http://{}{}", address_text(address), self.config.path))
             .header(header::HOST, host)
             .header(header::USER_AGENT, "lb-health")
-            .body(Empty::new())
+            .body(Full::new(Bytes::new()))
             .ok()?;
         let response = self.client.request(request).await.ok()?;
         let status = response.status().as_u16();
@@ -105,6 +132,86 @@ impl Prober {
         let mut probes = ProbeSet { prober: self.clone(), tasks: BTreeMap::new() };
         probes.update(set);
         probes
+    }
+}
+
+/// The two messages of `grpc.health.v1` a check needs, in their gRPC frames.
+/// Each has one field, so they are written and read here rather than
+/// generated: `HealthCheckRequest { string service = 1; }` and
+/// `HealthCheckResponse { ServingStatus status = 1; }` with `SERVING = 1`.
+mod grpc_health {
+    use alloc::vec::Vec;
+
+    use bytes::Bytes;
+
+    /// A gRPC frame (uncompressed flag, big-endian length) holding a `HealthCheckRequest`.
+    pub(super) fn request(service: &str) -> Bytes {
+        let mut message = Vec::with_capacity(service.len() + 6);
+        if !service.is_empty() {
+            message.push(0x0a); // field 1, length-delimited
+            put_varint(&mut message, service.len() as u64);
+            message.extend_from_slice(service.as_bytes());
+        }
+        let mut frame = Vec::with_capacity(5 + message.len());
+        frame.push(0);
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        Bytes::from(frame)
+    }
+
+    /// Whether a response body (one gRPC frame) says `SERVING`.
+    pub(super) fn is_serving(body: &[u8]) -> bool {
+        let Some((&[0, a, b, c, d], message)) = body.split_first_chunk::<5>() else {
+            return false;
+        };
+        let length = u32::from_be_bytes([a, b, c, d]) as usize;
+        let Some(mut message) = message.get(..length) else { return false };
+        let mut status = 0; // UNKNOWN, the default of an absent field
+        while let Some((&tag, rest)) = message.split_first() {
+            let Some((value, rest)) = varint(rest) else { return false };
+            match tag {
+                0x08 => status = value, // field 1, varint
+                _ if tag & 0x07 == 0 => {}
+                _ => return false, // no other field of this message has another wire type
+            }
+            message = rest;
+        }
+        status == 1
+    }
+
+    fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+        while value >= 0x80 {
+            out.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+
+    fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+        let mut value = 0u64;
+        for (i, &byte) in bytes.iter().enumerate().take(10) {
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some((value, &bytes[i + 1..]));
+            }
+        }
+        None
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn requests_and_answers_are_framed_as_grpc_health_v1() {
+            assert_eq!(&request("")[..], [0, 0, 0, 0, 0]);
+            assert_eq!(&request("echo")[..], [0, 0, 0, 0, 6, 0x0a, 4, b'e', b'c', b'h', b'o']);
+            assert!(is_serving(&[0, 0, 0, 0, 2, 0x08, 1]), "SERVING");
+            assert!(!is_serving(&[0, 0, 0, 0, 2, 0x08, 2]), "NOT_SERVING");
+            assert!(!is_serving(&[0, 0, 0, 0, 0]), "UNKNOWN, the field absent");
+            assert!(!is_serving(&[0, 0, 0, 0, 2, 0x08]), "cut short");
+            assert!(!is_serving(&[1, 0, 0, 0, 2, 0x08, 1]), "compressed frames are not asked for");
+        }
     }
 }
 

@@ -112,8 +112,8 @@ async fn body_text_consul_warnings_timeouts_and_refusals() {
     assert_eq!(impatient.check(&silent_addr).await, CheckResult::Critical);
     hold.abort();
 
-    // A port nobody listens on any more.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    // A port that refuses connections.
+    let closed = refused_address();
     assert_eq!(impatient.check(&Address::from(closed)).await, CheckResult::Critical);
 }
 
@@ -122,6 +122,16 @@ async fn bad_settings_are_refused() {
     let bad = ActiveCheckConfig { method: "GE T".into(), ..config() };
     assert!(Prober::new(bad).unwrap_err().to_string().contains("not an HTTP method"));
     assert!(Prober::new(ActiveCheckConfig { rise: 0, ..config() }).is_err());
+}
+
+/// A loopback port that refuses connections: bound, never listening, and
+/// kept bound for the test process's life so no other test's server is given it.
+fn refused_address() -> std::net::SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }
 
 /// Polls `done` every 10 ms for at most 5 s.
@@ -139,7 +149,7 @@ async fn eventually(mut done: impl FnMut() -> bool) -> bool {
 async fn spawned_probes_drive_the_flags_and_follow_the_set() {
     let status = Arc::new(AtomicU16::new(200));
     let (addr, server) = flipping_server(Arc::clone(&status)).await;
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let dead = refused_address();
     let set = EndpointSet::new([Endpoint::new(addr), Endpoint::new(dead)], Timestamp::ZERO);
     let prober = Prober::new(ActiveCheckConfig { initial: InitialState::Unhealthy, ..config() }).unwrap();
     let mut probes = prober.watch(&set);

@@ -60,6 +60,7 @@ pub(crate) fn active_check_config(
         path: c.path.clone(),
         rise: *c.rise.get_ref(),
         fall: *c.fall.get_ref(),
+        grpc_service: c.grpc_service.as_ref().map(|s| s.get_ref().clone()),
         ..ActiveCheckConfig::default()
     }
 }

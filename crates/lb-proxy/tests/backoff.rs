@@ -105,7 +105,7 @@ async fn a_wait_that_would_pass_the_request_deadline_returns_the_answer_instead(
 #[tokio::test]
 async fn a_connect_error_is_retried_at_once_whatever_the_backoff() {
     // A port that was just free: connecting to it is refused.
-    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let refused = common::refused_address();
     let good = Backend::named("good").await;
     let extra = format!(
         "{}[upstreams.web.timeouts]\nrequest = \"2s\"",

@@ -235,3 +235,15 @@ fn an_admin_listener_other_hosts_can_reach_needs_a_token() {
     let out = check("loopback-admin.toml", format!("{GOOD_UPSTREAM}{SERVES}"));
     assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_grpc_health_check_needs_an_h2c_upstream() {
+    let text = "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n[upstreams.web]\n\
+                discovery.static.endpoints = [\"127.0.0.1:9\"]\n[upstreams.web.health_check]\ngrpc_service = \"\"\n";
+    let error = lb_proxy::Config::parse(text, "web.toml").unwrap_err().to_string();
+    assert!(
+        error
+            .starts_with("web.toml:8:16: health_check.grpc_service speaks gRPC: it needs protocol = \"h2c\""),
+        "{error}"
+    );
+}

@@ -2,21 +2,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{Backend, admin_page_shows, config, eventually, full, get, proxy};
+use common::{Backend, admin_page_shows, config, eventually, full, get, proxy, refused_address};
 use http::{Request, Response, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn closed_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
-
 #[tokio::test]
 async fn a_refused_connection_gives_502() {
-    let dead = closed_port().await;
+    let dead = refused_address();
     let proxy = proxy(&config("round_robin", &[(dead, 1)], "retry.attempts = 1")).await;
     let (status, _) = get(proxy.listen_addresses()[0], "/", &[]).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);

@@ -97,7 +97,7 @@ async fn each_request_gets_a_server_span_joined_to_the_callers_trace_and_passed_
 async fn a_retry_is_an_event_on_the_span_and_the_answering_endpoint_its_backend() {
     let mut collector = OtlpReceiver::start().await.unwrap();
     let (backend, _traceparents) = traceparent_backend().await;
-    let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let refused = common::refused_address();
     let upstream = config("round_robin", &[(refused, 1), (backend.addr, 1)], "");
     let proxy = proxy(&format!("{}{upstream}", tracing_section(&collector))).await;
     for _ in 0..2 {

@@ -14,8 +14,14 @@ pub fn endpoint(addr: SocketAddr) -> Endpoint {
     Endpoint::new(addr)
 }
 
-/// A loopback address nothing listens on: bound, then released.
+/// A loopback address that refuses connections: a socket bound there and
+/// never listening. It stays bound for the life of the test process, so no
+/// other test's server can be given the same port (a released port can be,
+/// and then the "dead" endpoint answers).
 pub fn refused_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
-    listener.local_addr().expect("a bound address")
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind("127.0.0.1:0".parse().expect("an address")).expect("bind a port");
+    let addr = socket.local_addr().expect("a bound address");
+    std::mem::forget(socket);
+    addr
 }

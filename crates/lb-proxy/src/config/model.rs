@@ -489,13 +489,17 @@ pub enum HostHeader {
     Set(String),
 }
 
-/// Active HTTP health checks.
+/// Active health checks: an HTTP GET, or the gRPC health protocol.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// The path to GET.
     #[serde(default = "health_path")]
     pub path: String,
+    /// Check with `grpc.health.v1.Health/Check` for this service (`""`: the
+    /// whole server) instead of a GET; needs `protocol = "h2c"`.
+    #[serde(default)]
+    pub grpc_service: Option<Spanned<String>>,
     /// Time between checks of one endpoint.
     #[serde(default = "two_seconds", with = "duration")]
     pub interval: Duration,

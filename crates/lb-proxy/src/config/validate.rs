@@ -218,6 +218,14 @@ fn check_upstream(upstream: &Upstream, span: std::ops::Range<usize>, found: &mut
         if !check.path.starts_with('/') {
             found.push(Violation::new(span.clone(), "health_check.path must start with `/`"));
         }
+        if let Some(service) = &check.grpc_service
+            && upstream.protocol != crate::config::UpstreamProtocol::H2c
+        {
+            found.push(Violation::new(
+                service.span(),
+                "health_check.grpc_service speaks gRPC: it needs protocol = \"h2c\" on this upstream",
+            ));
+        }
     }
     if let Some(outlier) = &upstream.outlier_detection {
         if *outlier.max_ejection_percent.get_ref() > 100 {

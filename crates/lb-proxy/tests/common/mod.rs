@@ -100,6 +100,17 @@ impl Backend {
 }
 
 /// Starts a proxy from TOML text.
+/// A loopback port that refuses connections: a socket bound there and never
+/// listening, kept bound for the test process's life so no other test's
+/// server can be given the port (a released one can, and then "dead" answers).
+pub fn refused_address() -> SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind("127.0.0.1:0".parse().expect("an address")).expect("bind a port");
+    let addr = socket.local_addr().expect("a bound address");
+    std::mem::forget(socket);
+    addr
+}
+
 pub async fn proxy(toml: &str) -> lb_proxy::RunningProxy {
     let config = lb_proxy::Config::parse(toml, "test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
     lb_proxy::Proxy::new(config).start().await.unwrap()
