@@ -1,5 +1,9 @@
 //! Test helpers for crates that test against lb-proxy (feature `testing`).
 //!
+//! [`prometheus::Prometheus`] runs Debian's real Prometheus against an
+//! admin listener (or a client's exporter); the proxy's and the client's
+//! metric tests query it alike.
+//!
 //! No OpenTelemetry collector can be installed on our machines, so
 //! [`OtlpReceiver`] is a contract stand-in: a hyper server on loopback that
 //! decodes OTLP/HTTP exports with the OTLP protobuf schema
@@ -22,6 +26,8 @@ pub use opentelemetry_proto::tonic::trace::v1::Span;
 pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use tokio::sync::mpsc;
+
+pub mod prometheus;
 
 /// An OTLP/HTTP (protobuf) trace receiver on 127.0.0.1; stops with the test's runtime.
 #[derive(Debug)]
