@@ -15,10 +15,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("lb-algorithms", &["lb-core"]),
     ("lb-health", &["lb-core"]),
     ("lb-discovery", &["lb-core"]),
-    ("lb-consul", &["lb-core", "lb-discovery"]),
+    ("lb-tls", &[]),
+    ("lb-consul", &["lb-core", "lb-discovery", "lb-tls"]),
     ("lb-engine", &["lb-core", "lb-health", "lb-discovery"]),
     ("lb-client", &["lb-core", "lb-algorithms", "lb-health", "lb-discovery", "lb-engine"]),
-    ("lb-proxy", &["lb-core", "lb-algorithms", "lb-health", "lb-discovery", "lb-consul", "lb-engine"]),
+    (
+        "lb-proxy",
+        &["lb-core", "lb-algorithms", "lb-health", "lb-discovery", "lb-consul", "lb-engine", "lb-tls"],
+    ),
 ];
 
 /// Runtime and HTTP crates the pure crates must not depend on (unless optional, behind a feature).

@@ -7,9 +7,10 @@
 //! `metrics-exporter-prometheus` with its HTTP listener, and sends traffic to
 //! two live backends and one that refuses connections.
 //!
-//! Run: `cargo run -p lb-client --example pool_metrics -- 127.0.0.1:9464`,
-//! then scrape `http://127.0.0.1:9464/metrics` (a `static_configs` target
-//! in prometheus.yml) and ask, for instance,
+//! Run: `cargo run -p lb-client --example pool_metrics -- 127.0.0.1:9464 6000`
+//! (the address to scrape, and how many calls), then scrape
+//! `http://127.0.0.1:9464/metrics` (a `static_configs` target in
+//! prometheus.yml) and ask, for instance,
 //! `histogram_quantile(0.99, sum by (backend, le) (rate(request_duration_seconds_bucket[1m])))`.
 //! `tests/prometheus.rs` does that against a real Prometheus.
 
@@ -71,15 +72,20 @@ pub(crate) async fn run(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // The address to scrape: the first argument, else a free loopback port.
     let metrics_at = match std::env::args().nth(1) {
         Some(address) => address.parse()?,
-        None => SocketAddr::from(([127, 0, 0, 1], 9464)),
+        None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?,
+    };
+    let calls = match std::env::args().nth(2) {
+        Some(calls) => calls.parse()?,
+        None => 500,
     };
     // A port bound and never listened on refuses connections.
     let refusing = tokio::net::TcpSocket::new_v4()?;
     refusing.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    println!("metrics at http://{metrics_at}/metrics; sending 6,000 calls over a minute");
-    let traffic = run(metrics_at, refusing.local_addr()?, 6_000, Duration::from_millis(10)).await?;
+    println!("scrape http://{metrics_at}/metrics while {calls} calls go out, 10 ms apart");
+    let traffic = run(metrics_at, refusing.local_addr()?, calls, Duration::from_millis(10)).await?;
     println!("{} ok, {} failed", traffic.ok, traffic.failed);
     Ok(())
 }

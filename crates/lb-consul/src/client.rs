@@ -78,7 +78,15 @@ impl ConsulClient {
     /// [`ConsulError::Transport`] if the HTTP client cannot be built.
     pub fn new(config: ConsulConfig) -> Result<Self, ConsulError> {
         ensure_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if config.address().scheme() == "https" {
+            let tls = config
+                .tls()
+                .client_config(&[b"http/1.1"])
+                .map_err(|source| ConsulError::Tls { address: config.address().to_string(), source })?;
+            builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&tls));
+        }
+        let http = builder
             .build()
             .map_err(|source| ConsulError::Transport { url: config.address().to_string(), source })?;
         Ok(ConsulClient { http, config, timeout_slack: Duration::from_secs(5) })

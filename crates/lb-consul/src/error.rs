@@ -12,7 +12,7 @@ pub enum ConsulError {
         why: String,
     },
     /// The request did not complete: connection refused, timeout, reset.
-    #[error("Consul request to {url} failed: {source}")]
+    #[error("Consul request to {url} failed: {}", with_causes(source))]
     Transport {
         /// The request URL (without the token, which travels in a header).
         url: String,
@@ -43,6 +43,14 @@ pub enum ConsulError {
         /// The request URL.
         url: String,
     },
+    /// The TLS settings for an `https://` agent cannot be used.
+    #[error("Consul at {address}: {source}")]
+    Tls {
+        /// The agent's address.
+        address: String,
+        /// Which file or setting, and why.
+        source: lb_tls::TlsError,
+    },
     /// The body is not the documented JSON.
     #[error("Consul's answer from {url} is not the expected JSON: {source}")]
     Decode {
@@ -51,4 +59,20 @@ pub enum ConsulError {
         /// What the decoder said.
         source: serde_json::Error,
     },
+}
+
+/// An error and every cause under it, so a certificate problem reads as
+/// one rather than as "error sending request".
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }

@@ -29,9 +29,13 @@
 //!
 //! # TLS
 //!
-//! This build talks plain HTTP to the agent (usually the local one on
-//! `127.0.0.1:8500`) and refuses `https://` addresses with a clear error;
-//! reqwest's rustls backend is left out to keep the build small.
+//! An `https://` agent is verified with [`lb_tls`] on rustls: against the
+//! system's roots, or `CONSUL_CACERT`; for `CONSUL_TLS_SERVER_NAME` when
+//! set; showing `CONSUL_CLIENT_CERT` and `CONSUL_CLIENT_KEY` to an agent
+//! with `verify_incoming`. `CONSUL_HTTP_SSL=true` makes a bare `host:port`
+//! https, and `CONSUL_HTTP_SSL_VERIFY=false` turns verification off, as
+//! Consul's CLI does. A file that cannot be used is named in the error
+//! [`ConsulClient::new`] returns.
 //!
 //! # Testing
 //!
@@ -93,8 +97,12 @@ pub use blocking::{
     Backoff, MAX_WAIT, MIN_WAIT, RateLimiter, go_duration, index_to_send, next_index, request_timeout,
 };
 pub use client::{ConsulClient, HealthQuery, Indexed};
-pub use config::{ADDR_ENV, ConsulConfig, DEFAULT_ADDR, TOKEN_ENV};
+pub use config::{
+    ADDR_ENV, CACERT_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV, ConsulConfig, DEFAULT_ADDR, HTTP_SSL_ENV,
+    HTTP_SSL_VERIFY_ENV, TLS_SERVER_NAME_ENV, TOKEN_ENV,
+};
 pub use endpoints::{aggregate_status, endpoints_from, meta_keys};
 pub use error::ConsulError;
+pub use lb_tls::ClientTls;
 pub use registration::RegistrationGuard;
 pub use watch::{DEFAULT_MIN_INTERVAL, DEFAULT_WAIT, HealthWatch};

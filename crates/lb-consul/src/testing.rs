@@ -184,6 +184,7 @@ struct Shared {
 /// accepting when dropped. See the [module documentation](self).
 pub struct FakeConsul {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -209,6 +210,17 @@ impl FakeConsul {
     /// # Panics
     /// If no port can be bound on 127.0.0.1.
     pub async fn start() -> FakeConsul {
+        FakeConsul::serve(None).await
+    }
+
+    /// As [`start`](Self::start), speaking HTTPS with `tls` (a Consul agent
+    /// with `tls.defaults` set; `verify_incoming` when `tls` requires client
+    /// certificates).
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> FakeConsul {
+        FakeConsul::serve(Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> FakeConsul {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -224,19 +236,26 @@ impl FakeConsul {
             answered: watch::channel(0).0,
         });
         let accept_shared = Arc::clone(&shared);
+        let is_tls = tls.is_some();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let shared = Arc::clone(&accept_shared);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => http.serve_connection(TokioIo::new(stream), service).await,
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
-        FakeConsul { addr, shared, accept }
+        FakeConsul { addr, tls: is_tls, shared, accept }
     }
 
     /// The address to give the client, `127.0.0.1:port`.
@@ -244,9 +263,11 @@ impl FakeConsul {
         self.addr.to_string()
     }
 
-    /// The address as a URL, `http://127.0.0.1:port` (for config files).
+    /// The address as a URL, `http://127.0.0.1:port` (`https://` when
+    /// started with TLS), for config files.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -16,6 +16,12 @@ pub(crate) fn stream(consul: &ConsulDiscovery) -> Result<(ChangeStream, SourceSt
         Ok(token) if consul.address.is_some() && !token.is_empty() => config.with_token(token),
         _ => config,
     };
+    // The config's tls table, else Consul's own variables (already read when the address came from them).
+    let config = match (&consul.tls, &consul.address) {
+        (Some(tls), _) => config.with_tls(tls.to_client_tls()),
+        (None, Some(_)) => config.with_tls(ConsulConfig::tls_from_env()),
+        (None, None) => config,
+    };
     let client = ConsulClient::new(config).map_err(|e| e.to_string())?;
     let mut watch = HealthWatch::new(client, consul.service.clone());
     if let Some(dc) = &consul.datacenter {

@@ -154,3 +154,48 @@ discovery.consul = {{ service = "web", address = "{}" }}
     b.kill().await;
     c.kill().await;
 }
+
+/// An `https://` agent with `verify_incoming`: the `tls` table's CA file,
+/// server name and client certificate (paths relative to the config file)
+/// get the proxy in; a config whose client key is missing fails to start
+/// and names the file.
+#[tokio::test]
+async fn the_proxy_reaches_an_https_agent_with_the_tls_table() {
+    let a = Backend::named("a").await;
+    let pki = lb_tls::testing::TestPki::new(&["server.dc1.consul"]);
+    let fake = FakeConsul::start_tls(pki.server_config(true, &[b"http/1.1"])).await;
+    fake.put(Instance::passing("node-a", "web-a", "web", a.addr.port()));
+
+    let config = |client_key: &str| {
+        format!(
+            r#"
+[admin]
+enabled = false
+
+[[listeners]]
+listen = "127.0.0.1:0"
+
+[[routes]]
+upstream = "web"
+
+[upstreams.web]
+algorithm = "round_robin"
+discovery.consul = {{ service = "web", address = "{}", tls = {{ ca_file = "ca.pem", server_name = "server.dc1.consul", client_cert = "client.pem", client_key = "{client_key}" }} }}
+"#,
+            fake.url()
+        )
+    };
+    let path = pki.dir().join("lb.toml");
+    std::fs::write(&path, config("client.key")).unwrap();
+    let loaded = lb_proxy::Config::load(&path).unwrap();
+    let proxy = lb_proxy::Proxy::new(loaded).start().await.unwrap();
+    poll(proxy.listen_addresses()[0], "the instance answers", |seen| seen.iter().any(|s| s == "a")).await;
+    proxy.shutdown().await;
+
+    std::fs::write(&path, config("missing.key")).unwrap();
+    let Err(err) = lb_proxy::Proxy::new(lb_proxy::Config::load(&path).unwrap()).start().await else {
+        panic!("no client key, no start");
+    };
+    let missing = pki.dir().join("missing.key");
+    assert!(err.to_string().contains(&format!("{}: No such file", missing.display())), "{err}");
+}

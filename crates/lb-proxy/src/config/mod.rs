@@ -71,7 +71,7 @@ impl Config {
         Ok(config)
     }
 
-    /// File discovery paths and the access log file are relative to the configuration file.
+    /// File discovery paths, TLS files and the access log file are relative to the configuration file.
     fn resolve_relative_paths(&mut self, config_path: &Path) {
         let base = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
         if let Some(file) = self.global.access_log_file.as_mut()
@@ -80,10 +80,14 @@ impl Config {
             *file = base.join(&*file);
         }
         for upstream in self.upstreams.values_mut() {
-            if let Discovery::File(file) = upstream.get_mut().discovery.get_mut()
-                && file.path.is_relative()
-            {
-                file.path = base.join(&file.path);
+            match upstream.get_mut().discovery.get_mut() {
+                Discovery::File(file) if file.path.is_relative() => file.path = base.join(&file.path),
+                Discovery::Consul(consul) => {
+                    if let Some(tls) = consul.tls.as_mut() {
+                        tls.resolve_relative_paths(&base);
+                    }
+                }
+                _ => {}
             }
         }
     }

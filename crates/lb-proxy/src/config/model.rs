@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lb_core::Address;
@@ -458,6 +458,54 @@ pub struct ConsulDiscovery {
     /// Only instances with this tag.
     #[serde(default)]
     pub tag: Option<String>,
+    /// TLS to an `https://` agent; absent: Consul's own variables
+    /// (`CONSUL_CACERT`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`).
+    #[serde(default)]
+    pub tls: Option<TlsClient>,
+}
+
+/// How the proxy verifies a server it connects to over TLS, and the
+/// certificate it shows; files are relative to the configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClient {
+    /// Trust only the CA certificates in this PEM file (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Verify the certificate for this name instead of the host connected to.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// A client certificate chain (PEM) for mutual TLS; needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert` (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Accept any certificate (tests only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+impl TlsClient {
+    /// The settings as lb-tls takes them.
+    pub fn to_client_tls(&self) -> lb_tls::ClientTls {
+        lb_tls::ClientTls {
+            ca_file: self.ca_file.clone(),
+            server_name: self.server_name.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            insecure_skip_verify: self.insecure_skip_verify,
+        }
+    }
+
+    /// Makes each file path relative to `base` (the configuration file's directory).
+    pub(crate) fn resolve_relative_paths(&mut self, base: &Path) {
+        for file in [&mut self.ca_file, &mut self.client_cert, &mut self.client_key].into_iter().flatten() {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+    }
 }
 
 /// Where a hash algorithm finds its key.
