@@ -18,7 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("lb-tls", &[]),
     ("lb-consul", &["lb-core", "lb-discovery", "lb-tls"]),
     ("lb-engine", &["lb-core", "lb-health", "lb-discovery"]),
-    ("lb-client", &["lb-core", "lb-algorithms", "lb-health", "lb-discovery", "lb-engine"]),
+    ("lb-client", &["lb-core", "lb-algorithms", "lb-health", "lb-discovery", "lb-engine", "lb-tls"]),
     (
         "lb-proxy",
         &["lb-core", "lb-algorithms", "lb-health", "lb-discovery", "lb-consul", "lb-engine", "lb-tls"],

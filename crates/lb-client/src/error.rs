@@ -33,4 +33,7 @@ pub enum Error {
     /// The reqwest client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
+    /// The TLS settings cannot be used (a file named in the message).
+    #[error("TLS settings: {0}")]
+    Tls(#[from] lb_tls::TlsError),
 }

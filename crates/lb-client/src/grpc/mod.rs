@@ -32,6 +32,7 @@
 //! ```
 
 mod replay;
+mod tls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -179,6 +180,7 @@ pub struct ChannelBuilder<A> {
     resilience: ResilienceConfig,
     clock: Arc<dyn Clock>,
     tracer: Option<BoxedTracer>,
+    tls: Option<lb_tls::ClientTls>,
 }
 
 impl<A> std::fmt::Debug for ChannelBuilder<A> {
@@ -207,6 +209,7 @@ impl<A: Build + 'static> BalancedChannel<A> {
             resilience: ResilienceConfig::default(),
             clock: Arc::new(MonotonicClock::new()),
             tracer: None,
+            tls: None,
         }
     }
 }
@@ -293,6 +296,14 @@ impl<A: Build + 'static> ChannelBuilder<A> {
         self
     }
 
+    /// Speaks TLS to the endpoints with these settings (lb-tls: a CA file
+    /// or the system's roots, the name to verify and send as SNI, a client
+    /// certificate), offering ALPN `h2`.
+    pub fn tls(mut self, tls: lb_tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Builds the channel. With a DNS target or a source it must run inside
     /// a tokio runtime (the discovery task starts here). Connections are made
     /// lazily, on first use.
@@ -312,18 +323,49 @@ impl<A: Build + 'static> ChannelBuilder<A> {
                 builder.discovery(lb_discovery::watch_snapshots(changes, Arc::clone(&self.clock)))
             }
         };
+        let tls = match &self.tls {
+            Some(tls) => Some(Tls::new(tls)?),
+            None => None,
+        };
         let connect_timeout = self.connect_timeout;
         let request_timeout = self.request_timeout;
-        let balance = builder
-            .build(move |endpoint: &Endpoint| channel_to(endpoint, connect_timeout, request_timeout))?;
+        let balance = builder.build(move |endpoint: &Endpoint| {
+            channel_to(endpoint, connect_timeout, request_timeout, tls.as_ref())
+        })?;
         // Inside a runtime, follow discovery at once, not at the first call.
         balance.start();
         Ok(BalancedChannel { balance, tracing: self.tracer.map(|tracer| Arc::new(Tracing::new(tracer))) })
     }
 }
 
+/// The rustls configuration and the name to verify, built once per channel.
+#[derive(Clone)]
+struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    server_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+impl Tls {
+    fn new(tls: &lb_tls::ClientTls) -> Result<Tls, Error> {
+        let config = tls.client_config(&[b"h2"])?;
+        let server_name = match &tls.server_name {
+            Some(name) => Some(
+                rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|_| lb_tls::TlsError::BadServerName(name.clone()))?,
+            ),
+            None => None,
+        };
+        Ok(Tls { config, server_name })
+    }
+}
+
 /// A lazily connected channel to one endpoint.
-fn channel_to(endpoint: &Endpoint, connect_timeout: Duration, request_timeout: Option<Duration>) -> Channel {
+fn channel_to(
+    endpoint: &Endpoint,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+    tls: Option<&Tls>,
+) -> Channel {
     let uri = http::Uri::builder()
         .scheme("http")
         .authority(endpoint.address().to_string())
@@ -337,7 +379,13 @@ fn channel_to(endpoint: &Endpoint, connect_timeout: Duration, request_timeout: O
     if let Some(timeout) = request_timeout {
         tonic_endpoint = tonic_endpoint.timeout(timeout);
     }
-    tonic_endpoint.connect_lazy()
+    let Some(tls) = tls else { return tonic_endpoint.connect_lazy() };
+    match tls::TlsConnector::new(endpoint.address(), tls.server_name.as_ref(), Arc::clone(&tls.config)) {
+        Some(connector) => tonic_endpoint.connect_with_connector_lazy(connector),
+        // A host that cannot be a TLS name, and no server_name: never plain text
+        // instead; the unroutable channel fails and the endpoint is ejected.
+        None => tonic::transport::Endpoint::from_static("http://0.0.0.0:0/").connect_lazy(),
+    }
 }
 
 #[cfg(test)]

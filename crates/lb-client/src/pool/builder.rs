@@ -73,6 +73,7 @@ impl<A: Build + 'static> PoolBuilder<A> {
             source: Source::Static(Vec::new()),
             connections: ClientSettings {
                 https: false,
+                tls: lb_tls::ClientTls::default(),
                 connect_timeout: Duration::from_secs(10),
                 pool_idle_timeout: Duration::from_secs(90),
                 pool_max_idle_per_host: 10,
@@ -109,9 +110,23 @@ impl<A: Build + 'static> PoolBuilder<A> {
         self
     }
 
-    /// Talks HTTPS to the endpoints (rustls).
+    /// Talks HTTPS to the endpoints (rustls), verified against the system's
+    /// roots under the endpoint's host; [`tls`](Self::tls) to say more.
     pub fn https(mut self, https: bool) -> Self {
         self.connections.https = https;
+        self
+    }
+
+    /// Talks HTTPS to the endpoints with these settings: a CA file instead
+    /// of the system's roots, the name to verify (endpoints are usually IP
+    /// addresses, which a certificate seldom names), a client certificate
+    /// for mutual TLS. ALPN offers `h2` and `http/1.1`. The files are read
+    /// when the pool is built and again with each fresh client
+    /// ([`max_connection_age`](Self::max_connection_age)), so renewed
+    /// certificates are picked up.
+    pub fn tls(mut self, tls: lb_tls::ClientTls) -> Self {
+        self.connections.https = true;
+        self.connections.tls = tls;
         self
     }
 
@@ -283,6 +298,7 @@ impl<A: Build + 'static> PoolBuilder<A> {
 #[derive(Debug, Clone)]
 struct ClientSettings {
     https: bool,
+    tls: lb_tls::ClientTls,
     connect_timeout: Duration,
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
@@ -305,6 +321,11 @@ impl ClientSettings {
             .no_proxy();
         if self.http2_prior_knowledge {
             builder = builder.http2_prior_knowledge();
+        }
+        if self.https {
+            let alpn: &[&[u8]] = if self.http2_prior_knowledge { &[b"h2"] } else { &[b"h2", b"http/1.1"] };
+            let tls = self.tls.client_config(alpn)?;
+            builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&tls));
         }
         builder.build().map_err(Error::Client)
     }
