@@ -247,3 +247,26 @@ fn a_grpc_health_check_needs_an_h2c_upstream() {
         "{error}"
     );
 }
+
+#[test]
+fn http2_limits_outside_what_the_protocol_allows_are_refused_where_written() {
+    let base = "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nupstream = \"web\"\n[upstreams.web]\n\
+                discovery.static.endpoints = [\"127.0.0.1:9\"]\n[global.http2]\n";
+    let cases = [
+        ("max_frame_size = 1024", "web.toml:8:18: http2.max_frame_size must be from 16384 to 16777215 bytes"),
+        (
+            "initial_stream_window = 4294967295",
+            "web.toml:8:25: http2.initial_stream_window must be from 65535 to 2147483647 bytes",
+        ),
+        ("max_concurrent_streams = 0", "web.toml:8:26: http2.max_concurrent_streams must be at least 1"),
+    ];
+    for (line, expected) in cases {
+        let error = lb_proxy::Config::parse(&format!("{base}{line}\n"), "web.toml").unwrap_err().to_string();
+        assert!(error.starts_with(expected), "{line}: {error}");
+    }
+    let fine = lb_proxy::Config::parse(
+        &format!("{base}max_frame_size = 65536\nkeepalive_interval = \"0s\"\n"),
+        "web.toml",
+    );
+    assert!(fine.is_ok(), "{fine:?}");
+}

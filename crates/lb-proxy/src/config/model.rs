@@ -110,6 +110,52 @@ pub struct Global {
     pub access_log: AccessLog,
     /// Where access lines go (appended), relative to the configuration file; stdout when absent.
     pub access_log_file: Option<PathBuf>,
+    /// Limits of the HTTP/2 front (`[global.http2]`).
+    pub http2: Http2Limits,
+}
+
+/// What one HTTP/2 client connection may use; the defaults are Envoy's
+/// edge recommendations where it has one, nginx's otherwise.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Limits {
+    /// Streams a client may have open at once (nginx `http2_max_concurrent_streams`, 128).
+    pub max_concurrent_streams: Spanned<u32>,
+    /// Flow-control window of each stream, in bytes: what a client may send
+    /// before the proxy reads it (Envoy edge: 64 KiB).
+    pub initial_stream_window: Spanned<u32>,
+    /// Flow-control window of the whole connection, in bytes (Envoy edge: 1 MiB).
+    pub initial_connection_window: Spanned<u32>,
+    /// The largest frame payload accepted, in bytes (16 KiB to 16 MiB - 1; RFC 9113's default 16 KiB).
+    pub max_frame_size: Spanned<u32>,
+    /// Streams a client may reset before the proxy has taken them up; one
+    /// more closes the connection with GOAWAY `ENHANCE_YOUR_CALM`, the
+    /// rapid-reset defence (CVE-2023-44487).
+    pub max_pending_reset_streams: usize,
+    /// Streams the proxy may reset for a client's protocol errors before it
+    /// closes the connection with GOAWAY `ENHANCE_YOUR_CALM`.
+    pub max_error_reset_streams: usize,
+    /// Send a PING on a connection after this long without a frame (0s: never).
+    #[serde(with = "duration")]
+    pub keepalive_interval: Duration,
+    /// Close the connection when a PING gets no answer within this.
+    #[serde(with = "duration::positive")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Http2Limits {
+            max_concurrent_streams: Spanned::new(0..0, 128),
+            initial_stream_window: Spanned::new(0..0, 64 * 1024),
+            initial_connection_window: Spanned::new(0..0, 1024 * 1024),
+            max_frame_size: Spanned::new(0..0, 16 * 1024),
+            max_pending_reset_streams: 20,
+            max_error_reset_streams: 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 impl Default for Global {
@@ -129,6 +175,7 @@ impl Default for Global {
             drain_timeout: Duration::from_secs(30),
             access_log: AccessLog::Off,
             access_log_file: None,
+            http2: Http2Limits::default(),
         }
     }
 }

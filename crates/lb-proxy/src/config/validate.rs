@@ -51,6 +51,31 @@ fn check_global(config: &Config, found: &mut Vec<Violation>) {
     if *g.max_header_bytes.get_ref() < 8192 {
         found.push(Violation::new(g.max_header_bytes.span(), "max_header_bytes must be at least 8192"));
     }
+    let h2 = &g.http2;
+    if *h2.max_concurrent_streams.get_ref() == 0 {
+        found.push(Violation::new(
+            h2.max_concurrent_streams.span(),
+            "http2.max_concurrent_streams must be at least 1",
+        ));
+    }
+    // RFC 9113 §6.5.2: windows up to 2^31 - 1, frames from 2^14 to 2^24 - 1.
+    for (value, name) in [
+        (&h2.initial_stream_window, "initial_stream_window"),
+        (&h2.initial_connection_window, "initial_connection_window"),
+    ] {
+        if !(65_535..=(1 << 31) - 1).contains(value.get_ref()) {
+            found.push(Violation::new(
+                value.span(),
+                format!("http2.{name} must be from 65535 to 2147483647 bytes"),
+            ));
+        }
+    }
+    if !((1 << 14)..(1 << 24)).contains(h2.max_frame_size.get_ref()) {
+        found.push(Violation::new(
+            h2.max_frame_size.span(),
+            "http2.max_frame_size must be from 16384 to 16777215 bytes",
+        ));
+    }
     let max_headers = *g.max_headers.get_ref();
     if !(1..=crate::http1::request::MAX_FIELDS).contains(&max_headers) {
         found.push(Violation::new(

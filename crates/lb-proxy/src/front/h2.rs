@@ -62,12 +62,19 @@ pub(crate) async fn serve(
             Ok::<_, Infallible>(response)
         }
     });
+    let limits = settings.http2;
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
-        .max_header_list_size(settings.head_limits.max_bytes as u32)
-        .keep_alive_interval(Some(settings.idle_timeout / 2))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .max_header_list_size(u32::try_from(settings.head_limits.max_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_stream_window_size(limits.initial_stream_window)
+        .initial_connection_window_size(limits.initial_connection_window)
+        .max_frame_size(limits.max_frame_size)
+        .max_pending_accept_reset_streams(limits.max_pending_reset_streams)
+        .max_local_error_reset_streams(limits.max_error_reset_streams)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits.keepalive_timeout);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let ended = tokio::select! {

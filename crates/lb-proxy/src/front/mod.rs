@@ -47,6 +47,21 @@ pub(crate) struct FrontSettings {
     pub(crate) send_timeout: Duration,
     /// An upgraded connection closes after this long with no byte either way.
     pub(crate) tunnel_idle_timeout: Duration,
+    /// What one HTTP/2 connection may use.
+    pub(crate) http2: Http2Settings,
+}
+
+/// `[global.http2]`, copied out for each connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Http2Settings {
+    pub(crate) max_concurrent_streams: u32,
+    pub(crate) initial_stream_window: u32,
+    pub(crate) initial_connection_window: u32,
+    pub(crate) max_frame_size: u32,
+    pub(crate) max_pending_reset_streams: usize,
+    pub(crate) max_error_reset_streams: usize,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
 }
 
 impl FrontSettings {
@@ -61,6 +76,16 @@ impl FrontSettings {
             body_timeout: global.client_body_timeout,
             send_timeout: global.send_timeout,
             tunnel_idle_timeout: global.tunnel_idle_timeout,
+            http2: Http2Settings {
+                max_concurrent_streams: *global.http2.max_concurrent_streams.get_ref(),
+                initial_stream_window: *global.http2.initial_stream_window.get_ref(),
+                initial_connection_window: *global.http2.initial_connection_window.get_ref(),
+                max_frame_size: *global.http2.max_frame_size.get_ref(),
+                max_pending_reset_streams: global.http2.max_pending_reset_streams,
+                max_error_reset_streams: global.http2.max_error_reset_streams,
+                keepalive_interval: Some(global.http2.keepalive_interval).filter(|d| !d.is_zero()),
+                keepalive_timeout: global.http2.keepalive_timeout,
+            },
         }
     }
 }
