@@ -25,6 +25,8 @@ const PACKAGES: &[Package] = &[
     Package { name: "wrk", needed_by: "the reliability scenarios (load generator)" },
     Package { name: "chromium", needed_by: "lb-proxy's dashboard test (a real headless browser)" },
     Package { name: "prometheus", needed_by: "lb-proxy's Prometheus test (a real server and promtool)" },
+    Package { name: "curl", needed_by: "lb-proxy's TLS termination test (HTTP/1.1 and HTTP/2 over TLS)" },
+    Package { name: "openssl", needed_by: "lb-proxy's TLS termination test (`openssl s_client` for ALPN)" },
 ];
 
 /// The packages `cargo xtask bench proxy` compares lb-proxy with, and drives it with.

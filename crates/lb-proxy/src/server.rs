@@ -21,6 +21,7 @@ use std::future::Future;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessSink;
 use crate::background::UpstreamTasks;
@@ -49,6 +50,14 @@ pub enum StartError {
         path: std::path::PathBuf,
         /// What the operating system said.
         source: std::io::Error,
+    },
+    /// A TLS listener's certificates could not be used.
+    #[error("listener {address}: {source}")]
+    Tls {
+        /// The listener's address.
+        address: SocketAddr,
+        /// The file at fault and why.
+        source: lb_tls::TlsError,
     },
     /// A worker thread could not be started.
     #[error("cannot start the worker threads: {0}")]
@@ -131,8 +140,7 @@ impl Proxy {
         };
         let worker_count = (*self.config.global.worker_threads.get_ref()).max(1);
         let mut listen_addresses = Vec::new();
-        let mut other_workers: Vec<Vec<(std::net::TcpListener, Arc<ConnectionCap>)>> =
-            (1..worker_count).map(|_| Vec::new()).collect();
+        let mut other_workers: Vec<Vec<WorkerSocket>> = (1..worker_count).map(|_| Vec::new()).collect();
         for listener_config in &self.config.listeners {
             let listener_config = listener_config.get_ref();
             let address = *listener_config.listen.get_ref();
@@ -141,14 +149,20 @@ impl Proxy {
             let bound = first.local_addr().unwrap_or(address);
             let name = listener_config.name.clone().unwrap_or_else(|| bound.to_string());
             let cap = ConnectionCap::new(&name, *listener_config.max_connections.get_ref());
+            let tls = match &listener_config.tls {
+                Some(tls) => Some(TlsAcceptor::from(
+                    tls.get_ref().server_config().map_err(|source| StartError::Tls { address, source })?,
+                )),
+                None => None,
+            };
             for sockets in &mut other_workers {
                 let socket = bind(bound).map_err(|source| StartError::Bind { address: bound, source })?;
-                sockets.push((socket, Arc::clone(&cap)));
+                sockets.push(WorkerSocket { socket, cap: Arc::clone(&cap), tls: tls.clone() });
             }
             let listener =
                 TcpListener::from_std(first).map_err(|source| StartError::Bind { address: bound, source })?;
             listen_addresses.push(bound);
-            tasks.push(tokio::spawn(serve_proxy(listener, serving.clone(), cap)));
+            tasks.push(tokio::spawn(serve_proxy(listener, serving.clone(), cap, tls)));
         }
         let workers = Workers::spawn(other_workers, &serving).map_err(StartError::Workers)?;
         let mut admin_address = None;
@@ -183,21 +197,41 @@ impl Proxy {
     }
 }
 
+/// One listener's socket for another worker thread, with what it shares with the others.
+pub(crate) struct WorkerSocket {
+    pub(crate) socket: std::net::TcpListener,
+    pub(crate) cap: Arc<ConnectionCap>,
+    pub(crate) tls: Option<TlsAcceptor>,
+}
+
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {
     // The admin listener: one socket, on worker 0.
     TcpListener::bind(address).await.map_err(|source| StartError::Bind { address, source })
 }
 
-pub(crate) async fn serve_proxy(listener: TcpListener, serving: Serving, cap: Arc<ConnectionCap>) {
+pub(crate) async fn serve_proxy(
+    listener: TcpListener,
+    serving: Serving,
+    cap: Arc<ConnectionCap>,
+    tls: Option<TlsAcceptor>,
+) {
     let Serving { runtime, settings, stopped, drain_timeout } = serving;
     let stop = stopped.clone();
     let connections = accept_loop(listener, stopped, move |stream, peer| {
         // Counted at accept; over the cap the connection is dropped (closed) when its task starts.
         let slot = cap.admit();
-        let (runtime, stop) = (Arc::clone(&runtime), stop.clone());
+        let (runtime, stop, tls) = (Arc::clone(&runtime), stop.clone(), tls.clone());
         async move {
             let Some(_slot) = slot else { return };
-            front::serve(stream, peer, runtime, settings, stop).await;
+            let Some(tls) = tls else {
+                return front::serve(stream, peer, runtime, settings, stop).await;
+            };
+            // The handshake gets the header timeout, as a request head would.
+            match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => front::serve(stream, peer, runtime, settings, stop).await,
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
         }
     })
     .await;

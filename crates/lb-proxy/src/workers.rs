@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::front::FrontSettings;
 use crate::runtime::Runtime;
-use crate::server::ConnectionCap;
+use crate::server::WorkerSocket;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -59,10 +59,7 @@ pub(crate) struct Serving {
 
 impl Workers {
     /// Starts one thread per entry of `listeners` (workers 1, 2, ...), each serving its sockets.
-    pub(crate) fn spawn(
-        listeners: Vec<Vec<(std::net::TcpListener, Arc<ConnectionCap>)>>,
-        serving: &Serving,
-    ) -> std::io::Result<Workers> {
+    pub(crate) fn spawn(listeners: Vec<Vec<WorkerSocket>>, serving: &Serving) -> std::io::Result<Workers> {
         let mut finished = Vec::with_capacity(listeners.len());
         for (i, sockets) in listeners.into_iter().enumerate() {
             let (done, finished_rx) = oneshot::channel();
@@ -75,12 +72,13 @@ impl Workers {
                 };
                 runtime.block_on(async move {
                     let mut serving_tasks = Vec::new();
-                    for (socket, cap) in sockets {
+                    for WorkerSocket { socket, cap, tls } in sockets {
                         match tokio::net::TcpListener::from_std(socket) {
                             Ok(listener) => serving_tasks.push(tokio::spawn(crate::server::serve_proxy(
                                 listener,
                                 serving.clone(),
                                 cap,
+                                tls,
                             ))),
                             Err(error) => tracing::error!(worker = i + 1, %error, "cannot serve a listener"),
                         }

@@ -2,7 +2,10 @@
 //! hand-written frames where the crate will not misbehave): rapid reset
 //! (CVE-2023-44487) and CONTINUATION floods close the connection with
 //! GOAWAY while other clients keep being served, and the limits of
-//! `[global.http2]` are what clients are told.
+//! `[global.http2]` are what clients are told. Rapid reset is caught two
+//! ways, whichever comes first: h2's bound on streams reset before the
+//! proxy took them up, and Envoy's rule on streams reset within a second
+//! of opening (more than half of at least 500).
 
 mod common;
 
@@ -64,15 +67,19 @@ async fn rapid_reset_gets_goaway_enhance_your_calm_while_others_are_served() {
     }
     let ended =
         tokio::time::timeout(Duration::from_secs(5), connection).await.expect("the connection ends").unwrap();
-    let goaway = ended.expect_err("closed by the proxy");
-    assert_eq!(goaway.reason(), Some(Reason::ENHANCE_YOUR_CALM), "{goaway:?}");
-    assert!(goaway.is_go_away() && goaway.is_remote(), "{goaway:?}");
+    let closed = ended.expect_err("closed by the proxy");
+    // The GOAWAY, unless the close behind it broke a write of ours before we read it.
+    let said_calm =
+        closed.is_go_away() && closed.is_remote() && closed.reason() == Some(Reason::ENHANCE_YOUR_CALM);
+    assert!(said_calm || closed.is_io(), "{closed:?}");
     assert!(opened < 2_000, "{opened} streams opened and reset before the GOAWAY");
     let reached = backend.requests.load(Ordering::SeqCst);
 
     let statuses = served.await.unwrap();
     assert!(statuses.iter().all(|s| *s == Some(200)), "the polite client: {statuses:?}");
-    assert!(reached <= 200 + 20, "{reached} requests reached the backend; 200 were the polite client's");
+    // Streams the proxy took up before their reset may have gone out; the connection is closed
+    // once more than half of 500 streams were reset within a second of opening.
+    assert!(reached <= 200 + 1_000, "{reached} requests reached the backend; 200 were the polite client's");
     proxy.shutdown().await;
 }
 

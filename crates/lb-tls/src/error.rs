@@ -25,6 +25,9 @@ pub enum TlsError {
     /// A client certificate without its key, or a key without its certificate.
     #[error("client_cert and client_key go together: {0} is set alone")]
     HalfIdentity(&'static str),
+    /// A TLS listener with no certificate.
+    #[error("a TLS listener needs at least one certificate")]
+    NoCertificate,
     /// The server name to verify is not a DNS name or an IP address.
     #[error("server_name `{0}` is not a DNS name or an IP address")]
     BadServerName(String),

@@ -2,10 +2,11 @@
 //! configurations lb's connections are built from, read from PEM files with
 //! every error naming its file.
 //!
-//! [`ClientTls`] is how lb verifies a server it connects to (a Consul agent
-//! today; endpoints next) and which certificate it shows for mutual TLS:
-//! the system's roots or a CA file, the name to verify, a client
-//! certificate and key. `testing` (feature `testing`) generates a CA and
+//! [`ClientTls`] is how lb verifies a server it connects to (a Consul agent,
+//! the client pool's endpoints) and which certificate it shows for mutual
+//! TLS: the system's roots or a CA file, the name to verify, a client
+//! certificate and key. [`ServerTls`] is what a TLS listener shows: several
+//! certificates chosen by SNI, the first the default. `testing` (feature `testing`) generates a CA and
 //! certificates at test time.
 //!
 //! ```
@@ -24,6 +25,7 @@
 mod client;
 mod error;
 pub mod pem;
+mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -32,6 +34,7 @@ use std::sync::Arc;
 pub use client::ClientTls;
 pub use error::TlsError;
 use rustls::crypto::CryptoProvider;
+pub use server::{CertificateFiles, ServerTls};
 
 /// The one crypto provider lb uses: ring (no C toolchain needed, unlike aws-lc).
 pub fn provider() -> Arc<CryptoProvider> {

@@ -54,6 +54,14 @@ impl Config {
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let mut config = Config::parse(&text, path)?;
         config.resolve_relative_paths(path);
+        // Certificates are read now, so `check` refuses a missing file or a key that is not the certificate's.
+        for listener in &config.listeners {
+            if let Some(tls) = &listener.get_ref().tls
+                && let Err(error) = tls.get_ref().server_config()
+            {
+                return Err(ConfigError::at(path, &text, Some(tls.span()), error.to_string()));
+            }
+        }
         Ok(config)
     }
 
@@ -74,6 +82,17 @@ impl Config {
     /// File discovery paths, TLS files and the access log file are relative to the configuration file.
     fn resolve_relative_paths(&mut self, config_path: &Path) {
         let base = config_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        for listener in &mut self.listeners {
+            if let Some(tls) = listener.get_mut().tls.as_mut() {
+                for certificate in &mut tls.get_mut().certificates {
+                    for file in [&mut certificate.cert_file, &mut certificate.key_file] {
+                        if file.is_relative() {
+                            *file = base.join(&*file);
+                        }
+                    }
+                }
+            }
+        }
         if let Some(file) = self.global.access_log_file.as_mut()
             && file.is_relative()
         {

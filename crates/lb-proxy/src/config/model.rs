@@ -246,6 +246,51 @@ pub struct Listener {
     /// closed as soon as it is accepted (and counted), never queued.
     #[serde(default = "ten_thousand")]
     pub max_connections: Spanned<usize>,
+    /// Terminate TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<Spanned<ListenerTls>>,
+}
+
+/// The certificates a TLS listener shows (files relative to the configuration file).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Chosen by the client's SNI; the first is the default, for clients
+    /// that send no name or one no certificate holds.
+    pub certificates: Vec<TlsCertificate>,
+}
+
+/// A certificate chain and its key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// The chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The leaf's private key.
+    pub key_file: PathBuf,
+}
+
+impl ListenerTls {
+    /// The settings as lb-tls takes them.
+    pub fn to_server_tls(&self) -> lb_tls::ServerTls {
+        let certificates = self
+            .certificates
+            .iter()
+            .map(|c| lb_tls::CertificateFiles {
+                cert_file: c.cert_file.clone(),
+                key_file: c.key_file.clone(),
+            })
+            .collect();
+        lb_tls::ServerTls { certificates }
+    }
+
+    /// The rustls configuration: the certificates read, ALPN `h2` then `http/1.1`.
+    ///
+    /// # Errors
+    /// The file at fault and why.
+    pub fn server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, lb_tls::TlsError> {
+        self.to_server_tls().server_config(&[b"h2", b"http/1.1"])
+    }
 }
 
 fn ten_thousand() -> Spanned<usize> {

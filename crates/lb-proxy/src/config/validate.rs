@@ -148,6 +148,14 @@ fn check_listeners(config: &Config, found: &mut Vec<Violation>) {
         }
     }
     for listener in &config.listeners {
+        if let Some(tls) = &listener.get_ref().tls
+            && tls.get_ref().certificates.is_empty()
+        {
+            found.push(Violation::new(
+                tls.span(),
+                "tls needs at least one certificate: tls.certificates = [{ cert_file = \"...\", key_file = \"...\" }]",
+            ));
+        }
         let max = &listener.get_ref().max_connections;
         if *max.get_ref() == 0 {
             found.push(Violation::new(max.span(), "max_connections must be at least 1"));

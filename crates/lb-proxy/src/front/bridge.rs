@@ -29,8 +29,8 @@ use crate::otel::RequestSpan;
 use crate::pool::http1::{BODY_BUFFER, MAX_RESPONSE_HEAD};
 
 /// Forwards an HTTP/1.x request to an h2c upstream and relays the answer.
-pub(crate) async fn forward(
-    io: &mut Io,
+pub(crate) async fn forward<S: super::ClientStream>(
+    io: &mut Io<S>,
     req: &Arrived,
     request: Request<'_>,
     mut span: Option<RequestSpan>,

@@ -16,12 +16,11 @@ use arc_swap::ArcSwap;
 use http::{StatusCode, Version};
 use lb_core::{Outcome, Timestamp};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::FrontSettings;
 use super::native::{ClientSide, NativeAnswer, NativeExchange, Scratch};
+use super::{ClientStream, FrontSettings};
 use crate::access_log::AccessEntry;
 use crate::attempt::Attempt;
 use crate::body::BodyEnd;
@@ -45,8 +44,8 @@ use crate::upstream::{InFlight, Upstream};
 const KEEP_BUFFER: usize = 16 * 1024;
 
 /// The connection's side of a client: the socket and the memory reused from request to request.
-pub(crate) struct Io {
-    pub(crate) stream: TcpStream,
+pub(crate) struct Io<S> {
+    pub(crate) stream: S,
     /// What the client sent and was not consumed yet.
     pub(crate) buf: ReadBuffer,
     /// What goes to the client next.
@@ -65,6 +64,8 @@ pub(crate) struct Arrived {
     pub(crate) target: Vec<u8>,
     pub(crate) peer: SocketAddr,
     peer_text: ([u8; 48], usize),
+    /// `X-Forwarded-Proto`: how the request reached the proxy.
+    scheme: &'static str,
 }
 
 impl Arrived {
@@ -77,7 +78,7 @@ impl Arrived {
         Hop {
             peer: self.peer.ip(),
             peer_text: &self.peer_text.0[..self.peer_text.1],
-            proto: "http",
+            proto: self.scheme,
             trusted: rt.trusted_proxies.contains(self.peer.ip()),
             rfc7239: upstream.settings.forwarded_header,
         }
@@ -120,20 +121,20 @@ enum NextHead {
 const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A connection [`serve`] hands back while idle: its socket, and when its idle timeout ends.
-pub(crate) struct Parked {
-    pub(crate) stream: TcpStream,
+pub(crate) struct Parked<S> {
+    pub(crate) stream: S,
     pub(crate) idle_until: Instant,
 }
 
 /// Serves HTTP/1.x requests on `stream`, whose first bytes are in `buf`.
-pub(crate) async fn serve(
-    stream: TcpStream,
+pub(crate) async fn serve<S: ClientStream>(
+    stream: S,
     buf: ReadBuffer,
     peer: SocketAddr,
     runtime: Arc<ArcSwap<Runtime>>,
     settings: FrontSettings,
     stop: watch::Receiver<bool>,
-) -> Option<Parked> {
+) -> Option<Parked<S>> {
     let mut peer_text = [0u8; 48];
     let len = headers::ip_text(peer.ip(), &mut peer_text);
     let mut io = Io { stream, buf, out: Output::default(), scratch: Scratch::default(), key: Vec::new() };
@@ -143,6 +144,7 @@ pub(crate) async fn serve(
         target: Vec::new(),
         peer,
         peer_text: (peer_text, len),
+        scheme: S::SCHEME,
     };
     // One wait for the stop for the connection's whole life, polled only while idle.
     let mut watch = stop.clone();
@@ -202,7 +204,7 @@ impl RequestIdRef {
     }
 }
 
-impl Io {
+impl<S: ClientStream> Io<S> {
     /// Waits for the next request head: `client_idle_timeout` for its first
     /// byte, `client_header_timeout` for the rest. A malformed head is
     /// answered, and the connection closes.

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,8 +40,8 @@ use crate::upstream::Backend;
 pub(crate) type ProxyResponse = Response<ResponseBody<Finish>>;
 
 /// Serves an HTTP/2 connection whose preface was already read.
-pub(crate) async fn serve(
-    io: Prefixed,
+pub(crate) async fn serve<S: super::ClientStream>(
+    io: Prefixed<S>,
     peer: SocketAddr,
     runtime: Arc<ArcSwap<Runtime>>,
     settings: FrontSettings,
@@ -55,9 +55,10 @@ pub(crate) async fn serve(
     let service = service_fn(move |req| {
         let rt = runtime.load_full();
         let peer_text = Arc::clone(&peer_text);
-        let request = busy.begin();
+        let mut request = busy.begin();
         async move {
-            let response = handle(rt, req, peer, &peer_text).await;
+            let response = handle(rt, req, peer, &peer_text, S::SCHEME).await;
+            request.answered = true;
             drop(request);
             Ok::<_, Infallible>(response)
         }
@@ -88,22 +89,46 @@ pub(crate) async fn serve(
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        () = activity.abused.notified() => {
+            tracing::debug!(%peer, "HTTP/2 client resets most of its streams at once: closing (rapid reset)");
+            connection.as_mut().graceful_shutdown();
+            // GOAWAY sent; what it still had in flight gets a moment, not the drain timeout.
+            tokio::time::timeout(PREMATURE, connection).await.unwrap_or(Ok(()))
+        }
     };
     if let Err(error) = ended {
         tracing::debug!(%peer, %error, "HTTP/2 client connection ended with an error");
     }
 }
 
-/// Requests on one HTTP/2 connection: how many are being answered, and when that last changed.
+/// A stream the client resets this soon after opening it, before its
+/// answer, is a premature reset (Envoy's `premature_reset_min_stream_lifetime_seconds`).
+const PREMATURE: Duration = Duration::from_secs(1);
+/// Streams a connection must have opened before its share of premature
+/// resets is judged (Envoy's `premature_reset_total_stream_count`).
+const JUDGED_AFTER: u64 = 500;
+
+/// Requests on one HTTP/2 connection: how many are being answered, and when
+/// that last changed; how many streams were opened, and how many of them the
+/// client reset prematurely.
 #[derive(Debug)]
 struct Activity {
     answering: AtomicUsize,
     since: Mutex<tokio::time::Instant>,
+    opened: AtomicU64,
+    premature: AtomicU64,
+    abused: tokio::sync::Notify,
 }
 
 impl Default for Activity {
     fn default() -> Self {
-        Activity { answering: AtomicUsize::new(0), since: Mutex::new(tokio::time::Instant::now()) }
+        Activity {
+            answering: AtomicUsize::new(0),
+            since: Mutex::new(tokio::time::Instant::now()),
+            opened: AtomicU64::new(0),
+            premature: AtomicU64::new(0),
+            abused: tokio::sync::Notify::new(),
+        }
     }
 }
 
@@ -111,7 +136,20 @@ impl Activity {
     /// A request is being answered until the guard drops.
     fn begin(self: &Arc<Self>) -> Answering {
         self.answering.fetch_add(1, Ordering::Relaxed);
-        Answering(Arc::clone(self))
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Answering { activity: Arc::clone(self), opened: tokio::time::Instant::now(), answered: false }
+    }
+
+    /// Rapid reset, whatever the timing: once [`JUDGED_AFTER`] streams were
+    /// opened, more than half of them reset prematurely closes the
+    /// connection (Envoy's rule; h2's own bound only counts streams reset
+    /// before the proxy took them up).
+    fn reset_prematurely(&self) {
+        let premature = self.premature.fetch_add(1, Ordering::Relaxed) + 1;
+        let opened = self.opened.load(Ordering::Relaxed);
+        if opened >= JUDGED_AFTER && premature * 2 > opened {
+            self.abused.notify_one();
+        }
     }
 
     fn touched(&self) -> tokio::time::Instant {
@@ -134,11 +172,19 @@ impl Activity {
 }
 
 /// One request being answered; see [`Activity::begin`].
-struct Answering(Arc<Activity>);
+struct Answering {
+    activity: Arc<Activity>,
+    opened: tokio::time::Instant,
+    /// The answer's head went back; a drop before means the client reset the stream.
+    answered: bool,
+}
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        let activity = &self.0;
+        let activity = &self.activity;
+        if !self.answered && self.opened.elapsed() < PREMATURE {
+            activity.reset_prematurely();
+        }
         *activity.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             tokio::time::Instant::now();
         activity.answering.fetch_sub(1, Ordering::Relaxed);
@@ -159,6 +205,7 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     peer_text: &[u8],
+    scheme: &'static str,
 ) -> ProxyResponse {
     let started = rt.clock.now();
     let (mut parts, body) = req.into_parts();
@@ -197,7 +244,7 @@ async fn handle(
     let hop = Hop {
         peer: peer.ip(),
         peer_text,
-        proto: "http",
+        proto: scheme,
         trusted: rt.trusted_proxies.contains(peer.ip()),
         rfc7239: upstream.settings.forwarded_header,
     };

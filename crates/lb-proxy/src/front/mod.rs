@@ -12,6 +12,7 @@ pub(crate) mod h1;
 pub(crate) mod h2;
 mod native;
 mod prefixed;
+mod transport;
 mod tunnel;
 
 use std::net::SocketAddr;
@@ -19,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+pub(crate) use transport::ClientStream;
 
 use crate::config::Global;
 use crate::forward::TryError;
@@ -91,8 +93,8 @@ impl FrontSettings {
 }
 
 /// Serves one client connection until it closes, fails, or a stop ends it.
-pub(crate) async fn serve(
-    mut stream: TcpStream,
+pub(crate) async fn serve<S: ClientStream>(
+    mut stream: S,
     peer: SocketAddr,
     runtime: Arc<ArcSwap<Runtime>>,
     settings: FrontSettings,
@@ -136,8 +138,8 @@ pub(crate) async fn serve(
 /// Waits until the first request head is whole in `buf` (or the buffer is
 /// full, for the engine to refuse): `client_header_timeout` from its first
 /// byte. False when the connection ends first (closed, timed out, stopped).
-async fn first_head(
-    stream: &mut TcpStream,
+async fn first_head<S: ClientStream>(
+    stream: &mut S,
     buf: &mut ReadBuffer,
     settings: &FrontSettings,
     stop: &mut watch::Receiver<bool>,
@@ -171,8 +173,8 @@ enum Protocol {
 /// Reads until the bytes tell HTTP/2's preface from an HTTP/1 request line.
 /// The caller bounds the wait for the first byte; the rest of a preface
 /// gets the header timeout.
-async fn sniff(
-    stream: &mut TcpStream,
+async fn sniff<S: ClientStream>(
+    stream: &mut S,
     buf: &mut ReadBuffer,
     header_timeout: Duration,
 ) -> Result<Protocol, ()> {
@@ -216,6 +218,8 @@ async fn http1_connection(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use tokio::net::TcpStream;
 
     use super::*;
 

@@ -12,9 +12,9 @@
 
 use std::time::Duration;
 
+use super::ClientStream;
 use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::body::ReplayStats;
 use crate::bounded;
@@ -37,8 +37,8 @@ pub(crate) struct NativeAnswer {
 }
 
 /// What the exchange borrows from the client's connection.
-pub(crate) struct ClientSide<'a> {
-    pub(crate) stream: &'a mut TcpStream,
+pub(crate) struct ClientSide<'a, S> {
+    pub(crate) stream: &'a mut S,
     /// Bytes from the client not consumed yet: the body, perhaps a pipelined request.
     pub(crate) buf: &'a mut ReadBuffer,
     pub(crate) max_buffer: usize,
@@ -56,8 +56,8 @@ pub(crate) struct Scratch {
 }
 
 /// One HTTP/1.x request on its way to HTTP/1.1 endpoints.
-pub(crate) struct NativeExchange<'a> {
-    pub(crate) client: ClientSide<'a>,
+pub(crate) struct NativeExchange<'a, S> {
+    pub(crate) client: ClientSide<'a, S>,
     pub(crate) head: HeadIn<'a>,
     /// Everything of the edits but the `Host`, which may depend on the endpoint.
     pub(crate) edits: RequestEdits<'a>,
@@ -87,10 +87,10 @@ enum Failure {
     Error(TryError),
 }
 
-impl<'a> NativeExchange<'a> {
+impl<'a, S: ClientStream> NativeExchange<'a, S> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        client: ClientSide<'a>,
+        client: ClientSide<'a, S>,
         head: HeadIn<'a>,
         edits: RequestEdits<'a>,
         host_header: &'a HostHeader,
@@ -280,10 +280,10 @@ enum Waited {
 /// Reads the response head, watching the client: one that hangs up ends the
 /// wait (its request counts as 499). Bytes it sends meanwhile (a pipelined
 /// request) are kept in its buffer.
-async fn wait_for_head(
+async fn wait_for_head<S: ClientStream>(
     conn: &mut UpstreamConn,
     method: &Method,
-    client: &mut TcpStream,
+    client: &mut S,
     client_buf: &mut ReadBuffer,
     max_buffer: usize,
 ) -> Result<(), Waited> {
@@ -303,7 +303,7 @@ async fn wait_for_head(
     }
 }
 
-impl Exchange for NativeExchange<'_> {
+impl<S: ClientStream> Exchange for NativeExchange<'_, S> {
     type Answer = NativeAnswer;
 
     fn method(&self) -> &Method {

@@ -6,24 +6,23 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::http1::buffer::ReadBuffer;
 
 /// `stream` with `read` served before it.
 #[derive(Debug)]
-pub(crate) struct Prefixed {
+pub(crate) struct Prefixed<S> {
     read: ReadBuffer,
-    stream: TcpStream,
+    stream: S,
 }
 
-impl Prefixed {
-    pub(crate) fn new(read: ReadBuffer, stream: TcpStream) -> Self {
+impl<S> Prefixed<S> {
+    pub(crate) fn new(read: ReadBuffer, stream: S) -> Self {
         Prefixed { read, stream }
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.read.is_empty() {
@@ -39,7 +38,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }

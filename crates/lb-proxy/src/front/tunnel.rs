@@ -19,8 +19,8 @@ pub(crate) enum TunnelEnd {
 }
 
 /// Copies between `client` and `endpoint` as the module docs say.
-pub(crate) async fn copy_both_ways(
-    client: &mut TcpStream,
+pub(crate) async fn copy_both_ways<S: super::ClientStream>(
+    client: &mut S,
     endpoint: &mut TcpStream,
     idle: Duration,
 ) -> io::Result<TunnelEnd> {

@@ -9,8 +9,8 @@
 use std::io;
 use std::task::{Context, Poll};
 
+use crate::front::ClientStream;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::net::TcpStream;
 
 /// The first allocation of a buffer (nginx's `client_header_buffer_size` is 1 KiB).
 pub(crate) const INITIAL: usize = 2048;
@@ -77,10 +77,13 @@ impl ReadBuffer {
     /// Reads once from `stream`, growing the buffer to at most `max` bytes;
     /// how many bytes came (0 at end of stream). The first read waits for
     /// data before it allocates, so an idle connection holds no buffer.
-    pub(crate) async fn fill(&mut self, stream: &mut TcpStream, max: usize) -> Result<usize, FillError> {
+    pub(crate) async fn fill<S: ClientStream>(
+        &mut self,
+        stream: &mut S,
+        max: usize,
+    ) -> Result<usize, FillError> {
         if self.data.is_empty() {
-            // `readable()` may wake before any byte came; a peek waits for one (or the end).
-            stream.peek(&mut [0u8; 1]).await.map_err(FillError::Io)?;
+            stream.readable().await.map_err(FillError::Io)?;
         }
         std::future::poll_fn(|cx| self.poll_fill(cx, stream, max)).await
     }
@@ -130,8 +133,10 @@ pub(crate) enum FillError {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    use super::*;
 
     #[tokio::test]
     async fn the_buffer_grows_only_to_its_cap_and_reuses_consumed_space() {

@@ -1,0 +1,156 @@
+//! TLS termination on a listener, against real clients: curl over HTTP/1.1
+//! and HTTP/2, `openssl s_client` for ALPN, a rustls client for SNI; and bad
+//! input (plain HTTP on the TLS port, a key that is not the certificate's).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use common::{Backend, full};
+use http::Response;
+use lb_tls::testing::TestPki;
+
+/// A backend answering the `X-Forwarded-Proto` it was sent.
+async fn proto_echo() -> Backend {
+    Backend::start(|req: http::Request<hyper::body::Incoming>| async move {
+        let proto = req.headers().get("x-forwarded-proto").map(|v| v.to_str().unwrap().to_string());
+        Response::new(full(proto.unwrap_or_else(|| "none".to_string())))
+    })
+    .await
+}
+
+/// A config whose one listener terminates TLS with `certificates` (cert, key pairs).
+fn tls_config(backend: SocketAddr, certificates: &[(&Path, &Path)]) -> String {
+    let list: Vec<String> = certificates
+        .iter()
+        .map(|(c, k)| format!("{{ cert_file = \"{}\", key_file = \"{}\" }}", c.display(), k.display()))
+        .collect();
+    format!(
+        "[admin]\nenabled = false\n[[listeners]]\nlisten = \"127.0.0.1:0\"\ntls.certificates = [{}]\n\
+         [[routes]]\nupstream = \"web\"\n[upstreams.web]\ndiscovery.static.endpoints = [\"{backend}\"]\n",
+        list.join(", ")
+    )
+}
+
+async fn start(dir: &Path, text: &str) -> lb_proxy::RunningProxy {
+    let path = dir.join("lb.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = lb_proxy::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    lb_proxy::Proxy::new(config).start().await.unwrap()
+}
+
+/// `curl` with `args` against `https://web.test:PORT/`, resolved to the proxy; its stdout.
+async fn curl(pki: &TestPki, proxy: SocketAddr, args: &[&str]) -> String {
+    let port = proxy.port();
+    let mut command = tokio::process::Command::new("curl");
+    command
+        .args(["--silent", "--show-error", "--max-time", "10", "--cacert"])
+        .arg(&pki.ca)
+        .arg("--resolve")
+        .arg(format!("web.test:{port}:127.0.0.1"))
+        .args(args)
+        .arg(format!("https://web.test:{port}/"));
+    let out = command.output().await.expect("curl runs (cargo xtask test installs it)");
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_gets_through_over_http1_and_http2_and_the_backend_hears_https() {
+    let backend = proto_echo().await;
+    let pki = TestPki::new(&["web.test"]);
+    let proxy = start(pki.dir(), &tls_config(backend.addr, &[(&pki.server_cert, &pki.server_key)])).await;
+    let address = proxy.listen_addresses()[0];
+
+    let http1 = curl(&pki, address, &["--http1.1", "--write-out", " %{http_version}"]).await;
+    assert_eq!(http1, "https 1.1");
+    let http2 = curl(&pki, address, &["--http2", "--write-out", " %{http_version}"]).await;
+    assert_eq!(http2, "https 2");
+    // Keep-alive over TLS: several requests on one connection.
+    let twice = curl(&pki, address, &["--http1.1", "--next"]).await;
+    assert!(!twice.is_empty());
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_follows_sni_and_alpn_offers_h2() {
+    let backend = Backend::named("a").await;
+    let (first, second) = (TestPki::new(&["a.test"]), TestPki::new(&["b.test", "*.b.test"]));
+    let certificates =
+        [(&*first.server_cert, &*first.server_key), (&*second.server_cert, &*second.server_key)];
+    let proxy = start(first.dir(), &tls_config(backend.addr, &certificates)).await;
+    let address = proxy.listen_addresses()[0];
+
+    // A client that trusts only `second`'s CA gets through only if `second`'s certificate was chosen.
+    let handshake = |pki: &TestPki, name: &'static str| {
+        let config = lb_tls::ClientTls { ca_file: Some(pki.ca.clone()), ..Default::default() };
+        let config = config.client_config(&[b"h2"]).unwrap();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from(name).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await;
+            tls.map(|s| s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)).map_err(|e| e.to_string())
+        }
+    };
+    assert_eq!(handshake(&second, "b.test").await, Ok(Some(b"h2".to_vec())));
+    assert_eq!(handshake(&second, "api.b.test").await, Ok(Some(b"h2".to_vec())), "the wildcard");
+    assert_eq!(handshake(&first, "a.test").await, Ok(Some(b"h2".to_vec())));
+    // An unknown name gets the default (first) certificate, which a.test's CA verifies for a.test only.
+    assert!(handshake(&first, "other.test").await.is_err());
+
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &address.to_string(), "-servername", "b.test", "-alpn", "h2,http/1.1"])
+        .arg("-CAfile")
+        .arg(&second.ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl runs (cargo xtask test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ALPN protocol: h2"), "{text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_on_the_tls_port_is_refused_and_nothing_else_breaks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = proto_echo().await;
+    let pki = TestPki::new(&["web.test"]);
+    let proxy = start(pki.dir(), &tls_config(backend.addr, &[(&pki.server_cert, &pki.server_key)])).await;
+    let address = proxy.listen_addresses()[0];
+
+    let mut plain = tokio::net::TcpStream::connect(address).await.unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection is closed, not left hanging");
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&answer));
+    assert_eq!(backend.requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    assert_eq!(curl(&pki, address, &["--http1.1"]).await, "https");
+    proxy.shutdown().await;
+}
+
+#[test]
+fn a_key_that_is_not_the_certificates_is_refused_where_the_config_says_tls() {
+    let pki = TestPki::new(&["web.test"]);
+    let text = tls_config("127.0.0.1:9".parse().unwrap(), &[(&pki.server_cert, &pki.client_key)]);
+    let path = pki.dir().join("lb.toml");
+    std::fs::write(&path, &text).unwrap();
+    let error = lb_proxy::Config::load(&path).unwrap_err().to_string();
+    let expected = format!(
+        "{}:5:1: {}: not the key of the certificate in {}",
+        path.display(),
+        pki.client_key.display(),
+        pki.server_cert.display()
+    );
+    assert!(error.starts_with(&expected), "{error}\nexpected: {expected}");
+
+    let missing =
+        tls_config("127.0.0.1:9".parse().unwrap(), &[(&pki.dir().join("gone.pem"), &pki.server_key)]);
+    std::fs::write(&path, &missing).unwrap();
+    let error = lb_proxy::Config::load(&path).unwrap_err().to_string();
+    assert!(error.contains(&format!("{}: No such file", pki.dir().join("gone.pem").display())), "{error}");
+}
