@@ -12,8 +12,8 @@ struct Target {
     package: &'static str,
     /// The test's path inside the library.
     test: &'static str,
-    /// Cases to run, chosen so that all targets take about two and a half
-    /// minutes on the dev profile on an idle 2-core box: the slow generators get fewer.
+    /// Cases to run, chosen so that all targets take about three minutes on
+    /// the dev profile on the 2-core project box: the slow generators get fewer.
     cases: u32,
 }
 
