@@ -16,9 +16,17 @@ pub(crate) fn step(title: &str) {
 
 /// Runs `program args...` in the workspace root; fails on a non-zero exit.
 pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    println!("$ {program} {}", args.join(" "));
+    run_with_env(program, args, &[])
+}
+
+/// Runs `program args...` in the workspace root with `env` added to its
+/// environment; fails on a non-zero exit.
+pub(crate) fn run_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let shown: Vec<String> = env.iter().map(|(name, value)| format!("{name}={value} ")).collect();
+    println!("$ {}{program} {}", shown.concat(), args.join(" "));
     let status = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .status()
         .map_err(|e| format!("could not start `{program}`: {e}"))?;

@@ -6,6 +6,7 @@
 mod apt;
 mod bench;
 mod cmd;
+mod fuzz;
 mod graph;
 mod reliability;
 mod test;
@@ -30,9 +31,13 @@ enum Command {
     /// Run criterion benchmarks side by side with the peer crates and servers.
     Bench(bench::Args),
     /// Run the reliability scenarios: the real lb-proxy binary under load while backends die,
-    /// hang or misbehave and clients flood it (docs/reliability.md); exits non-zero when a
-    /// promise is broken.
+    /// hang or misbehave and clients flood it (docs/reliability.md); then, in the full run, the
+    /// fuzz targets of the parsers of outside input at length. Exits non-zero when a promise is
+    /// broken.
     Reliability(reliability::Args),
+    /// Run the fuzz targets of the parsers of outside input at length, as the end of
+    /// `reliability` does (docs/reliability.md, "Bad input never panics").
+    Fuzz,
     /// Install the Debian packages the tests need (what `test` does first).
     Deps,
 }
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Reliability(args) => reliability::run(&args),
+        Command::Fuzz => fuzz::run(),
         Command::Deps => apt::install_missing(),
     };
     match result {

@@ -11,7 +11,7 @@ use lb_core::{Balancer, Build, EndpointSet, PickContext, Report, Timestamp};
 use crate::bounded::DEFAULT_BALANCE_FACTOR;
 use crate::fnv_ring::DEFAULT_REPLICAS;
 use crate::ketama::DEFAULT_POINTS_PER_WEIGHT;
-use crate::maglev::{DEFAULT_TABLE_SIZE, is_prime};
+use crate::maglev::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, check_table_size, is_prime};
 use crate::{
     AlgorithmError, BoundedLoad, FnvRing, JumpHash, KetamaRing, LeastConnections, Maglev, PeakEwma,
     PeakEwmaConfig, PowerOfTwoChoices, Rendezvous, RoundRobin, SlowStart, SlowStartConfig,
@@ -185,9 +185,9 @@ impl Algorithm {
             Algorithm::FnvRing { replicas: 0 } => Err(AlgorithmError::NoReplicas),
             Algorithm::Maglev { table_size: m }
             | Algorithm::BoundedLoad { over: HashAlgorithm::Maglev { table_size: m }, .. }
-                if *m < 3 || !is_prime(*m) =>
+                if check_table_size(*m).is_err() =>
             {
-                Err(AlgorithmError::TableSizeNotPrime(*m))
+                check_table_size(*m)
             }
             Algorithm::BoundedLoad { balance_factor: c, .. } if !(*c > 1.0 && *c <= 1_000.0) => {
                 Err(AlgorithmError::BadBalanceFactor(*c))
@@ -286,9 +286,10 @@ impl fmt::Display for Algorithm {
     }
 }
 
-/// The smallest prime >= `n` (and >= 3).
+/// The smallest prime >= `n` (and >= 3), at most [`MAX_TABLE_SIZE`] (itself a prime), so an
+/// unvalidated size never builds a huge table.
 fn prime_at_least(n: u32) -> u32 {
-    (n.max(3)..=u32::MAX).find(|&p| is_prime(p)).unwrap_or(DEFAULT_TABLE_SIZE)
+    (n.clamp(3, MAX_TABLE_SIZE)..=MAX_TABLE_SIZE).find(|&p| is_prime(p)).unwrap_or(MAX_TABLE_SIZE)
 }
 
 fn factor_or_default(c: f64) -> f64 {
@@ -473,6 +474,10 @@ mod tests {
     fn bad_parameters_are_reported_and_replaced_on_build() {
         let bad = [
             (Algorithm::Maglev { table_size: 65_536 }, AlgorithmError::TableSizeNotPrime(65_536)),
+            (
+                Algorithm::Maglev { table_size: 4_294_967_291 },
+                AlgorithmError::TableSizeTooLarge(4_294_967_291),
+            ),
             (Algorithm::Ring { points_per_weight: 0 }, AlgorithmError::NoPoints),
             (Algorithm::FnvRing { replicas: 0 }, AlgorithmError::NoReplicas),
             (Algorithm::P2c { active_request_bias: -1.0 }, AlgorithmError::BadBias(-1.0)),
@@ -492,6 +497,12 @@ mod tests {
         }
         match (Algorithm::Maglev { table_size: 65_536 }).build(set_of(2)) {
             AnyBalancer::Maglev(m) => assert_eq!(m.table().len(), 65_537, "the next prime"),
+            other => panic!("built {other:?}"),
+        }
+        match (Algorithm::Maglev { table_size: u32::MAX }).build(set_of(2)) {
+            AnyBalancer::Maglev(m) => {
+                assert_eq!(m.table().len(), MAX_TABLE_SIZE as usize, "the largest table")
+            }
             other => panic!("built {other:?}"),
         }
     }

@@ -11,6 +11,9 @@ pub enum AlgorithmError {
     /// A Maglev table size must be a prime of at least 3.
     #[error("Maglev table size {0} is not a prime of at least 3 (65537 is the usual choice)")]
     TableSizeNotPrime(u32),
+    /// A Maglev table size must be at most [`MAX_TABLE_SIZE`](crate::MAX_TABLE_SIZE).
+    #[error("Maglev table size {0} is too large: at most 5000011 (Envoy's limit)")]
+    TableSizeTooLarge(u32),
     /// A bounded-load balance factor must be greater than 1.
     #[error("balance factor {0} must be greater than 1 and at most 1000 (1.25 is common)")]
     BadBalanceFactor(f64),

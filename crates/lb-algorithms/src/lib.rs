@@ -78,7 +78,7 @@ pub use fnv_ring::{DEFAULT_REPLICAS, FnvRing, fnv1a32};
 pub use jump::{JumpHash, jump_bucket};
 pub use ketama::{DEFAULT_POINTS_PER_WEIGHT, KetamaRing};
 pub use least_conn::LeastConnections;
-pub use maglev::{DEFAULT_TABLE_SIZE, Maglev};
+pub use maglev::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, Maglev};
 pub use p2c::PowerOfTwoChoices;
 pub use peak_ewma::{PeakEwma, PeakEwmaConfig};
 pub use random::WeightedRandom;

@@ -12,6 +12,10 @@ use crate::walk::{HashWalk, Keyless, first_eligible, keyed_balancer};
 /// Envoy's default table size, a prime.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 
+/// The largest table size accepted, Envoy's limit (a prime): the table is
+/// built whole, so a size near `u32::MAX` would take 16 GiB.
+pub const MAX_TABLE_SIZE: u32 = 5_000_011;
+
 /// Maglev consistent hashing: a lookup table of `M` (prime) slots, each
 /// owned by one endpoint.
 ///
@@ -65,11 +69,9 @@ impl Maglev {
         Self::build(set, DEFAULT_TABLE_SIZE)
     }
 
-    /// A table of `table_size` slots, which must be a prime of at least 3.
+    /// A table of `table_size` slots, which must be a prime from 3 to [`MAX_TABLE_SIZE`].
     pub fn with_table_size(set: EndpointSet, table_size: u32) -> Result<Self, AlgorithmError> {
-        if table_size < 3 || !is_prime(table_size) {
-            return Err(AlgorithmError::TableSizeNotPrime(table_size));
-        }
+        check_table_size(table_size)?;
         Ok(Self::build(set, table_size))
     }
 
@@ -234,6 +236,17 @@ fn integer_sqrt(n: u64) -> u64 {
 }
 
 /// Trial division; table sizes are small and checked once.
+/// A table size must be a prime from 3 to [`MAX_TABLE_SIZE`].
+pub(crate) fn check_table_size(table_size: u32) -> Result<(), AlgorithmError> {
+    if table_size > MAX_TABLE_SIZE {
+        return Err(AlgorithmError::TableSizeTooLarge(table_size));
+    }
+    if table_size < 3 || !is_prime(table_size) {
+        return Err(AlgorithmError::TableSizeNotPrime(table_size));
+    }
+    Ok(())
+}
+
 pub(crate) fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
@@ -347,6 +360,12 @@ mod tests {
             Maglev::with_table_size(set_of(2), 65_536),
             Err(AlgorithmError::TableSizeNotPrime(65_536))
         ));
+        // The largest prime below 2^32 used to be accepted, and building its table takes 16 GiB.
+        assert!(matches!(
+            Maglev::with_table_size(set_of(2), 4_294_967_291),
+            Err(AlgorithmError::TableSizeTooLarge(4_294_967_291))
+        ));
+        assert!(is_prime(MAX_TABLE_SIZE) && check_table_size(MAX_TABLE_SIZE).is_ok());
         assert!(is_prime(65_537) && is_prime(2) && !is_prime(1) && !is_prime(91));
         let empty = Maglev::new(EndpointSet::empty());
         assert_eq!(empty.select(&PickContext::new().with_key(b"x")), None);

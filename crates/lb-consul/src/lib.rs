@@ -87,6 +87,8 @@ mod client;
 mod config;
 mod endpoints;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod registration;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,5 +1,6 @@
 //! DNS discovery: A/AAAA for a name and port, or SRV, re-resolved at the TTL.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -166,11 +167,7 @@ impl DnsSource {
         match &self.query {
             DnsQuery::Host { name, port } => {
                 let (ips, valid_for) = self.addresses(name).await?;
-                let endpoints = ips
-                    .into_iter()
-                    .map(|ip| Endpoint::new(SocketAddr::new(ip, *port)).with_meta("dns.name", name.as_str()))
-                    .collect();
-                Ok((endpoints, valid_for))
+                Ok((host_endpoints(name, *port, ips), valid_for))
             }
             DnsQuery::Srv { name } => self.resolve_srv(name).await,
         }
@@ -179,47 +176,35 @@ impl DnsSource {
     async fn resolve_srv(&self, name: &str) -> Result<(Vec<Endpoint>, Duration), DnsError> {
         let lookup_error = |source| DnsError::Lookup { name: name.to_string(), source };
         let answer = self.resolver.srv_lookup(name).await.map_err(lookup_error)?;
-        let mut valid_for = remaining(answer.valid_until());
-        let records: Vec<_> = answer
+        let records: Vec<SrvRecord> = answer
             .answers()
             .iter()
             .filter_map(|r| match &r.data {
-                RData::SRV(srv) => Some(srv.clone()),
+                RData::SRV(srv) => Some(SrvRecord {
+                    priority: srv.priority,
+                    weight: srv.weight,
+                    port: srv.port,
+                    target: if srv.target.is_root() { ".".to_string() } else { srv.target.to_ascii() },
+                }),
                 _ => None,
             })
             .collect();
-        let Some(best) = records.iter().map(|srv| srv.priority).min() else {
-            return Err(DnsError::NoAddress { name: name.to_string() });
-        };
-        let mut endpoints = Vec::new();
-        for srv in records.iter().filter(|srv| srv.priority == best && !srv.target.is_root()) {
-            let target = srv.target.to_ascii();
-            let (ips, target_valid_for) = match self.addresses(&target).await {
-                Ok(found) => found,
+        let mut targets = BTreeMap::new();
+        for target in srv_targets(&records) {
+            let resolved = match self.addresses(target).await {
+                Ok((ips, valid_for)) => TargetAddresses::Found(ips, valid_for),
                 // A target that does not exist is definitive: skip it. Any other failure fails the round.
                 Err(DnsError::Lookup { source, .. })
                     if source.is_nx_domain() || source.is_no_records_found() =>
                 {
                     tracing::warn!(srv = name, %target, "SRV target has no address; skipping it");
-                    continue;
+                    TargetAddresses::Missing
                 }
                 Err(other) => return Err(other),
             };
-            valid_for = valid_for.min(target_valid_for);
-            endpoints.extend(ips.into_iter().map(|ip| {
-                Endpoint::new(SocketAddr::new(ip, srv.port))
-                    .with_weight(u32::from(srv.weight))
-                    .with_meta("dns.name", name)
-                    .with_meta("dns.target", target.as_str())
-                    .with_meta("dns.priority", srv.priority.to_string())
-            }));
+            targets.insert(target.to_string(), resolved);
         }
-        let only_root_targets =
-            records.iter().filter(|srv| srv.priority == best).all(|srv| srv.target.is_root());
-        if endpoints.is_empty() && !only_root_targets {
-            return Err(DnsError::NoAddress { name: name.to_string() });
-        }
-        Ok((endpoints, valid_for))
+        srv_endpoints(name, &records, remaining(answer.valid_until()), &targets)
     }
 
     async fn addresses(&self, name: &str) -> Result<(Vec<IpAddr>, Duration), DnsError> {
@@ -234,6 +219,84 @@ impl DnsSource {
         }
         Ok((ips, remaining(lookup.valid_until())))
     }
+}
+
+/// The endpoints of an A/AAAA answer: every address with `port`.
+pub(crate) fn host_endpoints(name: &str, port: u16, ips: Vec<IpAddr>) -> Vec<Endpoint> {
+    ips.into_iter().map(|ip| Endpoint::new(SocketAddr::new(ip, port)).with_meta("dns.name", name)).collect()
+}
+
+/// One SRV record, as the answer logic reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SrvRecord {
+    pub(crate) priority: u16,
+    pub(crate) weight: u16,
+    pub(crate) port: u16,
+    /// The target name in ASCII; `.` says "no service here" (RFC 2782).
+    pub(crate) target: String,
+}
+
+impl SrvRecord {
+    fn is_root(&self) -> bool {
+        self.target == "."
+    }
+}
+
+/// What looking up one SRV target's addresses gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TargetAddresses {
+    /// The addresses, valid for this long.
+    Found(Vec<IpAddr>, Duration),
+    /// The name does not exist or has no address: the target is skipped.
+    Missing,
+}
+
+/// The targets an SRV answer needs looked up: those of its lowest priority
+/// (RFC 2782), each once, without `.`.
+pub(crate) fn srv_targets(records: &[SrvRecord]) -> Vec<&str> {
+    let Some(best) = records.iter().map(|srv| srv.priority).min() else { return Vec::new() };
+    let mut targets: Vec<&str> = records
+        .iter()
+        .filter(|srv| srv.priority == best && !srv.is_root())
+        .map(|srv| srv.target.as_str())
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
+}
+
+/// The endpoints of an SRV answer valid for `valid_for`, given its targets'
+/// addresses (`targets`, for every name [`srv_targets`] gave): each address
+/// with its record's port and weight, valid until the first of them expires.
+///
+/// An answer whose best targets are all `.` is the explicit "zero
+/// endpoints"; no record, or best targets none of which has an address, is
+/// [`DnsError::NoAddress`].
+pub(crate) fn srv_endpoints(
+    name: &str,
+    records: &[SrvRecord],
+    mut valid_for: Duration,
+    targets: &BTreeMap<String, TargetAddresses>,
+) -> Result<(Vec<Endpoint>, Duration), DnsError> {
+    let no_address = || DnsError::NoAddress { name: name.to_string() };
+    let best = records.iter().map(|srv| srv.priority).min().ok_or_else(no_address)?;
+    let best_records = || records.iter().filter(move |srv| srv.priority == best);
+    let mut endpoints = Vec::new();
+    for srv in best_records().filter(|srv| !srv.is_root()) {
+        let Some(TargetAddresses::Found(ips, target_valid_for)) = targets.get(&srv.target) else { continue };
+        valid_for = valid_for.min(*target_valid_for);
+        endpoints.extend(ips.iter().map(|&ip| {
+            Endpoint::new(SocketAddr::new(ip, srv.port))
+                .with_weight(u32::from(srv.weight))
+                .with_meta("dns.name", name)
+                .with_meta("dns.target", srv.target.as_str())
+                .with_meta("dns.priority", srv.priority.to_string())
+        }));
+    }
+    if endpoints.is_empty() && !best_records().all(SrvRecord::is_root) {
+        return Err(no_address());
+    }
+    Ok((endpoints, valid_for))
 }
 
 fn remaining(valid_until: std::time::Instant) -> Duration {

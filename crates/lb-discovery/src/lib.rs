@@ -46,6 +46,8 @@ mod config;
 mod dns;
 mod file;
 mod file_format;
+#[cfg(test)]
+mod fuzz;
 mod snapshots;
 mod source;
 mod static_list;

@@ -50,6 +50,8 @@ mod consul;
 pub mod demo;
 mod forward;
 mod front;
+#[cfg(test)]
+mod fuzzing;
 mod headers;
 mod health;
 mod http1;

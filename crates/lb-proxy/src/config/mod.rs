@@ -7,6 +7,8 @@
 
 mod duration;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod model;
 mod validate;
 

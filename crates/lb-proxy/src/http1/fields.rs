@@ -13,6 +13,9 @@ pub(crate) struct Span {
 impl Span {
     /// The span of `part`, a subslice of `whole`.
     pub(crate) fn within(whole: &[u8], part: &[u8]) -> Span {
+        // A part from elsewhere would make a span of unrelated bytes, or overflow.
+        debug_assert!(whole.as_ptr_range().start <= part.as_ptr_range().start, "not a part of the buffer");
+        debug_assert!(part.as_ptr_range().end <= whole.as_ptr_range().end, "not a part of the buffer");
         let start = part.as_ptr() as usize - whole.as_ptr() as usize;
         Span { start: start as u32, end: (start + part.len()) as u32 }
     }

@@ -13,6 +13,8 @@ pub(crate) mod body;
 pub(crate) mod buffer;
 pub(crate) mod chunked;
 pub(crate) mod fields;
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod write;

@@ -84,7 +84,12 @@ pub(crate) fn parse(
     head.len = len;
     head.status = status;
     head.version = Some(if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 });
-    head.reason = Span::within(buf, response.reason.unwrap_or("").as_bytes());
+    // A status line without a reason phrase (`HTTP/1.1 200`) is valid (RFC 9112 §4); httparse's
+    // empty reason is then not a part of `buf`, so it gets an empty span of its own.
+    head.reason = match response.reason {
+        Some(reason) if !reason.is_empty() => Span::within(buf, reason.as_bytes()),
+        _ => Span::default(),
+    };
     fields::record(buf, response.headers, &mut head.fields);
     read_framing(buf, method, head)?;
     Ok(true)
@@ -207,6 +212,25 @@ mod tests {
         assert_eq!(parse(&[b'x'; 64], &Method::GET, 64, &mut head), Err(BadResponse::Malformed));
         let long = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(100));
         assert_eq!(parse(long.as_bytes(), &Method::GET, 64, &mut head), Err(BadResponse::TooLarge));
+    }
+
+    #[test]
+    fn a_status_line_without_a_reason_phrase_is_read() {
+        // Found by the fuzzer: this used to panic (a span outside the buffer).
+        for text in ["HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 204 \r\n\r\n"] {
+            let head = parsed(text, Method::GET).unwrap();
+            assert!(head.reason.is_empty(), "{text:?}");
+            let mut out = Vec::new();
+            let edits = super::super::write::ResponseEdits {
+                request_id: b"r",
+                framing: head.framing(),
+                close: false,
+                keep_alive_1_0: false,
+                upgrade: None,
+            };
+            super::super::write::response_head(&mut out, &head, text.as_bytes(), &edits);
+            assert!(out.starts_with(b"HTTP/1.1 2"), "{:?}", String::from_utf8_lossy(&out));
+        }
     }
 
     #[test]
