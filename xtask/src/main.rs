@@ -27,7 +27,8 @@ enum Command {
     /// tests (under nextest and under plain `cargo test`), doctests, every example, the no_std builds
     /// and the quick reliability scenarios.
     Test(test::Args),
-    /// Run criterion benchmarks side by side with the peer crates and servers.
+    /// Run criterion benchmarks side by side with the peer crates and servers, and the
+    /// simulated scenarios (`scenarios`: docs/scenarios/).
     Bench(bench::Args),
     /// Run the reliability scenarios: the real lb-proxy binary under load while backends die,
     /// hang or misbehave and clients flood it (docs/reliability.md); exits non-zero when a

@@ -180,8 +180,8 @@ pub fn cases(seed: u64, scale: f64) -> Vec<Case> {
     scale_up.backends[newcomer].fault = Fault::Cold { factor: 5.0, warm: secs(30) };
     let slow_started: Vec<String> = CLIENT.iter().map(|n| format!("slow_start:{n}")).collect();
     let slow_started: Vec<&str> = slow_started.iter().map(String::as_str).collect();
-    b.add(8, "no slow start", &CLIENT, &both, &scale_up);
-    b.add(8, "slow start", &slow_started, &both, &scale_up);
+    b.add(8, "cold join", &CLIENT, &both, &scale_up);
+    b.add(8, "cold join", &slow_started, &both, &scale_up);
 
     // 9. The same load through one proxy (a 0.25 ms hop) or from 50 clients each on its own.
     for (fault, name) in [(Fault::Slow(10.0), "one slow"), (Fault::Dead, "one dead")] {

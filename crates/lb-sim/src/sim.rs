@@ -378,7 +378,9 @@ impl<'a, 'p> Sim<'a, 'p> {
         if self.setup.algorithm.uses_key() {
             ctx = ctx.with_key(&request.key);
         }
+        let mut asked = 0;
         let picked = lb_core::pick_admitted(&view.balancer, ctx, &tried, |pick| {
+            asked += 1;
             let backend = view.backend_of[pick.index()] as usize;
             match &view.breakers[backend] {
                 None => Some(None),
@@ -391,8 +393,10 @@ impl<'a, 'p> Sim<'a, 'p> {
             self.finish(req, false, now);
             return;
         };
-        let within_bound =
-            (tried.is_empty() && !panic).then(|| bound_kept(&self.setup.algorithm, view, &pick));
+        // The promise holds for the balancer's own choice: not for a retry's
+        // (tried endpoints excluded), one a breaker turned down, or panic mode.
+        let first_choice = tried.is_empty() && asked == 1 && !panic;
+        let within_bound = first_choice.then(|| bound_kept(&self.setup.algorithm, view, &pick));
         let backend = view.backend_of[pick.index()];
         if let Some(Some(kept)) = within_bound {
             self.measured.bound(kept);
