@@ -26,6 +26,8 @@ const SUITES: &[Suite] = &[
     Suite { name: "proxy", package: "lb-proxy", bench: "proxy" },
     // lb-sim's nine scenarios: a plain binary (progress bar, table, goals, plots in docs/scenarios/).
     Suite { name: "scenarios", package: "lb-sim", bench: "scenarios" },
+    // Scenarios 3 and 4 for real (lb-proxy, lb-client's pool) next to their simulated twins.
+    Suite { name: "live", package: "lb-proxy", bench: "live" },
 ];
 
 pub(crate) fn run(args: &Args) -> Result<(), String> {

@@ -146,9 +146,11 @@ pub enum Health {
     /// Retries (3 attempts, Envoy's backoff) with no budget and nothing else:
     /// to show retry amplification.
     RetriesUnbudgeted,
-    /// Everything the proxy runs: retries under a budget (20 %, 10/s, 10 s),
-    /// the guide's breaker per endpoint, Envoy's outlier detection, a 1 s
-    /// per-try timeout and the 50 % panic threshold.
+    /// What lb-proxy runs with the guide's presets (and lb-client's pool by
+    /// default): retries under a budget (20 %, 10/s, 10 s), the guide's
+    /// breaker per endpoint (ratio 0.6 of at least 3, 10 s open), the
+    /// guide's outlier detection (the 6th failure in a row ejects, for 30 s
+    /// and more), a 1 s per-try timeout and the 50 % panic threshold.
     Full,
 }
 

@@ -271,7 +271,7 @@ impl<'a, 'p> Sim<'a, 'p> {
             backend_of,
             index_of,
             breakers: (0..self.backends.len()).map(|_| full.then(breaker)).collect(),
-            outlier: full.then(|| OutlierDetector::new(OutlierConfig::default(), set)),
+            outlier: full.then(|| OutlierDetector::new(OutlierConfig::more_than_five_failures(), set)),
             budget: full.then(RetryBudget::default),
             generation,
         }

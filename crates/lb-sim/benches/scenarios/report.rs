@@ -223,8 +223,8 @@ pub(crate) fn readme(
     md.push_str(
         "Written by `cargo xtask bench scenarios` (`crates/lb-sim/benches/scenarios/`); do not edit by hand. \
          Every figure comes from `lb-sim`, which drives the real `lb-algorithms` balancers and the real \
-         `lb-health` breaker (the guide's preset: ratio 0.6 of at least 3, 10 s open), Envoy's outlier \
-         detection, the retry policy (3 attempts, Envoy's backoff, 1 s per try) and the retry budget \
+         `lb-health` breaker (the guide's preset: ratio 0.6 of at least 3, 10 s open), the guide's outlier \
+         detection (the 6th failure in a row ejects), the retry policy (3 attempts, Envoy's backoff, 1 s per try) and the retry budget \
          (20 %, 10/s, 10 s) on a simulated clock. `health` is all of those plus the 50 % panic threshold; \
          `bare` is one attempt and nothing else. Latencies count every request, failed ones included, \
          from arrival to final answer; `tries` is tries sent to backends per request; `max/mean` is the \
@@ -233,7 +233,8 @@ pub(crate) fn readme(
     let _ = writeln!(
         md,
         "Seed {}, {} runs{}, {:.0} s of wall time on the machine that wrote it. \
-         [`docs/choosing.md`](../choosing.md) reads these figures.\n",
+         [`docs/choosing.md`](../choosing.md) reads these figures; [live.md](live.md) puts scenarios 3 \
+         and 4 played for real (`cargo xtask bench live`) next to them.\n",
         crate::SEED,
         outcomes.len(),
         if scale == 1.0 { String::new() } else { format!(" at scale {scale}") },
