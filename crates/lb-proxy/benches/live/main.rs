@@ -66,7 +66,14 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let work = tempfile::tempdir().expect("a work directory");
     let mut rows = Vec::new();
-    for (scenario, setup) in setups(seconds) {
+    let setups = setups(seconds);
+    let bar = indicatif::ProgressBar::new(2 * setups.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    for (scenario, setup) in setups {
         let simulated = lb_sim::run(&setup);
         let sim = Figures {
             p50: simulated.quantile(0.5),
@@ -74,11 +81,13 @@ fn main() {
             success: simulated.figures().success,
         };
         for side in ["lb-proxy", "lb-client Pool"] {
-            eprintln!("live: {scenario} {} through {side} for {seconds} s", setup.algorithm);
+            bar.set_message(format!("{scenario} {} through {side}, {seconds} s", setup.algorithm));
             let live = runtime.block_on(play(&setup, side, work.path()));
+            bar.inc(1);
             rows.push((scenario, setup.algorithm.to_string(), side, live, sim));
         }
     }
+    bar.finish_with_message("done");
     let table = table(&rows, seconds);
     print!("{table}");
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/scenarios/live.md");
