@@ -1,5 +1,6 @@
 //! `cargo xtask bench [SUITE...]`: criterion suites, each comparing us with
-//! our peers in the same run so ratios survive a noisy machine.
+//! our peers in the same run so ratios survive a noisy machine, and the
+//! simulated scenarios (`scenarios`, lb-sim).
 
 use crate::cmd;
 
@@ -23,6 +24,10 @@ const SUITES: &[Suite] = &[
     Suite { name: "health", package: "lb-health", bench: "health" },
     Suite { name: "client", package: "lb-client", bench: "client" },
     Suite { name: "proxy", package: "lb-proxy", bench: "proxy" },
+    // lb-sim's nine scenarios: a plain binary (progress bar, table, goals, plots in docs/scenarios/).
+    Suite { name: "scenarios", package: "lb-sim", bench: "scenarios" },
+    // Scenarios 3 and 4 for real (lb-proxy, lb-client's pool) next to their simulated twins.
+    Suite { name: "live", package: "lb-proxy", bench: "live" },
 ];
 
 pub(crate) fn run(args: &Args) -> Result<(), String> {

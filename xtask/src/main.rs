@@ -28,7 +28,9 @@ enum Command {
     /// tests (under nextest and under plain `cargo test`), doctests, every example, the no_std builds
     /// and the quick reliability scenarios.
     Test(test::Args),
-    /// Run criterion benchmarks side by side with the peer crates and servers.
+    /// Run criterion benchmarks side by side with the peer crates and servers, the
+    /// simulated scenarios (`scenarios`: docs/scenarios/) and scenarios 3 and 4 for real
+    /// next to their simulation (`live`: docs/scenarios/live.md).
     Bench(bench::Args),
     /// Run the reliability scenarios: the real lb-proxy binary under load while backends die,
     /// hang or misbehave and clients flood it (docs/reliability.md); then, in the full run, the

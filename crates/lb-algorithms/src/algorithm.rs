@@ -413,6 +413,26 @@ macro_rules! dispatch {
     };
 }
 
+impl AnyBalancer {
+    /// Makes every random draw of the balancer (P2C's and peak-EWMA's
+    /// candidates, weighted random, slow start's ramp) a fixed sequence of
+    /// `seed`, the same on every run: for simulations (`lb-sim`) and tests.
+    /// Deterministic algorithms ignore it. Concurrent pickers may then draw
+    /// the same number; leave production balancers unseeded.
+    pub fn seed_rng(&self, seed: u64) {
+        match self {
+            AnyBalancer::PowerOfTwoChoices(b) => b.seed_rng(seed),
+            AnyBalancer::PeakEwma(b) => b.seed_rng(seed),
+            AnyBalancer::WeightedRandom(b) => b.seed_rng(seed),
+            AnyBalancer::SlowStart(b) => {
+                b.seed_rng(seed);
+                b.inner().seed_rng(seed ^ 0x5EED);
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Balancer for AnyBalancer {
     fn endpoints(&self) -> &EndpointSet {
         dispatch!(self, b => b.endpoints())
@@ -504,6 +524,18 @@ mod tests {
                 assert_eq!(m.table().len(), MAX_TABLE_SIZE as usize, "the largest table")
             }
             other => panic!("built {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seeded_balancers_repeat_their_picks() {
+        for name in ["p2c", "peak_ewma", "random", "slow_start:p2c", "round_robin"] {
+            let picks = || {
+                let b = name.parse::<Algorithm>().unwrap().build(set_of(8));
+                b.seed_rng(42);
+                (0..64).map(|_| b.select(&PickContext::new()).unwrap()).collect::<alloc::vec::Vec<_>>()
+            };
+            assert_eq!(picks(), picks(), "{name}");
         }
     }
 

@@ -151,6 +151,13 @@ impl PowerOfTwoChoices {
         PowerOfTwoChoices { set, weights, uniform, bias, rng: Rng::default() }
     }
 
+    /// Makes the random draws a fixed sequence of `seed`, the same on every
+    /// run and at every address: for simulations and tests. Concurrent
+    /// pickers may then draw the same number; leave it unseeded in production.
+    pub fn seed_rng(&self, seed: u64) {
+        self.rng.seed(seed);
+    }
+
     /// The two candidates a pick would compare now (the second is `None`
     /// when only one endpoint is eligible). Exposed for tests and tracing.
     pub fn choices(&self, ctx: &PickContext<'_>) -> Option<(usize, Option<usize>)> {

@@ -89,6 +89,13 @@ impl PeakEwma {
         }
     }
 
+    /// Makes the random draws a fixed sequence of `seed`, the same on every
+    /// run and at every address: for simulations and tests. Concurrent
+    /// pickers may then draw the same number; leave it unseeded in production.
+    pub fn seed_rng(&self, seed: u64) {
+        self.rng.seed(seed);
+    }
+
     /// The current cost of endpoint `index`: its RTT estimate in nanoseconds
     /// times `in_flight + 1`, before weighting.
     pub fn cost(&self, index: usize) -> Option<u128> {

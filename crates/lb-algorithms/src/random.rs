@@ -49,6 +49,13 @@ impl WeightedRandom {
         WeightedRandom { set, keep_below, alias, rng: Rng::default() }
     }
 
+    /// Makes the random draws a fixed sequence of `seed`, the same on every
+    /// run and at every address: for simulations and tests. Concurrent
+    /// pickers may then draw the same number; leave it unseeded in production.
+    pub fn seed_rng(&self, seed: u64) {
+        self.rng.seed(seed);
+    }
+
     #[inline]
     fn draw(&self) -> usize {
         let r = self.rng.next();

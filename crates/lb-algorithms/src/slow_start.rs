@@ -117,6 +117,13 @@ impl<B: Balancer> SlowStart<B> {
         self.inner.tick(now);
     }
 
+    /// Makes the ramp's draws a fixed sequence of `seed` (see
+    /// [`AnyBalancer::seed_rng`](crate::AnyBalancer::seed_rng) to seed the
+    /// wrapped balancer too).
+    pub fn seed_rng(&self, seed: u64) {
+        self.rng.seed(seed);
+    }
+
     /// The current factor of endpoint `index`, from the floor to 1.0.
     pub fn factor(&self, index: usize) -> Option<f64> {
         self.factors.get(index).map(|f| f64::from(f.load(Ordering::Relaxed)) / f64::from(FULL))

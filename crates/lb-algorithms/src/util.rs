@@ -3,7 +3,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use lb_core::{EndpointSet, PickContext};
 
@@ -70,17 +70,31 @@ pub(crate) fn reduce(hash: u64, n: usize) -> usize {
 /// mixes in the address of its own stack frame, so they still draw
 /// different numbers. The balancer's own address is mixed in too, so two
 /// processes (or two balancers) do not draw the same sequence.
+///
+/// Once [`seed`](Rng::seed)ed, nothing is mixed in: the draws are a fixed
+/// sequence of the seed, for simulations that must repeat exactly.
 #[derive(Debug, Default)]
 pub(crate) struct Rng {
     counter: AtomicU64,
+    seeded: AtomicBool,
 }
 
 impl Rng {
+    /// Restarts the draws as a fixed sequence of `seed` (no address salt).
+    pub(crate) fn seed(&self, seed: u64) {
+        self.counter.store(seed, Ordering::Relaxed);
+        self.seeded.store(true, Ordering::Relaxed);
+    }
+
     #[inline]
     pub(crate) fn next(&self) -> u64 {
         let here = 0u8;
-        let salt = (core::ptr::from_ref(self) as usize as u64)
-            ^ (core::ptr::from_ref(&here) as usize as u64).rotate_left(32);
+        let salt = if self.seeded.load(Ordering::Relaxed) {
+            0
+        } else {
+            (core::ptr::from_ref(self) as usize as u64)
+                ^ (core::ptr::from_ref(&here) as usize as u64).rotate_left(32)
+        };
         // wyrand (Wang Yi): a Weyl sequence and one folded 128-bit multiply.
         let state = self.counter.load(Ordering::Relaxed).wrapping_add(0xA076_1D64_78BD_642F);
         self.counter.store(state, Ordering::Relaxed);
@@ -313,5 +327,16 @@ mod tests {
         let rng = Rng::default();
         let a = rng.next();
         assert_ne!(a, rng.next());
+    }
+
+    #[test]
+    fn a_seeded_rng_repeats_wherever_it_lives() {
+        let (a, b) = (Rng::default(), alloc::boxed::Box::new(Rng::default()));
+        a.seed(7);
+        b.seed(7);
+        let first: Vec<u64> = (0..4).map(|_| a.next()).collect();
+        assert_eq!(first, (0..4).map(|_| b.next()).collect::<Vec<_>>());
+        b.seed(8);
+        assert_ne!(first[0], b.next());
     }
 }
