@@ -39,6 +39,16 @@ impl RunningProxy {
         if !needs_restart.is_empty() {
             return Err(ReloadError::NeedsRestart(needs_restart));
         }
+        // Certificate files are read again (renewed ones); any that cannot be used fails the reload.
+        let mut renewed = Vec::with_capacity(self.certificates.len());
+        for (index, served) in &self.certificates {
+            let listener = config.listeners[*index].get_ref();
+            let Some(tls) = &listener.tls else { continue };
+            let prepared = served
+                .prepare(&tls.get_ref().to_server_tls())
+                .map_err(|source| StartError::Tls { address: *listener.listen.get_ref(), source })?;
+            renewed.push(prepared);
+        }
         let running = self.runtime.load_full();
         let global = &config.global;
         let access_log =
@@ -78,6 +88,9 @@ impl RunningProxy {
             }
         }
         self.runtime.store(Arc::clone(&next));
+        for prepared in renewed {
+            prepared.apply();
+        }
         for (name, tasks) in std::mem::take(&mut self.upstream_tasks) {
             if carried_over(&name) {
                 started.insert(name, tasks);
@@ -102,6 +115,11 @@ fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
         ("global.max_header_bytes", a.max_header_bytes != b.max_header_bytes),
         ("global.max_headers", a.max_headers != b.max_headers),
         ("global.client_idle_timeout", a.client_idle_timeout != b.client_idle_timeout),
+        ("global.client_header_timeout", a.client_header_timeout != b.client_header_timeout),
+        ("global.client_body_timeout", a.client_body_timeout != b.client_body_timeout),
+        ("global.send_timeout", a.send_timeout != b.send_timeout),
+        ("global.tunnel_idle_timeout", a.tunnel_idle_timeout != b.tunnel_idle_timeout),
+        ("global.http2", a.http2 != b.http2),
         ("global.drain_timeout", a.drain_timeout != b.drain_timeout),
     ]
     .into_iter()

@@ -140,8 +140,9 @@ impl Proxy {
         };
         let worker_count = (*self.config.global.worker_threads.get_ref()).max(1);
         let mut listen_addresses = Vec::new();
+        let mut certificates = Vec::new();
         let mut other_workers: Vec<Vec<WorkerSocket>> = (1..worker_count).map(|_| Vec::new()).collect();
-        for listener_config in &self.config.listeners {
+        for (index, listener_config) in self.config.listeners.iter().enumerate() {
             let listener_config = listener_config.get_ref();
             let address = *listener_config.listen.get_ref();
             let bind = |address| workers::listen(address, worker_count > 1);
@@ -150,9 +151,14 @@ impl Proxy {
             let name = listener_config.name.clone().unwrap_or_else(|| bound.to_string());
             let cap = ConnectionCap::new(&name, *listener_config.max_connections.get_ref());
             let tls = match &listener_config.tls {
-                Some(tls) => Some(TlsAcceptor::from(
-                    tls.get_ref().server_config().map_err(|source| StartError::Tls { address, source })?,
-                )),
+                Some(tls) => {
+                    let (server, served) = tls
+                        .get_ref()
+                        .reloadable_server_config()
+                        .map_err(|source| StartError::Tls { address, source })?;
+                    certificates.push((index, served));
+                    Some(TlsAcceptor::from(server))
+                }
                 None => None,
             };
             for sockets in &mut other_workers {
@@ -193,6 +199,7 @@ impl Proxy {
             runtime: shared,
             tracing,
             config: self.config,
+            certificates,
         })
     }
 }
@@ -369,6 +376,8 @@ pub struct RunningProxy {
     pub(crate) tracing: Option<Arc<Tracing>>,
     /// What the running generation was built from.
     pub(crate) config: Config,
+    /// The certificates each TLS listener shows, by its index in `config.listeners`.
+    pub(crate) certificates: Vec<(usize, lb_tls::ServedCertificates)>,
 }
 
 impl std::fmt::Debug for RunningProxy {

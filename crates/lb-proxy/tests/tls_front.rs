@@ -154,3 +154,40 @@ fn a_key_that_is_not_the_certificates_is_refused_where_the_config_says_tls() {
     let error = lb_proxy::Config::load(&path).unwrap_err().to_string();
     assert!(error.contains(&format!("{}: No such file", pki.dir().join("gone.pem").display())), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_shows_renewed_certificates_and_a_bad_one_keeps_the_running_ones() {
+    let backend = Backend::named("a").await;
+    let (old, renewed) = (TestPki::new(&["web.test"]), TestPki::new(&["web.test"]));
+    // The config points at files in its own directory, which a renewal overwrites.
+    let (cert, key) = (old.dir().join("live.pem"), old.dir().join("live.key"));
+    std::fs::copy(&old.server_cert, &cert).unwrap();
+    std::fs::copy(&old.server_key, &key).unwrap();
+    let text = tls_config(backend.addr, &[(&cert, &key)]);
+    let mut proxy = start(old.dir(), &text).await;
+    let address = proxy.listen_addresses()[0];
+    let trusts = |pki: &TestPki| {
+        let config = lb_tls::ClientTls { ca_file: Some(pki.ca.clone()), ..Default::default() };
+        let config = config.client_config(&[]).unwrap();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("web.test").unwrap();
+            tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.is_ok()
+        }
+    };
+    assert!(trusts(&old).await && !trusts(&renewed).await);
+
+    std::fs::copy(&renewed.server_cert, &cert).unwrap();
+    std::fs::copy(&renewed.server_key, &key).unwrap();
+    let reloaded = lb_proxy::Config::load(old.dir().join("lb.toml")).unwrap();
+    proxy.reload(reloaded).await.unwrap();
+    assert!(trusts(&renewed).await && !trusts(&old).await, "new handshakes show the renewed certificate");
+
+    // A key that is not the certificate's: the reload fails, naming it, and the renewed one stays.
+    std::fs::copy(&old.server_key, &key).unwrap();
+    let reloaded = lb_proxy::Config::parse(&text, "lb.toml").unwrap();
+    let error = proxy.reload(reloaded).await.unwrap_err().to_string();
+    assert!(error.contains(&format!("{}: not the key of the certificate", key.display())), "{error}");
+    assert!(trusts(&renewed).await);
+    proxy.shutdown().await;
+}

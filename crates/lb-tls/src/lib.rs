@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub use client::ClientTls;
 pub use error::TlsError;
 use rustls::crypto::CryptoProvider;
-pub use server::{CertificateFiles, ServerTls};
+pub use server::{CertificateFiles, PreparedCertificates, ServedCertificates, ServerTls};
 
 /// The one crypto provider lb uses: ring (no C toolchain needed, unlike aws-lc).
 pub fn provider() -> Arc<CryptoProvider> {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::pki_types::{DnsName, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -37,23 +38,69 @@ impl ServerTls {
     /// A [`TlsError`] naming the file at fault: unreadable, not PEM, a key
     /// that does not match its certificate; or no certificate at all.
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
+        Ok(self.reloadable_server_config(alpn)?.0)
+    }
+
+    /// As [`server_config`](Self::server_config), with the handle that
+    /// swaps in certificates read again later (renewed files).
+    ///
+    /// # Errors
+    /// As [`server_config`](Self::server_config).
+    pub fn reloadable_server_config(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<(Arc<ServerConfig>, ServedCertificates), TlsError> {
         let provider = provider();
-        let mut keys = Vec::with_capacity(self.certificates.len());
-        for files in &self.certificates {
-            keys.push(Arc::new(certified_key(files, &provider)?));
-        }
-        if keys.is_empty() {
-            return Err(TlsError::NoCertificate);
-        }
+        let served = ServedCertificates(Arc::new(ArcSwap::from_pointee(self.read(&provider)?)));
         let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_protocol_versions(rustls::DEFAULT_VERSIONS)
             .map_err(|source| TlsError::Rustls { context: "TLS versions".into(), source })?
             .with_no_client_auth()
-            .with_cert_resolver(Arc::new(BySni { keys }));
+            .with_cert_resolver(Arc::new(BySni { keys: served.clone() }));
         config.ticketer = rustls::crypto::ring::Ticketer::new()
             .map_err(|source| TlsError::Rustls { context: "session tickets".into(), source })?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(Arc::new(config))
+        Ok((Arc::new(config), served))
+    }
+
+    /// Every certificate read and checked against its key; at least one.
+    fn read(&self, provider: &rustls::crypto::CryptoProvider) -> Result<Vec<Arc<CertifiedKey>>, TlsError> {
+        let mut keys = Vec::with_capacity(self.certificates.len());
+        for files in &self.certificates {
+            keys.push(Arc::new(certified_key(files, provider)?));
+        }
+        if keys.is_empty() {
+            return Err(TlsError::NoCertificate);
+        }
+        Ok(keys)
+    }
+}
+
+/// The certificates a running listener shows; new handshakes see a swap at once.
+#[derive(Debug, Clone)]
+pub struct ServedCertificates(Arc<ArcSwap<Vec<Arc<CertifiedKey>>>>);
+
+impl ServedCertificates {
+    /// Reads `tls`'s files again, without showing them yet.
+    ///
+    /// # Errors
+    /// As [`ServerTls::server_config`]; the certificates served stay as they are.
+    pub fn prepare(&self, tls: &ServerTls) -> Result<PreparedCertificates, TlsError> {
+        Ok(PreparedCertificates { served: self.clone(), keys: tls.read(&provider())? })
+    }
+}
+
+/// Certificates read and checked, to be shown by [`apply`](Self::apply).
+#[derive(Debug)]
+pub struct PreparedCertificates {
+    served: ServedCertificates,
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl PreparedCertificates {
+    /// Shows them from the next handshake on; connections already open keep theirs.
+    pub fn apply(self) {
+        self.served.0.store(Arc::new(self.keys));
     }
 }
 
@@ -83,20 +130,21 @@ fn certified_key(
 /// Picks the first certificate valid for the client's SNI, else the default.
 #[derive(Debug)]
 struct BySni {
-    keys: Vec<Arc<CertifiedKey>>,
+    keys: ServedCertificates,
 }
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let keys = self.keys.0.load();
         let wanted = hello.server_name().and_then(|name| DnsName::try_from(name).ok());
         let chosen = wanted.and_then(|name| {
             let name = ServerName::DnsName(name.to_owned());
-            self.keys.iter().find(|key| {
+            keys.iter().find(|key| {
                 let leaf = key.end_entity_cert().ok();
                 leaf.and_then(|der| webpki::EndEntityCert::try_from(der).ok())
                     .is_some_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
             })
         });
-        chosen.or_else(|| self.keys.first()).cloned()
+        chosen.or_else(|| keys.first()).cloned()
     }
 }

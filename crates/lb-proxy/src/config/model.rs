@@ -289,7 +289,18 @@ impl ListenerTls {
     /// # Errors
     /// The file at fault and why.
     pub fn server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, lb_tls::TlsError> {
-        self.to_server_tls().server_config(&[b"h2", b"http/1.1"])
+        Ok(self.reloadable_server_config()?.0)
+    }
+
+    /// As [`server_config`](Self::server_config), with the handle a reload
+    /// swaps renewed certificates in through.
+    ///
+    /// # Errors
+    /// The file at fault and why.
+    pub fn reloadable_server_config(
+        &self,
+    ) -> Result<(std::sync::Arc<rustls::ServerConfig>, lb_tls::ServedCertificates), lb_tls::TlsError> {
+        self.to_server_tls().reloadable_server_config(&[b"h2", b"http/1.1"])
     }
 }
 
