@@ -28,12 +28,35 @@ pub(crate) struct Round {
 /// Throughput (wrk -t1 -c50), the proxy's CPU per request and connection
 /// reuse; then, unless `latency` is off, latency at one connection.
 pub(crate) fn measure(wrk: &Path, target: &Target, backend: &BackendServer, latency: bool) -> Round {
-    let url = format!("http://{}/", target.address);
+    measure_url(wrk, target, backend, latency, &format!("http://{}/", target.address), &[])
+}
+
+/// TLS to `target`: kept-alive connections, or with `handshakes` one
+/// request per connection (`Connection: close`; wrk resumes no session, so
+/// each is a full handshake). No latency run.
+pub(crate) fn measure_tls(wrk: &Path, target: &Target, backend: &BackendServer, handshakes: bool) -> Round {
+    let close: &[&str] = if handshakes { &["-H", "Connection: close"] } else { &[] };
+    measure_url(wrk, target, backend, false, &format!("https://{}/", target.address), close)
+}
+
+fn measure_url(
+    wrk: &Path,
+    target: &Target,
+    backend: &BackendServer,
+    latency: bool,
+    url: &str,
+    extra: &[&str],
+) -> Round {
+    let url = url.to_string();
     let pids = target.pids();
     let cpu_before = cpu_seconds(&pids);
     let (conns_before, reqs_before) =
         (backend.connections.load(Ordering::Relaxed), backend.requests.load(Ordering::Relaxed));
-    let throughput = run_wrk(wrk, &["-t1", "-c50", &format!("-d{THROUGHPUT_SECS}s"), &url]);
+    let duration = format!("-d{THROUGHPUT_SECS}s");
+    let mut args = vec!["-t1", "-c50", duration.as_str()];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    let throughput = run_wrk(wrk, &args);
     let cpu = cpu_seconds(&pids);
     let conns = backend.connections.load(Ordering::Relaxed) - conns_before;
     let reqs = backend.requests.load(Ordering::Relaxed) - reqs_before;

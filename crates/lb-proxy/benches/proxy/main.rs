@@ -15,6 +15,10 @@
 //!   and CPU per request.
 //! - **Memory**: RSS growth per client connection that sent half a request
 //!   head (3,000 of them), which is what a slow or hostile client costs.
+//! - **TLS**: nginx and lb-proxy terminating TLS with the same ECDSA P-256
+//!   certificate (made at run time): req/s on kept-alive TLS connections,
+//!   and full handshakes per second (one request per connection), with the
+//!   CPU per 100k of each.
 //!
 //! Needs wrk, nginx, haproxy and taskset (the xtask installs them); a missing
 //! peer is reported and skipped.
@@ -82,6 +86,7 @@ fn main() {
         report.push_str("\nPinned runs skipped: taskset is missing or refused.\n");
     }
     report.push_str(&memory_table(&all));
+    report.push_str(&tls_table(&wrk, &work, &backend));
     println!("\n{report}");
     let out = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"), PathBuf::from);
@@ -252,6 +257,62 @@ fn pinned_table(targets: &[&Target], results: &[Vec<Round>]) -> String {
             cpu_text(s),
             cpu_ratio
         ));
+    }
+    table
+}
+
+/// nginx and lb-proxy terminating TLS, unpinned, rotating for [`ROUNDS`] rounds.
+fn tls_table(wrk: &Path, work: &Path, backend: &BackendServer) -> String {
+    // rcgen's default key is ECDSA P-256.
+    let pki = lb_tls::testing::TestPki::new(&["127.0.0.1", "localhost"]);
+    let (cert, key) = (&pki.server_cert, &pki.server_key);
+    let mut targets = Vec::new();
+    for start in [targets::start_nginx_tls, targets::start_lb_proxy_tls] {
+        match start(work, backend.address, cert, key) {
+            Ok(t) => targets.push(t),
+            Err(why) => eprintln!("skipped a TLS target: {why}"),
+        }
+    }
+    for t in &targets {
+        targets::wait_until_serving(t.address);
+    }
+    let mut kept: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
+    let mut fresh: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        for (i, target) in targets.iter().enumerate() {
+            let r = load::measure_tls(wrk, target, backend, false);
+            print_round("tls keep-alive", round, target, &r);
+            kept[i].push(r);
+            let r = load::measure_tls(wrk, target, backend, true);
+            print_round("tls handshakes", round, target, &r);
+            fresh[i].push(r);
+        }
+    }
+    let ours = targets.iter().position(|t| t.name == "lb-proxy TLS");
+    let (kept, fresh): (Vec<Summary>, Vec<Summary>) =
+        (kept.iter().map(|r| summarize(r)).collect(), fresh.iter().map(|r| summarize(r)).collect());
+    let mut table = String::from(
+        "\nTLS (unpinned; one ECDSA P-256 certificate for both; TLS 1.3 as wrk negotiates it): req/s on 50 \
+         kept-alive connections, and full handshakes per second (one request per connection).\n\n\
+         | proxy | req/s kept-alive | lb-proxy ÷ target | CPU s / 100k | handshakes/s | lb-proxy ÷ target | CPU s / 100k handshakes |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for (i, t) in targets.iter().enumerate() {
+        let ratio_of = |all: &[Summary]| ours.map_or("-".into(), |o| ratio(all[o].rps, all[i].rps));
+        table.push_str(&format!(
+            "| {} | {:.0} | {} | {} | {:.0} | {} | {} |\n",
+            t.name,
+            kept[i].rps,
+            ratio_of(&kept),
+            cpu_text(&kept[i]),
+            fresh[i].rps,
+            ratio_of(&fresh),
+            cpu_text(&fresh[i]),
+        ));
+    }
+    drop(pki);
+    for t in targets {
+        t.stop();
     }
     table
 }

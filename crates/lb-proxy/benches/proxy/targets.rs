@@ -142,6 +142,67 @@ pub(crate) fn start_haproxy(work: &Path, backend: SocketAddr) -> Result<Target, 
     spawn("HAProxy", address, Command::new(haproxy).arg("-f").arg(&path).arg("-db"))
 }
 
+/// nginx with one worker terminating TLS with `cert` and `key`, keep-alive
+/// unbounded per connection (its default closes one after 1,000 requests,
+/// which would add handshakes lb-proxy does not make).
+pub(crate) fn start_nginx_tls(
+    work: &Path,
+    backend: SocketAddr,
+    cert: &Path,
+    key: &Path,
+) -> Result<Target, String> {
+    let nginx = which("nginx").ok_or("nginx is not installed")?;
+    let dir = work.join("nginx-tls");
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
+    let address = free_port();
+    let (d, cert, key) = (dir.display(), cert.display(), key.display());
+    let conf = format!(
+        "worker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
+         events {{ worker_connections 8192; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/body;\n  \
+         proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
+         scgi_temp_path {d}/scgi;\n  upstream backend {{ server {backend}; keepalive 64; }}\n  \
+         server {{\n    listen {address} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    \
+         ssl_protocols TLSv1.2 TLSv1.3;\n    location / {{\n      proxy_pass http://backend;\n      \
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+    spawn(
+        "nginx TLS",
+        address,
+        Command::new(nginx).arg("-p").arg(&dir).arg("-c").arg(&path).args(["-g", "daemon off;"]),
+    )
+}
+
+/// lb-proxy with one worker thread terminating TLS with `cert` and `key`.
+pub(crate) fn start_lb_proxy_tls(
+    work: &Path,
+    backend: SocketAddr,
+    cert: &Path,
+    key: &Path,
+) -> Result<Target, String> {
+    let address = free_port();
+    let conf = format!(
+        "[admin]\nenabled = false\n[[listeners]]\nlisten = \"{address}\"\n\
+         tls.certificates = [{{ cert_file = \"{}\", key_file = \"{}\" }}]\n\
+         [[routes]]\nupstream = \"backend\"\n[upstreams.backend]\nalgorithm = \"round_robin\"\n\
+         discovery.static.endpoints = [\"{backend}\"]\n",
+        cert.display(),
+        key.display()
+    );
+    let path = work.join("lb-proxy-tls.toml");
+    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+    spawn(
+        "lb-proxy TLS",
+        address,
+        Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn"),
+    )
+}
+
 /// lb-proxy with `workers` worker threads.
 pub(crate) fn start_lb_proxy(work: &Path, backend: SocketAddr, workers: usize) -> Result<Target, String> {
     let address = free_port();
