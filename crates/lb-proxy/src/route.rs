@@ -53,6 +53,18 @@ fn segment_prefix(path: &[u8], prefix: &[u8]) -> bool {
         && (prefix.ends_with(b"/") || path.len() == prefix.len() || path[prefix.len()] == b'/')
 }
 
+/// `https://host/target` for a plain listener's redirect: the host as the
+/// client gave it, without its port (the https port is the default one), and
+/// the target as routed.
+pub(crate) fn https_location(host: &[u8], target: &[u8]) -> Vec<u8> {
+    let name = match host.first() {
+        // [v6]:port keeps its brackets.
+        Some(b'[') => host.iter().position(|&b| b == b']').map_or(host, |end| &host[..=end]),
+        _ => strip_port(host),
+    };
+    [b"https://", name, target].concat()
+}
+
 fn strip_port(host: &[u8]) -> &[u8] {
     if host.first() == Some(&b'[') {
         // [v6]:port

@@ -161,14 +161,19 @@ impl Proxy {
                 }
                 None => None,
             };
+            let settings = FrontSettings {
+                redirect_to_https: *listener_config.redirect_to_https.get_ref(),
+                ..serving.settings
+            };
             for sockets in &mut other_workers {
                 let socket = bind(bound).map_err(|source| StartError::Bind { address: bound, source })?;
-                sockets.push(WorkerSocket { socket, cap: Arc::clone(&cap), tls: tls.clone() });
+                sockets.push(WorkerSocket { socket, cap: Arc::clone(&cap), tls: tls.clone(), settings });
             }
             let listener =
                 TcpListener::from_std(first).map_err(|source| StartError::Bind { address: bound, source })?;
             listen_addresses.push(bound);
-            tasks.push(tokio::spawn(serve_proxy(listener, serving.clone(), cap, tls)));
+            let serving = Serving { settings, ..serving.clone() };
+            tasks.push(tokio::spawn(serve_proxy(listener, serving, cap, tls)));
         }
         let workers = Workers::spawn(other_workers, &serving).map_err(StartError::Workers)?;
         let mut admin_address = None;
@@ -209,6 +214,8 @@ pub(crate) struct WorkerSocket {
     pub(crate) socket: std::net::TcpListener,
     pub(crate) cap: Arc<ConnectionCap>,
     pub(crate) tls: Option<TlsAcceptor>,
+    /// The listener's own connection settings.
+    pub(crate) settings: FrontSettings,
 }
 
 async fn bind(address: SocketAddr) -> Result<TcpListener, StartError> {

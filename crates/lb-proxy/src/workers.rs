@@ -72,11 +72,11 @@ impl Workers {
                 };
                 runtime.block_on(async move {
                     let mut serving_tasks = Vec::new();
-                    for WorkerSocket { socket, cap, tls } in sockets {
+                    for WorkerSocket { socket, cap, tls, settings } in sockets {
                         match tokio::net::TcpListener::from_std(socket) {
                             Ok(listener) => serving_tasks.push(tokio::spawn(crate::server::serve_proxy(
                                 listener,
-                                serving.clone(),
+                                Serving { settings, ..serving.clone() },
                                 cap,
                                 tls,
                             ))),

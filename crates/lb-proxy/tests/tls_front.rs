@@ -191,3 +191,40 @@ async fn a_reload_shows_renewed_certificates_and_a_bad_one_keeps_the_running_one
     assert!(trusts(&renewed).await);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_plain_listener_can_redirect_every_request_to_https() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::named("a").await;
+    let text = common::config("round_robin", &[(backend.addr, 1)], "").replacen(
+        "[[listeners]]\n",
+        "[[listeners]]\nredirect_to_https = true\n",
+        1,
+    );
+    let proxy = common::proxy(&text).await;
+    let address = proxy.listen_addresses()[0];
+    for (host, location) in
+        [("shop.example:8080", "https://shop.example/cart?id=7"), ("[::1]:80", "https://[::1]/cart?id=7")]
+    {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!(
+            "POST /cart?id=7 HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 308 "), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains(&format!("\r\nlocation: {location}\r\n")), "{answer}");
+    }
+    assert_eq!(backend.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing goes upstream");
+    proxy.shutdown().await;
+
+    let pki = TestPki::new(&["web.test"]);
+    let both = tls_config(backend.addr, &[(&pki.server_cert, &pki.server_key)]).replacen(
+        "[[listeners]]\n",
+        "[[listeners]]\nredirect_to_https = true\n",
+        1,
+    );
+    let error = lb_proxy::Config::parse(&both, "lb.toml").unwrap_err().to_string();
+    assert!(error.contains("redirect_to_https is for a plain listener"), "{error}");
+}

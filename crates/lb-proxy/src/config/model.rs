@@ -249,6 +249,9 @@ pub struct Listener {
     /// Terminate TLS on this listener.
     #[serde(default)]
     pub tls: Option<Spanned<ListenerTls>>,
+    /// Answer every request with a 308 to the same URL over https (a plain listener only).
+    #[serde(default = "no")]
+    pub redirect_to_https: Spanned<bool>,
 }
 
 /// The certificates a TLS listener shows (files relative to the configuration file).
@@ -302,6 +305,10 @@ impl ListenerTls {
     ) -> Result<(std::sync::Arc<rustls::ServerConfig>, lb_tls::ServedCertificates), lb_tls::TlsError> {
         self.to_server_tls().reloadable_server_config(&[b"h2", b"http/1.1"])
     }
+}
+
+fn no() -> Spanned<bool> {
+    Spanned::new(0..0, false)
 }
 
 fn ten_thousand() -> Spanned<usize> {

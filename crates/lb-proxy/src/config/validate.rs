@@ -156,6 +156,13 @@ fn check_listeners(config: &Config, found: &mut Vec<Violation>) {
                 "tls needs at least one certificate: tls.certificates = [{ cert_file = \"...\", key_file = \"...\" }]",
             ));
         }
+        let redirect = &listener.get_ref().redirect_to_https;
+        if *redirect.get_ref() && listener.get_ref().tls.is_some() {
+            found.push(Violation::new(
+                redirect.span(),
+                "redirect_to_https is for a plain listener: this one has tls, and would redirect to itself",
+            ));
+        }
         let max = &listener.get_ref().max_connections;
         if *max.get_ref() == 0 {
             found.push(Violation::new(max.span(), "max_connections must be at least 1"));

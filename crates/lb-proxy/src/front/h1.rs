@@ -305,7 +305,7 @@ impl<S: ClientStream> Io<S> {
         text.push_str(reason);
         text.push('\n');
         self.out.pending.clear();
-        write::local_response(&mut self.out.pending, status, &text, b"-", true);
+        write::local_response(&mut self.out.pending, status, &text, b"-", true, None);
         let _ = bounded::within(settings.send_timeout, self.out.flush(&mut self.stream)).await;
     }
 
@@ -331,8 +331,14 @@ impl<S: ClientStream> Io<S> {
             keep: head.keep_alive && !stopping,
             body_read: matches!(head.framing, Framing::Empty | Framing::Length(0)),
             local_answer: None,
+            location: None,
         };
+        let redirect = settings.redirect_to_https;
         match rt.routes.find(head.host.map(|h| h.of(hb)), path) {
+            _ if redirect => match head.host {
+                Some(host) => reply.redirect(route::https_location(host.of(hb), &req.target)),
+                None => reply.local(StatusCode::BAD_REQUEST, "a redirect to https needs a Host\n"),
+            },
             None => reply.local(StatusCode::NOT_FOUND, "no route for this host and path\n"),
             Some(index) => {
                 let upstream = &rt.upstreams[index];
@@ -368,7 +374,8 @@ impl<S: ClientStream> Io<S> {
             reply.keep &= reply.body_read;
             reply.status = status;
             self.out.pending.clear();
-            write::local_response(&mut self.out.pending, status, text, request_id, !reply.keep);
+            let location = reply.location.as_deref();
+            write::local_response(&mut self.out.pending, status, text, request_id, !reply.keep, location);
             if !matches!(
                 bounded::within(settings.send_timeout, self.out.flush(&mut self.stream)).await,
                 Some(Ok(()))
@@ -629,11 +636,19 @@ pub(crate) struct Reply {
     pub(crate) body_read: bool,
     /// The proxy answers itself with this.
     local_answer: Option<(StatusCode, &'static str)>,
+    /// The `Location` of the proxy's own answer (a redirect to https).
+    location: Option<Vec<u8>>,
 }
 
 impl Reply {
     pub(crate) fn local(&mut self, status: StatusCode, text: &'static str) {
         self.local_answer = Some((status, text));
+    }
+
+    /// 308 to `location`: the method and body are to be sent again there.
+    fn redirect(&mut self, location: Vec<u8>) {
+        self.local(StatusCode::PERMANENT_REDIRECT, "this listener redirects to https\n");
+        self.location = Some(location);
     }
 
     /// The attempt loop answered itself: say so, unless the client is gone.

@@ -52,12 +52,16 @@ pub(crate) async fn serve<S: super::ClientStream>(
     let peer_text: Arc<[u8]> = Arc::from(&peer_text[..len]);
     let activity = Arc::new(Activity::default());
     let busy = Arc::clone(&activity);
+    let redirect_to_https = settings.redirect_to_https;
     let service = service_fn(move |req| {
         let rt = runtime.load_full();
         let peer_text = Arc::clone(&peer_text);
         let mut request = busy.begin();
         async move {
-            let response = handle(rt, req, peer, &peer_text, S::SCHEME).await;
+            let response = match redirect_to_https {
+                true => redirect(&req),
+                false => handle(rt, req, peer, &peer_text, S::SCHEME).await,
+            };
             request.answered = true;
             drop(request);
             Ok::<_, Infallible>(response)
@@ -189,6 +193,26 @@ impl Drop for Answering {
             tokio::time::Instant::now();
         activity.answering.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A plain listener's `redirect_to_https`: 308 to the request's https URL.
+fn redirect<B>(req: &Request<B>) -> ProxyResponse {
+    let host = req
+        .uri()
+        .authority()
+        .map(Authority::as_str)
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok());
+    let Some(host) = host else {
+        return local(StatusCode::BAD_REQUEST, "a redirect to https needs a Host\n");
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut response = local(StatusCode::PERMANENT_REDIRECT, "this listener redirects to https\n");
+    if let Ok(location) =
+        HeaderValue::from_bytes(&crate::route::https_location(host.as_bytes(), target.as_bytes()))
+    {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// A response the proxy makes itself.

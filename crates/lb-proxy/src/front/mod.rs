@@ -51,6 +51,9 @@ pub(crate) struct FrontSettings {
     pub(crate) tunnel_idle_timeout: Duration,
     /// What one HTTP/2 connection may use.
     pub(crate) http2: Http2Settings,
+    /// Answer every request with a 308 to its https URL (a plain listener's
+    /// `redirect_to_https`).
+    pub(crate) redirect_to_https: bool,
 }
 
 /// `[global.http2]`, copied out for each connection.
@@ -88,6 +91,7 @@ impl FrontSettings {
                 keepalive_interval: Some(global.http2.keepalive_interval).filter(|d| !d.is_zero()),
                 keepalive_timeout: global.http2.keepalive_timeout,
             },
+            redirect_to_https: false,
         }
     }
 }

@@ -211,9 +211,15 @@ pub(crate) fn local_response(
     text: &str,
     request_id: &[u8],
     close: bool,
+    location: Option<&[u8]>,
 ) {
     status_line(out, status.as_u16(), b"");
     out.extend_from_slice(b"content-type: text/plain\r\n");
+    if let Some(location) = location {
+        out.extend_from_slice(b"location: ");
+        out.extend_from_slice(location);
+        out.extend_from_slice(b"\r\n");
+    }
     let edits = ResponseEdits {
         request_id,
         framing: Framing::Length(text.len() as u64),
@@ -284,7 +290,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nx-request-id: ours\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
         );
         let mut local = Vec::new();
-        local_response(&mut local, StatusCode::BAD_REQUEST, "bad\n", b"id", true);
+        local_response(&mut local, StatusCode::BAD_REQUEST, "bad\n", b"id", true, None);
         assert_eq!(
             String::from_utf8(local).unwrap(),
             "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nx-request-id: id\r\ncontent-length: 4\r\n\
