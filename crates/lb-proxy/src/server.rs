@@ -237,19 +237,32 @@ pub(crate) async fn serve_proxy(
         let (runtime, stop, tls) = (Arc::clone(&runtime), stop.clone(), tls.clone());
         async move {
             let Some(_slot) = slot else { return };
-            let Some(tls) = tls else {
-                return front::serve(stream, peer, runtime, settings, stop).await;
-            };
-            // The handshake gets the header timeout, as a request head would.
-            match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => front::serve(stream, peer, runtime, settings, stop).await,
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            match tls {
+                None => front::serve(stream, peer, runtime, settings, stop).await,
+                // Boxed: a TLS session's state is kilobytes, and a plain connection's task
+                // would be sized for it too if it were inline.
+                Some(tls) => Box::pin(serve_tls(tls, stream, peer, runtime, settings, stop)).await,
             }
         }
     })
     .await;
     drain(connections, drain_timeout).await;
+}
+
+/// A TLS client connection: the handshake within the header timeout, then the front.
+async fn serve_tls(
+    tls: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    runtime: Arc<ArcSwap<Runtime>>,
+    settings: FrontSettings,
+    stop: watch::Receiver<bool>,
+) {
+    match tokio::time::timeout(settings.header_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => front::serve(stream, peer, runtime, settings, stop).await,
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
 }
 
 /// A listener's cap on open client connections, shared by every worker accepting on it.
