@@ -106,27 +106,7 @@ fn spawn(name: &'static str, address: SocketAddr, command: &mut Command) -> Resu
 }
 
 pub(crate) fn start_nginx(work: &Path, backend: SocketAddr) -> Result<Target, String> {
-    let nginx = which("nginx").ok_or("nginx is not installed")?;
-    let dir = work.join("nginx");
-    std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
-    let address = free_port();
-    let d = dir.display();
-    let conf = format!(
-        "worker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
-         events {{ worker_connections 8192; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
-         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-         upstream backend {{ server {backend}; keepalive 64; }}\n  \
-         server {{\n    listen {address};\n    location / {{\n      proxy_pass http://backend;\n      \
-         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
-    spawn(
-        "nginx",
-        address,
-        Command::new(nginx).arg("-p").arg(&dir).arg("-c").arg(&path).args(["-g", "daemon off;"]),
-    )
+    start_nginx_as("nginx", &work.join("nginx"), backend, "", "")
 }
 
 pub(crate) fn start_haproxy(work: &Path, backend: SocketAddr) -> Result<Target, String> {
@@ -151,27 +131,43 @@ pub(crate) fn start_nginx_tls(
     cert: &Path,
     key: &Path,
 ) -> Result<Target, String> {
+    let server = format!(
+        "    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n",
+        cert.display(),
+        key.display()
+    );
+    start_nginx_as("nginx TLS", &work.join("nginx-tls"), backend, " ssl", &server)
+}
+
+/// nginx with one worker in `dir`, proxying to `backend` with upstream
+/// keep-alive; `listen_suffix` and `server_lines` make it terminate TLS.
+fn start_nginx_as(
+    name: &'static str,
+    dir: &Path,
+    backend: SocketAddr,
+    listen_suffix: &str,
+    server_lines: &str,
+) -> Result<Target, String> {
     let nginx = which("nginx").ok_or("nginx is not installed")?;
-    let dir = work.join("nginx-tls");
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
     let address = free_port();
-    let (d, cert, key) = (dir.display(), cert.display(), key.display());
+    let d = dir.display();
     let conf = format!(
         "worker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
          events {{ worker_connections 8192; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/body;\n  \
          proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
          scgi_temp_path {d}/scgi;\n  upstream backend {{ server {backend}; keepalive 64; }}\n  \
-         server {{\n    listen {address} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    \
-         ssl_protocols TLSv1.2 TLSv1.3;\n    location / {{\n      proxy_pass http://backend;\n      \
-         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+         server {{\n    listen {address}{listen_suffix};\n{server_lines}    location / {{\n      \
+         proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    \
+         }}\n  }}\n}}\n"
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).map_err(|e| e.to_string())?;
     spawn(
-        "nginx TLS",
+        name,
         address,
-        Command::new(nginx).arg("-p").arg(&dir).arg("-c").arg(&path).args(["-g", "daemon off;"]),
+        Command::new(nginx).arg("-p").arg(dir).arg("-c").arg(&path).args(["-g", "daemon off;"]),
     )
 }
 
