@@ -27,6 +27,10 @@ const PACKAGES: &[Package] = &[
     Package { name: "prometheus", needed_by: "lb-proxy's Prometheus test (a real server and promtool)" },
     Package { name: "curl", needed_by: "lb-proxy's TLS termination test (HTTP/1.1 and HTTP/2 over TLS)" },
     Package { name: "openssl", needed_by: "lb-proxy's TLS termination test (`openssl s_client` for ALPN)" },
+    Package {
+        name: "nghttp2-client",
+        needed_by: "lb-proxy's TLS termination test (`h2load`, HTTP/2 load over TLS)",
+    },
 ];
 
 /// The packages `cargo xtask bench proxy` compares lb-proxy with, and drives it with.

@@ -123,6 +123,16 @@ impl Resilience {
         Ok(Resilience { config, budget, jitter, prober, clock, labels: UpstreamLabels::new(service) })
     }
 
+    /// Active checks over TLS with `tls`, the settings the traffic uses (an https pool).
+    pub(crate) fn checking_over(mut self, tls: &lb_tls::ClientTls) -> Result<Self, Error> {
+        if let Some(prober) = self.prober.take() {
+            let http2 = prober.config().http2 || prober.config().grpc_service.is_some();
+            let alpn: &[u8] = if http2 { b"h2" } else { b"http/1.1" };
+            self.prober = Some(prober.with_tls(tls.connector(&[alpn])?));
+        }
+        Ok(self)
+    }
+
     /// The guard of a newly discovered endpoint: its breaker and in-flight limit.
     pub(crate) fn new_endpoint(&self) -> Arc<EndpointGuard> {
         Arc::new(EndpointGuard::new(self.config.breaker.clone(), self.config.max_in_flight_per_endpoint))

@@ -102,6 +102,57 @@ async fn a_tls_file_that_cannot_be_used_fails_the_build_and_is_named() {
     assert!(matches!(err, Error::Tls(_)) && err.to_string().contains("nope.pem"), "{err}");
 }
 
+#[tokio::test]
+async fn active_checks_of_an_https_pool_go_over_its_tls() {
+    let pki = TestPki::new(&["127.0.0.1"]);
+    let (seen, mut agents) = tokio::sync::mpsc::unbounded_channel();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config(false, &[b"http/1.1"]));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else { return };
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let agent = req.headers().get("user-agent").map(|v| v.to_str().unwrap_or("").to_string());
+                    let _ = seen.send(agent.unwrap_or_default());
+                    async { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok")))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let check = lb_health::ActiveCheckConfig {
+        interval: std::time::Duration::from_millis(20),
+        jitter: std::time::Duration::ZERO,
+        rise: 1,
+        fall: 1,
+        initial: lb_health::InitialState::Unhealthy,
+        ..lb_health::ActiveCheckConfig::default()
+    };
+    let pool = Pool::builder("web", Algorithm::RoundRobin)
+        .endpoints([Endpoint::new(address)])
+        .tls(ClientTls { ca_file: Some(pki.ca.clone()), ..ClientTls::default() })
+        .resilience(lb_client::ResilienceConfig { active_check: Some(check), ..Default::default() })
+        .build()
+        .unwrap();
+    let agent = tokio::time::timeout(std::time::Duration::from_secs(5), agents.recv()).await;
+    assert_eq!(agent.ok().flatten().as_deref(), Some("lb-health"), "a check arrived over TLS");
+    // Its passing check brings the endpoint in.
+    let mut eligible = false;
+    for _ in 0..250 {
+        eligible = pool.endpoints().iter().all(|(_, h)| h.is_eligible());
+        if eligible {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(eligible, "the endpoint passed its checks");
+}
+
 /// A gRPC health server over TLS (rustls under hyper's HTTP/2 server):
 /// what the balanced channel's TLS test calls.
 async fn grpc_over_tls(tls: Arc<rustls::ServerConfig>) -> SocketAddr {

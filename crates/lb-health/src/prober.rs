@@ -10,12 +10,13 @@ use alloc::sync::Arc;
 use core::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Collected, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
 use hyper::{Method, Request, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use lb_core::{Address, EndpointId, EndpointSet, Member};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::active::{ActiveCheckConfig, ActiveCheckError, CheckResult, RiseFall};
@@ -24,12 +25,13 @@ use crate::rng::SplitMix64;
 /// The most body a check reads when it looks for the expected text.
 const MAX_BODY: usize = 64 * 1024;
 
-/// Sends health checks; cheap to clone (the client and config are shared).
+/// Sends health checks; cheap to clone (the config is shared).
 #[derive(Debug, Clone)]
 pub struct Prober {
     config: Arc<ActiveCheckConfig>,
     method: Method,
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// TLS to the endpoints, as the traffic to them uses.
+    tls: Option<lb_tls::TlsConnector>,
 }
 
 impl Prober {
@@ -39,14 +41,15 @@ impl Prober {
         config.validate()?;
         let method = Method::from_bytes(config.method.as_bytes())
             .map_err(|_| ActiveCheckError::BadMethod(config.method.clone()))?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .http2_only(config.http2 || config.grpc_service.is_some())
-            .build(connector);
-        Ok(Prober { config: Arc::new(config), method, client })
+        Ok(Prober { config: Arc::new(config), method, tls: None })
+    }
+
+    /// Checks over TLS made by `tls` (the settings the endpoints' traffic
+    /// uses, so a check passes only where a request could go).
+    #[must_use]
+    pub fn with_tls(mut self, tls: lb_tls::TlsConnector) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The settings.
@@ -61,7 +64,7 @@ impl Prober {
             let asked = tokio::time::timeout(self.config.timeout, self.grpc_check(address, service)).await;
             return asked.ok().flatten().unwrap_or(CheckResult::Critical);
         }
-        match tokio::time::timeout(self.config.timeout, self.exchange(address)).await {
+        match tokio::time::timeout(self.config.timeout, self.http_check(address)).await {
             Ok(Some((status, body))) => self.config.classify(status, &body),
             Ok(None) | Err(_) => CheckResult::Critical,
         }
@@ -72,15 +75,14 @@ impl Prober {
     async fn grpc_check(&self, address: &Address, service: &str) -> Option<CheckResult> {
         let request = Request::builder()
             .method(Method::POST)
-            .uri(format!("http://{}/grpc.health.v1.Health/Check", address_text(address)))
+            .uri(format!("{}://{}/grpc.health.v1.Health/Check", self.scheme(), address_text(address)))
             .header(header::CONTENT_TYPE, "application/grpc")
             .header(header::TE, "trailers")
             .header(header::USER_AGENT, "lb-health")
             .body(Full::new(grpc_health::request(service)))
             .ok()?;
-        let response = self.client.request(request).await.ok()?;
-        let (head, body) = response.into_parts();
-        let body = Limited::new(body, MAX_BODY).collect().await.ok()?;
+        let (head, body) = self.exchange(address, request, true).await?;
+        let body = body?;
         // A trailers-only answer (an error at once) carries grpc-status in its headers.
         let trailers = body.trailers().cloned().unwrap_or_default();
         let grpc_status = trailers.get("grpc-status").or_else(|| head.headers.get("grpc-status"));
@@ -89,22 +91,56 @@ impl Prober {
         Some(if serving { CheckResult::Passing } else { CheckResult::Critical })
     }
 
-    async fn exchange(&self, address: &Address) -> Option<(u16, Bytes)> {
+    async fn http_check(&self, address: &Address) -> Option<(u16, Bytes)> {
         let host = self.config.host.clone().unwrap_or_else(|| address_text(address));
+        // HTTP/1.1 sends the path alone; HTTP/2 needs the scheme and authority too.
+        let uri = if self.config.http2 {
+            format!("{}://{}{}", self.scheme(), address_text(address), self.config.path)
+        } else {
+            self.config.path.clone()
+        };
         let request = Request::builder()
             .method(self.method.clone())
-            .uri(format!("http://{}{}", address_text(address), self.config.path))
+            .uri(uri)
             .header(header::HOST, host)
             .header(header::USER_AGENT, "lb-health")
             .body(Full::new(Bytes::new()))
             .ok()?;
-        let response = self.client.request(request).await.ok()?;
-        let status = response.status().as_u16();
-        if self.config.expected_body.is_none() {
-            return Some((status, Bytes::new()));
+        let (head, body) = self.exchange(address, request, self.config.expected_body.is_some()).await?;
+        let body = body.map(Collected::to_bytes).unwrap_or_default();
+        Some((head.status.as_u16(), body))
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Sends `request` on a new connection (over TLS when set) and reads the
+    /// head, and the body (at most [`MAX_BODY`]) with `read_body`; the
+    /// connection is driven here, so it ends with the check.
+    async fn exchange(
+        &self,
+        address: &Address,
+        request: Request<Full<Bytes>>,
+        read_body: bool,
+    ) -> Option<(hyper::http::response::Parts, Option<Collected<Bytes>>)> {
+        let stream = match address {
+            Address::Socket(socket) => TcpStream::connect(socket).await.ok()?,
+            Address::Host { host, port } => TcpStream::connect((host.as_str(), *port)).await.ok()?,
+        };
+        stream.set_nodelay(true).ok()?;
+        let http2 = self.config.http2 || self.config.grpc_service.is_some();
+        match &self.tls {
+            None => exchange_on(TokioIo::new(stream), http2, request, read_body).await,
+            Some(tls) => {
+                let host = match address {
+                    Address::Socket(socket) => format!("{}", socket.ip()),
+                    Address::Host { host, .. } => host.clone(),
+                };
+                let stream = tls.connect(&host, stream).await.ok()?;
+                exchange_on(TokioIo::new(stream), http2, request, read_body).await
+            }
         }
-        let body = Limited::new(response.into_body(), MAX_BODY).collect().await.ok()?.to_bytes();
-        Some((status, body))
     }
 
     /// Starts checking one endpoint until the returned task is dropped.
@@ -211,6 +247,36 @@ mod grpc_health {
             assert!(!is_serving(&[0, 0, 0, 0, 0]), "UNKNOWN, the field absent");
             assert!(!is_serving(&[0, 0, 0, 0, 2, 0x08]), "cut short");
             assert!(!is_serving(&[1, 0, 0, 0, 2, 0x08, 1]), "compressed frames are not asked for");
+        }
+    }
+}
+
+/// The exchange of [`Prober::exchange`] on a connected stream.
+async fn exchange_on<I>(
+    io: I,
+    http2: bool,
+    request: Request<Full<Bytes>>,
+    read_body: bool,
+) -> Option<(hyper::http::response::Parts, Option<Collected<Bytes>>)>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let talk = |response: hyper::Result<hyper::Response<Incoming>>| async move {
+        let (head, body) = response.ok()?.into_parts();
+        let body = if read_body { Some(Limited::new(body, MAX_BODY).collect().await.ok()?) } else { None };
+        Some((head, body))
+    };
+    if http2 {
+        let (mut sender, connection) = http2::handshake(TokioExecutor::new(), io).await.ok()?;
+        tokio::select! {
+            answer = async { talk(sender.send_request(request).await).await } => answer,
+            _ = connection => None,
+        }
+    } else {
+        let (mut sender, connection) = http1::handshake(io).await.ok()?;
+        tokio::select! {
+            answer = async { talk(sender.send_request(request).await).await } => answer,
+            _ = connection => None,
         }
     }
 }

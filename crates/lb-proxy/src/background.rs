@@ -67,7 +67,13 @@ pub(crate) fn spawn_upstream(
     *upstream.discovery.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status;
     let prober = match &cfg.health_check {
         Some(check) => {
-            Some(Prober::new(active_check_config(check, cfg.protocol)).map_err(|e| fail(e.to_string()))?)
+            let prober =
+                Prober::new(active_check_config(check, cfg.protocol)).map_err(|e| fail(e.to_string()))?;
+            // Checks go over the TLS the traffic uses, with the files read when the upstream was built.
+            Some(match &upstream.settings.tls {
+                Some(tls) => prober.with_tls(lb_tls::TlsConnector::clone(&tls.load())),
+                None => prober,
+            })
         }
         None => None,
     };

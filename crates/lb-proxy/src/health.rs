@@ -53,7 +53,7 @@ pub(crate) fn active_check_config(
     protocol: config::UpstreamProtocol,
 ) -> ActiveCheckConfig {
     ActiveCheckConfig {
-        http2: protocol == config::UpstreamProtocol::H2c,
+        http2: protocol.is_http2(),
         interval: c.interval,
         jitter: c.interval / 10,
         timeout: c.timeout,

@@ -48,6 +48,7 @@ mod bounded;
 pub mod config;
 mod consul;
 pub mod demo;
+mod duplex;
 mod forward;
 mod front;
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::background::{self, UpstreamTasks};
 use crate::config::Config;
 use crate::runtime::{Previous, Runtime};
 use crate::server::{RunningProxy, StartError};
+use crate::upstream::UpstreamConnectors;
 
 /// Why a reload was refused. The running configuration stays in force.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ impl RunningProxy {
                 .map_err(|source| StartError::Tls { address: *listener.listen.get_ref(), source })?;
             renewed.push(prepared);
         }
+        // So are the endpoints' TLS files: new connections use them, open ones keep theirs.
+        let connectors = UpstreamConnectors::read(&config)?;
         let running = self.runtime.load_full();
         let global = &config.global;
         let access_log =
@@ -65,6 +68,7 @@ impl RunningProxy {
             Arc::clone(&running.clock),
             self.tracing.clone(),
             access_log,
+            &connectors,
             Some(previous),
         ));
         let carried_over = |name: &str| matches!((running.upstream(name), next.upstream(name)), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
@@ -90,6 +94,11 @@ impl RunningProxy {
         self.runtime.store(Arc::clone(&next));
         for prepared in renewed {
             prepared.apply();
+        }
+        for upstream in next.upstreams.iter().filter(|u| carried_over(&u.name)) {
+            if let (Some(tls), Some(connector)) = (&upstream.settings.tls, connectors.get(&upstream.name)) {
+                tls.store(Arc::new(connector.clone()));
+            }
         }
         for (name, tasks) in std::mem::take(&mut self.upstream_tasks) {
             if carried_over(&name) {

@@ -13,7 +13,7 @@ use crate::config::{self, Config, Discovery, StaticEndpoint};
 use crate::headers::{RequestIds, TrustedProxies};
 use crate::otel::Tracing;
 use crate::route::{Route, Routes};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamConnectors};
 
 /// Everything a request needs, built once per configuration.
 pub(crate) struct Runtime {
@@ -47,6 +47,7 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         tracing: Option<Arc<Tracing>>,
         access_log: Arc<AccessSink>,
+        connectors: &UpstreamConnectors,
         previous: Option<Previous<'_>>,
     ) -> Runtime {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
@@ -62,7 +63,8 @@ impl Runtime {
                     else {
                         continue;
                     };
-                    let upstream = Upstream::new(name, cfg, choice, config, &clock);
+                    let tls = connectors.get(name).cloned();
+                    let upstream = Upstream::new(name, cfg, choice, config, tls, &clock);
                     if let Discovery::Static(list) = cfg.discovery.get_ref() {
                         let endpoints = list.endpoints.iter().map(static_endpoint);
                         upstream.install(EndpointSet::new(endpoints, clock.now()));

@@ -121,11 +121,13 @@ impl Proxy {
             AccessSink::open(global.access_log, global.access_log_file.as_ref()).map_err(|source| {
                 StartError::AccessLog { path: global.access_log_file.clone().unwrap_or_default(), source }
             })?;
+        let connectors = crate::upstream::UpstreamConnectors::read(&self.config)?;
         let runtime = Arc::new(Runtime::build(
             &self.config,
             Arc::clone(&self.clock),
             tracing.clone(),
             Arc::new(access_log),
+            &connectors,
             None,
         ));
         let (stop, stopped) = watch::channel(false);

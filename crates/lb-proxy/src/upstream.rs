@@ -15,7 +15,7 @@ use lb_health::RetryBudget;
 
 use crate::balancing::{Algorithm, AlgorithmChoice};
 use crate::config;
-use crate::pool::Connections;
+use crate::pool::{Connections, UpstreamTls};
 use crate::retry;
 use crate::telemetry::{BackendMetrics, UpstreamMetrics};
 
@@ -36,6 +36,8 @@ pub(crate) struct Settings {
     pub(crate) retry: config::Retry,
     pub(crate) timeouts: config::Timeouts,
     pub(crate) limits: config::Limits,
+    /// TLS to the endpoints; none: plain TCP.
+    pub(crate) tls: Option<UpstreamTls>,
 }
 
 /// One endpoint's forwarding data; outlives generations while the endpoint
@@ -167,10 +169,38 @@ fn backend_maker(
                 settings.limits.max_idle_connections_per_endpoint,
                 settings.timeouts.idle,
                 settings.timeouts.connect,
+                settings.tls.clone(),
                 Arc::clone(&clock),
             ),
             authority,
         }))
+    }
+}
+
+/// The TLS connector of every upstream that has a `tls` table, its files
+/// read; only [`read`](Self::read) makes one, so none is ever missing.
+#[derive(Debug, Default)]
+pub(crate) struct UpstreamConnectors(HashMap<String, lb_tls::TlsConnector>);
+
+impl UpstreamConnectors {
+    /// Reads every upstream's TLS files, offering its protocol over ALPN.
+    pub(crate) fn read(config: &config::Config) -> Result<Self, crate::server::StartError> {
+        let mut connectors = HashMap::new();
+        for (name, upstream) in &config.upstreams {
+            let upstream = upstream.get_ref();
+            let Some(tls) = &upstream.tls else { continue };
+            let connector =
+                tls.get_ref().to_client_tls().connector(&[upstream.protocol.alpn()]).map_err(|e| {
+                    crate::server::StartError::Upstream { upstream: name.clone(), reason: e.to_string() }
+                })?;
+            connectors.insert(name.clone(), connector);
+        }
+        Ok(UpstreamConnectors(connectors))
+    }
+
+    /// The connector of upstream `name`; none when it has no `tls`.
+    pub(crate) fn get(&self, name: &str) -> Option<&lb_tls::TlsConnector> {
+        self.0.get(name)
     }
 }
 
@@ -227,6 +257,7 @@ impl Upstream {
         cfg: &config::Upstream,
         choice: AlgorithmChoice,
         process: &config::Config,
+        tls: Option<lb_tls::TlsConnector>,
         clock: &Arc<dyn Clock>,
     ) -> Self {
         let settings = Settings {
@@ -241,6 +272,7 @@ impl Upstream {
             retry: cfg.retry.clone(),
             timeouts: cfg.timeouts.clone(),
             limits: cfg.limits.clone(),
+            tls: tls.map(|connector| Arc::new(arc_swap::ArcSwap::from_pointee(connector))),
         };
         let outlier = cfg.outlier_detection.as_ref().map(crate::health::outlier_config);
         let new_backend = backend_maker(name, cfg, &settings, clock);

@@ -243,7 +243,7 @@ fn a_grpc_health_check_needs_an_h2c_upstream() {
     let error = lb_proxy::Config::parse(text, "web.toml").unwrap_err().to_string();
     assert!(
         error
-            .starts_with("web.toml:8:16: health_check.grpc_service speaks gRPC: it needs protocol = \"h2c\""),
+            .starts_with("web.toml:8:16: health_check.grpc_service speaks gRPC: it needs protocol = \"h2c\" (or \"h2\" over tls)"),
         "{error}"
     );
 }

@@ -128,7 +128,7 @@ async fn active_checks_of_an_h2c_upstream_speak_http2() {
 fn an_unknown_protocol_is_refused_where_it_is_written() {
     let text = config("round_robin", &[("127.0.0.1:1".parse().unwrap(), 1)], "protocol = \"h3\"");
     let error = lb_proxy::Config::parse(&text, "p.toml").unwrap_err().to_string();
-    assert!(error.contains("unknown variant `h3`, expected `http1` or `h2c`"), "{error}");
+    assert!(error.contains("unknown variant `h3`, expected one of `http1`, `h2c`, `h2`"), "{error}");
     assert!(error.starts_with("p.toml:14:12:"), "{error}");
 }
 

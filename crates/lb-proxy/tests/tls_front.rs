@@ -153,6 +153,40 @@ fn a_key_that_is_not_the_certificates_is_refused_where_the_config_says_tls() {
     std::fs::write(&path, &missing).unwrap();
     let error = lb_proxy::Config::load(&path).unwrap_err().to_string();
     assert!(error.contains(&format!("{}: No such file", pki.dir().join("gone.pem").display())), "{error}");
+
+    // `lb-proxy check` refuses what every client would refuse.
+    let expired = TestPki::expired(&["web.test"]);
+    let stale = tls_config("127.0.0.1:9".parse().unwrap(), &[(&expired.server_cert, &expired.server_key)]);
+    std::fs::write(&path, &stale).unwrap();
+    let error = lb_proxy::Config::load(&path).unwrap_err().to_string();
+    let expected =
+        format!("{}:5:1: {}: the certificate expired on ", path.display(), expired.server_cert.display());
+    assert!(error.starts_with(&expected), "{error}\nexpected: {expected}");
+}
+
+/// h2load (nghttp2), many multiplexed streams over a few TLS connections:
+/// every request is answered, over h2 negotiated by ALPN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_over_tls_gets_every_request_answered() {
+    let backend = Backend::named("a").await;
+    let pki = TestPki::new(&["web.test"]);
+    let proxy = start(pki.dir(), &tls_config(backend.addr, &[(&pki.server_cert, &pki.server_key)])).await;
+    let url = format!("https://127.0.0.1:{}/", proxy.listen_addresses()[0].port());
+    let run =
+        tokio::process::Command::new("h2load").args(["-n", "2000", "-c", "4", "-m", "16", &url]).output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("h2load finishes")
+        .expect("h2load runs (cargo xtask test installs nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    assert!(
+        text.contains("requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored"),
+        "{text}"
+    );
+    assert!(text.contains("status codes: 2000 2xx"), "{text}");
+    assert_eq!(backend.requests.load(std::sync::atomic::Ordering::SeqCst), 2000);
+    proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

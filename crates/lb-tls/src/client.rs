@@ -10,6 +10,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
 use crate::{TlsError, pem, provider};
 
 /// TLS settings for connections lb opens: the same for the proxy's
@@ -65,6 +68,22 @@ impl ClientTls {
         Ok(Arc::new(config))
     }
 
+    /// A connector that runs the handshake over sockets lb dialed, with
+    /// these settings and `alpn` offered.
+    ///
+    /// # Errors
+    /// As [`client_config`](Self::client_config).
+    pub fn connector(&self, alpn: &[&[u8]]) -> Result<TlsConnector, TlsError> {
+        let server_name = match &self.server_name {
+            Some(name) => {
+                Some(ServerName::try_from(name.clone()).map_err(|_| TlsError::BadServerName(name.clone()))?)
+            }
+            None => None,
+        };
+        let config = self.client_config(alpn)?;
+        Ok(TlsConnector { inner: tokio_rustls::TlsConnector::from(config), server_name })
+    }
+
     fn verifier(&self, provider: &Arc<CryptoProvider>) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
         if self.insecure_skip_verify {
             return Ok(Arc::new(AcceptAnything(Arc::clone(provider))));
@@ -98,6 +117,49 @@ impl ClientTls {
             }
             None => verifier,
         })
+    }
+}
+
+/// Runs the client side of a TLS handshake over a connected socket (see
+/// [`ClientTls::connector`]); cheap to clone.
+#[derive(Clone)]
+pub struct TlsConnector {
+    inner: tokio_rustls::TlsConnector,
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl TlsConnector {
+    /// The negotiated TLS stream over `stream`, a socket connected to `host`
+    /// (a DNS name or an IP address). The SNI sent and the name verified are
+    /// the configured `server_name`, else `host`; an IP address sends no SNI.
+    ///
+    /// # Errors
+    /// `InvalidInput` when `host` is no server name; the handshake's error
+    /// (an unknown issuer, an expired certificate, a refused client
+    /// certificate) as `InvalidData`.
+    pub async fn connect(&self, host: &str, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("`{host}` is not a server name"),
+                    )
+                })?,
+        };
+        self.inner.connect(name, stream).await
+    }
+
+    /// The rustls configuration it connects with.
+    pub fn config(&self) -> &Arc<ClientConfig> {
+        self.inner.config()
     }
 }
 

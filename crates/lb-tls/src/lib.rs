@@ -31,7 +31,7 @@ pub mod testing;
 
 use std::sync::Arc;
 
-pub use client::ClientTls;
+pub use client::{ClientTls, TlsConnector};
 pub use error::TlsError;
 use rustls::crypto::CryptoProvider;
 pub use server::{CertificateFiles, PreparedCertificates, ServedCertificates, ServerTls};

@@ -109,6 +109,7 @@ fn certified_key(
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<CertifiedKey, TlsError> {
     let chain = pem::certificates(&files.cert_file)?;
+    in_validity_period(&chain[0], &files.cert_file)?;
     let key = pem::private_key(&files.key_file)?;
     let context =
         || format!("cert_file {} with key_file {}", files.cert_file.display(), files.key_file.display());
@@ -125,6 +126,26 @@ fn certified_key(
         source => TlsError::Rustls { context: context(), source },
     })?;
     Ok(certified)
+}
+
+/// Refuses a leaf certificate that expired or is not valid yet: every client
+/// would refuse it, so serving it only moves the failure to them.
+fn in_validity_period(
+    leaf: &rustls::pki_types::CertificateDer<'_>,
+    path: &std::path::Path,
+) -> Result<(), TlsError> {
+    let bad = |why: String| TlsError::Pem { path: path.to_path_buf(), why };
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| bad(format!("the first certificate cannot be read: {e}")))?;
+    let validity = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now > validity.not_after {
+        return Err(bad(format!("the certificate expired on {}", validity.not_after)));
+    }
+    if now < validity.not_before {
+        return Err(bad(format!("the certificate is not valid before {}", validity.not_before)));
+    }
+    Ok(())
 }
 
 /// Picks the first certificate valid for the client's SNI, else the default.

@@ -168,3 +168,54 @@ fn bad_files_and_settings_are_named() {
         .unwrap_err();
     assert_eq!(err.to_string(), "server_name `not a name` is not a DNS name or an IP address");
 }
+
+#[tokio::test]
+async fn the_connector_sends_the_host_or_the_server_name_and_verifies_it() {
+    let pki = TestPki::new(&["backend.test"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config(false, &[b"http/1.1"]));
+    let serving = tokio::spawn(async move {
+        let mut names = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            match acceptor.accept(stream).await {
+                Ok(tls) => names.push(tls.get_ref().1.server_name().map(str::to_string)),
+                Err(_) => names.push(None),
+            }
+        }
+        names
+    });
+    let by_ip = trusting(&pki).connector(&[b"http/1.1"]).unwrap();
+    let refused = by_ip.connect("127.0.0.1", TcpStream::connect(address).await.unwrap()).await;
+    assert!(refused.is_err(), "the certificate holds no IP address");
+    let named = ClientTls { server_name: Some("backend.test".into()), ..trusting(&pki) };
+    let tls = named.connector(&[b"http/1.1"]).unwrap();
+    let stream = tls.connect("127.0.0.1", TcpStream::connect(address).await.unwrap()).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(serving.await.unwrap(), [None, Some("backend.test".to_string())], "SNI: none for an IP");
+
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = TcpStream::connect(silent.local_addr().unwrap()).await.unwrap();
+    let err = by_ip.connect("not a host", stream).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn a_listener_refuses_an_expired_certificate_naming_its_file() {
+    let expired = TestPki::expired(&["127.0.0.1"]);
+    let files = lb_tls::CertificateFiles {
+        cert_file: expired.server_cert.clone(),
+        key_file: expired.server_key.clone(),
+    };
+    let err = lb_tls::ServerTls { certificates: vec![files] }.server_config(&[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}: the certificate expired on ", expired.server_cert.display())),
+        "{err}"
+    );
+    assert!(err.contains("2001"), "{err}");
+    let fresh = TestPki::new(&["127.0.0.1"]);
+    let files =
+        lb_tls::CertificateFiles { cert_file: fresh.server_cert.clone(), key_file: fresh.server_key.clone() };
+    assert!(lb_tls::ServerTls { certificates: vec![files] }.server_config(&[]).is_ok());
+}

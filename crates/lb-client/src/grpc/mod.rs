@@ -324,7 +324,7 @@ impl<A: Build + 'static> ChannelBuilder<A> {
             }
         };
         let tls = match &self.tls {
-            Some(tls) => Some(Tls::new(tls)?),
+            Some(tls) => Some(tls.connector(&[b"h2"])?),
             None => None,
         };
         let connect_timeout = self.connect_timeout;
@@ -338,33 +338,12 @@ impl<A: Build + 'static> ChannelBuilder<A> {
     }
 }
 
-/// The rustls configuration and the name to verify, built once per channel.
-#[derive(Clone)]
-struct Tls {
-    config: Arc<rustls::ClientConfig>,
-    server_name: Option<rustls::pki_types::ServerName<'static>>,
-}
-
-impl Tls {
-    fn new(tls: &lb_tls::ClientTls) -> Result<Tls, Error> {
-        let config = tls.client_config(&[b"h2"])?;
-        let server_name = match &tls.server_name {
-            Some(name) => Some(
-                rustls::pki_types::ServerName::try_from(name.clone())
-                    .map_err(|_| lb_tls::TlsError::BadServerName(name.clone()))?,
-            ),
-            None => None,
-        };
-        Ok(Tls { config, server_name })
-    }
-}
-
 /// A lazily connected channel to one endpoint.
 fn channel_to(
     endpoint: &Endpoint,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
-    tls: Option<&Tls>,
+    tls: Option<&lb_tls::TlsConnector>,
 ) -> Channel {
     let uri = http::Uri::builder()
         .scheme("http")
@@ -379,12 +358,12 @@ fn channel_to(
     if let Some(timeout) = request_timeout {
         tonic_endpoint = tonic_endpoint.timeout(timeout);
     }
-    let Some(tls) = tls else { return tonic_endpoint.connect_lazy() };
-    match tls::TlsConnector::new(endpoint.address(), tls.server_name.as_ref(), Arc::clone(&tls.config)) {
-        Some(connector) => tonic_endpoint.connect_with_connector_lazy(connector),
-        // A host that cannot be a TLS name, and no server_name: never plain text
-        // instead; the unroutable channel fails and the endpoint is ejected.
-        None => tonic::transport::Endpoint::from_static("http://0.0.0.0:0/").connect_lazy(),
+    match tls {
+        // A host that cannot be a TLS name fails each connect (never plain text instead).
+        Some(tls) => {
+            tonic_endpoint.connect_with_connector_lazy(tls::TlsConnector::new(endpoint.address(), tls))
+        }
+        None => tonic_endpoint.connect_lazy(),
     }
 }
 

@@ -5,12 +5,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
 use lb_core::Address;
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -18,24 +16,12 @@ use tokio_rustls::client::TlsStream;
 #[derive(Clone)]
 pub(crate) struct TlsConnector {
     address: Address,
-    /// The SNI and verified name: the configured server name, else the endpoint's host.
-    name: ServerName<'static>,
-    tls: tokio_rustls::TlsConnector,
+    tls: lb_tls::TlsConnector,
 }
 
 impl TlsConnector {
-    /// None when no server name is set and the endpoint's host cannot be one.
-    pub(crate) fn new(
-        address: &Address,
-        server_name: Option<&ServerName<'static>>,
-        config: Arc<rustls::ClientConfig>,
-    ) -> Option<Self> {
-        let name = match (server_name, address) {
-            (Some(name), _) => name.clone(),
-            (None, Address::Socket(socket)) => ServerName::IpAddress(socket.ip().into()),
-            (None, Address::Host { host, .. }) => ServerName::try_from(host.clone()).ok()?,
-        };
-        Some(TlsConnector { address: address.clone(), name, tls: tokio_rustls::TlsConnector::from(config) })
+    pub(crate) fn new(address: &Address, tls: &lb_tls::TlsConnector) -> Self {
+        TlsConnector { address: address.clone(), tls: tls.clone() }
     }
 }
 
@@ -52,13 +38,14 @@ impl tower::Service<http::Uri> for TlsConnector {
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let stream = match &this.address {
-                Address::Socket(socket) => TcpStream::connect(socket).await?,
-                Address::Host { host, port } => TcpStream::connect((host.as_str(), *port)).await?,
+            let (stream, host) = match &this.address {
+                Address::Socket(socket) => (TcpStream::connect(socket).await?, socket.ip().to_string()),
+                Address::Host { host, port } => {
+                    (TcpStream::connect((host.as_str(), *port)).await?, host.clone())
+                }
             };
             stream.set_nodelay(true)?;
-            let tls = this.tls.connect(this.name, stream).await?;
-            Ok(TokioIo::new(tls))
+            Ok(TokioIo::new(this.tls.connect(&host, stream).await?))
         })
     }
 }

@@ -240,8 +240,11 @@ impl<A: Build + 'static> PoolBuilder<A> {
         }
         let client = Arc::new(ArcSwap::from_pointee(self.connections.build()?));
         let service: Arc<str> = Arc::from(self.service.as_str());
-        let resilience =
-            Arc::new(Resilience::new(self.resilience.clone(), Arc::clone(&self.clock), &service)?);
+        let mut resilience = Resilience::new(self.resilience.clone(), Arc::clone(&self.clock), &service)?;
+        if self.connections.https {
+            resilience = resilience.checking_over(&self.connections.tls)?;
+        }
+        let resilience = Arc::new(resilience);
         crate::telemetry::describe();
         let source = std::mem::replace(&mut self.source, Source::Static(Vec::new()));
         let (set, follow, discovery) = match source {

@@ -64,6 +64,14 @@ impl Config {
                 return Err(ConfigError::at(path, &text, Some(tls.span()), error.to_string()));
             }
         }
+        for upstream in config.upstreams.values() {
+            let upstream = upstream.get_ref();
+            if let Some(tls) = &upstream.tls
+                && let Err(error) = tls.get_ref().to_client_tls().connector(&[upstream.protocol.alpn()])
+            {
+                return Err(ConfigError::at(path, &text, Some(tls.span()), error.to_string()));
+            }
+        }
         Ok(config)
     }
 
@@ -101,6 +109,9 @@ impl Config {
             *file = base.join(&*file);
         }
         for upstream in self.upstreams.values_mut() {
+            if let Some(tls) = upstream.get_mut().tls.as_mut() {
+                tls.get_mut().resolve_relative_paths(&base);
+            }
             match upstream.get_mut().discovery.get_mut() {
                 Discovery::File(file) if file.path.is_relative() => file.path = base.join(&file.path),
                 Discovery::Consul(consul) => {

@@ -345,9 +345,12 @@ pub struct Upstream {
     /// The selection algorithm, by name (`weighted_round_robin`, the default; `round_robin`, `least_conn`, ...).
     #[serde(default = "default_algorithm")]
     pub algorithm: Spanned<String>,
-    /// How requests reach the endpoints: HTTP/1.1, or HTTP/2 in cleartext (gRPC).
+    /// How requests reach the endpoints: HTTP/1.1, HTTP/2 in cleartext (gRPC), or HTTP/2 over TLS.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints (and their health checks); plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<Spanned<TlsClient>>,
     /// Parameters of the algorithm; each takes its default when absent.
     #[serde(default)]
     pub algorithm_params: AlgorithmParams,
@@ -439,6 +442,20 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 in cleartext with prior knowledge, one multiplexed connection per endpoint (gRPC).
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`), one multiplexed connection per endpoint; needs `tls`.
+    H2,
+}
+
+impl UpstreamProtocol {
+    /// Whether requests go as HTTP/2 streams on one shared connection.
+    pub fn is_http2(self) -> bool {
+        matches!(self, UpstreamProtocol::H2c | UpstreamProtocol::H2)
+    }
+
+    /// The ALPN protocol offered over TLS.
+    pub fn alpn(self) -> &'static [u8] {
+        if self.is_http2() { b"h2" } else { b"http/1.1" }
+    }
 }
 
 /// Where an upstream's endpoints come from; exactly one source.

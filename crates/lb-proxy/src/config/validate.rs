@@ -259,13 +259,24 @@ fn check_upstream(upstream: &Upstream, span: std::ops::Range<usize>, found: &mut
             found.push(Violation::new(span.clone(), "health_check.path must start with `/`"));
         }
         if let Some(service) = &check.grpc_service
-            && upstream.protocol != crate::config::UpstreamProtocol::H2c
+            && !upstream.protocol.is_http2()
         {
             found.push(Violation::new(
                 service.span(),
-                "health_check.grpc_service speaks gRPC: it needs protocol = \"h2c\" on this upstream",
+                "health_check.grpc_service speaks gRPC: it needs protocol = \"h2c\" (or \"h2\" over tls) on this upstream",
             ));
         }
+    }
+    match (&upstream.tls, upstream.protocol) {
+        (Some(tls), crate::config::UpstreamProtocol::H2c) => found.push(Violation::new(
+            tls.span(),
+            "protocol = \"h2c\" is HTTP/2 in cleartext: over tls write protocol = \"h2\"",
+        )),
+        (None, crate::config::UpstreamProtocol::H2) => found.push(Violation::new(
+            span.clone(),
+            "protocol = \"h2\" is HTTP/2 over TLS: add a tls table (e.g. tls = { ca_file = \"ca.pem\" }), or use \"h2c\"",
+        )),
+        _ => {}
     }
     if let Some(outlier) = &upstream.outlier_detection {
         if *outlier.max_ejection_percent.get_ref() > 100 {

@@ -360,7 +360,7 @@ impl<S: ClientStream> Io<S> {
                                 self.forward_native(req, request, span, &mut reply).await
                             }
                             // Boxed: its state would otherwise enlarge every HTTP/1 connection's task.
-                            UpstreamProtocol::H2c => {
+                            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
                                 Box::pin(super::bridge::forward(self, req, request, span, &mut reply)).await;
                             }
                         }

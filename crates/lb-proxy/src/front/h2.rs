@@ -24,6 +24,7 @@ use crate::access_log::AccessEntry;
 use crate::attempt::Finish;
 use crate::body::{BodyEnd, BodyError, Http1Body, ReplayBody, RequestBody, ResponseBody, UpstreamBody};
 use crate::config::HostHeader;
+use crate::duplex::Duplex;
 use crate::forward::{self, ClientFault, Exchange, Forwarded, TryError};
 use crate::headers::{self, Hop, MapWriter, REQUEST_ID};
 use crate::http1::body::{BodyReader, Encoding, Output};
@@ -621,7 +622,7 @@ impl Exchange for HyperExchange {
 
     async fn send(&mut self, backend: &Backend, timeout: Duration) -> Result<HyperAnswer, TryError> {
         match &backend.pool {
-            Connections::H2c(shared) => {
+            Connections::H2(shared) => {
                 let body = self.body.replay().ok_or(TryError::Reset)?;
                 self.send_h2c(shared, backend, body, timeout).await
             }

@@ -240,8 +240,14 @@ mod tests {
         let clock = Arc::new(lb_core::MonotonicClock::new());
         let access_log =
             Arc::new(crate::access_log::AccessSink::open(config.global.access_log, None).unwrap());
-        let runtime =
-            Arc::new(ArcSwap::new(Arc::new(Runtime::build(&config, clock, None, access_log, None))));
+        let runtime = Arc::new(ArcSwap::new(Arc::new(Runtime::build(
+            &config,
+            clock,
+            None,
+            access_log,
+            &Default::default(),
+            None,
+        ))));
         let (_stop, stopped) = watch::channel(false);
         let serving = serve(stream, address, runtime, FrontSettings::new(&config.global), stopped);
         let size = std::mem::size_of_val(&serving);

@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use crate::body::ReplayStats;
 use crate::bounded;
 use crate::config::HostHeader;
+use crate::duplex::Duplex;
 use crate::forward::{ClientFault, Exchange, TryError};
 use crate::http1::body::{self, BodyReader, Encoding, Output, Piece, SourceError};
 use crate::http1::buffer::ReadBuffer;

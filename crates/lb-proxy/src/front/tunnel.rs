@@ -7,7 +7,8 @@ use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::duplex::Duplex;
 
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +20,9 @@ pub(crate) enum TunnelEnd {
 }
 
 /// Copies between `client` and `endpoint` as the module docs say.
-pub(crate) async fn copy_both_ways<S: super::ClientStream>(
+pub(crate) async fn copy_both_ways<S: Duplex, E: Duplex>(
     client: &mut S,
-    endpoint: &mut TcpStream,
+    endpoint: &mut E,
     idle: Duration,
 ) -> io::Result<TunnelEnd> {
     let (mut client_in, mut client_out) = client.split();
@@ -55,6 +56,8 @@ pub(crate) async fn copy_both_ways<S: super::ClientStream>(
 
 #[cfg(test)]
 mod tests {
+    use tokio::net::TcpStream;
+
     use super::*;
 
     async fn pair() -> (TcpStream, TcpStream) {

@@ -9,7 +9,7 @@
 use std::io;
 use std::task::{Context, Poll};
 
-use crate::front::ClientStream;
+use crate::duplex::Duplex;
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// The first allocation of a buffer (nginx's `client_header_buffer_size` is 1 KiB).
@@ -77,11 +77,7 @@ impl ReadBuffer {
     /// Reads once from `stream`, growing the buffer to at most `max` bytes;
     /// how many bytes came (0 at end of stream). The first read waits for
     /// data before it allocates, so an idle connection holds no buffer.
-    pub(crate) async fn fill<S: ClientStream>(
-        &mut self,
-        stream: &mut S,
-        max: usize,
-    ) -> Result<usize, FillError> {
+    pub(crate) async fn fill<S: Duplex>(&mut self, stream: &mut S, max: usize) -> Result<usize, FillError> {
         if self.data.is_empty() {
             stream.readable().await.map_err(FillError::Io)?;
         }

@@ -1,5 +1,5 @@
-//! One shared HTTP/2 connection in cleartext (h2c, prior knowledge) to one
-//! endpoint, as gRPC servers expect. Requests are streams on it; a closed
+//! One shared HTTP/2 connection to one endpoint: in cleartext (h2c, prior
+//! knowledge), as gRPC servers expect, or over TLS (ALPN `h2`). Requests are streams on it; a closed
 //! connection is replaced by the next request, and one that hands a request
 //! back unsent gets it resent on the replacement.
 
@@ -30,6 +30,7 @@ pub(crate) struct SharedConnection {
     /// Held across a connect, so concurrent first requests make one connection, not many.
     current: Mutex<Option<Sender>>,
     connect_timeout: Duration,
+    tls: Option<super::UpstreamTls>,
 }
 
 impl std::fmt::Debug for SharedConnection {
@@ -39,8 +40,8 @@ impl std::fmt::Debug for SharedConnection {
 }
 
 impl SharedConnection {
-    pub(crate) fn new(connect_timeout: Duration) -> Self {
-        SharedConnection { current: Mutex::new(None), connect_timeout }
+    pub(crate) fn new(connect_timeout: Duration, tls: Option<super::UpstreamTls>) -> Self {
+        SharedConnection { current: Mutex::new(None), connect_timeout, tls }
     }
 
     /// Sends `request` as a new stream; at most one fresh connection is made
@@ -82,7 +83,7 @@ impl SharedConnection {
     }
 
     async fn connect(&self, authority: &Authority) -> std::io::Result<Sender> {
-        let stream = super::dial(authority, self.connect_timeout).await?;
+        let stream = super::dial(authority, self.connect_timeout, self.tls.as_ref()).await?;
         let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;

@@ -15,13 +15,13 @@
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::Method;
 use http::uri::Authority;
 use lb_core::{Clock, Timestamp};
-use tokio::net::TcpStream;
+
+use super::stream::EndpointStream;
 
 use crate::http1::buffer::{FillError, ReadBuffer};
 use crate::http1::response::{self, BadResponse, ResponseHead};
@@ -41,7 +41,7 @@ const MAX_INTERIM: usize = 8;
 /// One HTTP/1.1 connection to an endpoint.
 #[derive(Debug)]
 pub(crate) struct UpstreamConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: EndpointStream,
     /// What the endpoint sent and was not consumed yet.
     pub(crate) buf: ReadBuffer,
     /// The response head of the current request, its spans into `buf`.
@@ -72,7 +72,7 @@ pub(crate) enum HeadError {
 }
 
 impl UpstreamConn {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: EndpointStream) -> Self {
         UpstreamConn { stream, buf: ReadBuffer::default(), head: ResponseHead::default(), reused: false }
     }
 
@@ -110,21 +110,9 @@ impl UpstreamConn {
     }
 
     /// Whether an idle connection heard nothing while parked: no FIN, no
-    /// reset, no stray bytes. Reads the socket's readiness, and makes a
-    /// system call only when it says something arrived.
+    /// reset, no stray bytes.
     fn is_quiet(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readiness can be stale: only a read that would block proves the socket quiet.
-            Poll::Ready(Ok(())) => {
-                matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        self.buf.is_empty() && self.stream.is_quiet()
     }
 }
 
@@ -145,6 +133,7 @@ pub(crate) struct EndpointPool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    tls: Option<super::UpstreamTls>,
     /// What idle times are measured with (the runtime's clock).
     clock: Arc<dyn Clock>,
 }
@@ -163,10 +152,11 @@ impl EndpointPool {
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
+        tls: Option<super::UpstreamTls>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let idle = (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect();
-        EndpointPool { idle, max_idle, idle_timeout, connect_timeout, clock }
+        EndpointPool { idle, max_idle, idle_timeout, connect_timeout, tls, clock }
     }
 
     /// This worker thread's stack.
@@ -191,9 +181,9 @@ impl EndpointPool {
         }
     }
 
-    /// A new connection to `authority`, within the connect timeout.
+    /// A new connection to `authority` (over TLS when the upstream has it), within the connect timeout.
     pub(crate) async fn connect(&self, authority: &Authority) -> io::Result<UpstreamConn> {
-        super::dial(authority, self.connect_timeout).await.map(UpstreamConn::new)
+        super::dial(authority, self.connect_timeout, self.tls.as_ref()).await.map(UpstreamConn::new)
     }
 
     /// Parks a connection whose exchange ended cleanly, unless the pool is full.
@@ -295,7 +285,7 @@ mod tests {
     }
 
     fn pool_on(max_idle: usize, clock: Arc<dyn Clock>) -> EndpointPool {
-        EndpointPool::new(1, max_idle, Duration::from_secs(50), Duration::from_secs(1), clock)
+        EndpointPool::new(1, max_idle, Duration::from_secs(50), Duration::from_secs(1), None, clock)
     }
 
     /// Sends one GET on a pooled or new connection and reads the answer.

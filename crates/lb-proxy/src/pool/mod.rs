@@ -4,23 +4,44 @@
 
 pub(crate) mod h2;
 pub(crate) mod http1;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use crate::config::UpstreamProtocol;
 use lb_core::Clock;
+use stream::EndpointStream;
 
-/// A TCP connection to `authority` within `timeout`, with Nagle off (requests are small and latency-bound).
-async fn dial(authority: &Authority, timeout: Duration) -> std::io::Result<tokio::net::TcpStream> {
-    let connecting = tokio::net::TcpStream::connect(authority.as_str());
-    let stream = tokio::time::timeout(timeout, connecting)
+/// How an upstream's connections are secured: a TLS connector, swapped
+/// when a reload reads its files again (connections already open keep theirs).
+pub(crate) type UpstreamTls = Arc<ArcSwap<lb_tls::TlsConnector>>;
+
+/// A connection to `authority` within `timeout`, over TLS when `tls` is
+/// set (the handshake within the same timeout), with Nagle off (requests
+/// are small and latency-bound).
+async fn dial(
+    authority: &Authority,
+    timeout: Duration,
+    tls: Option<&UpstreamTls>,
+) -> std::io::Result<EndpointStream> {
+    let connecting = async {
+        let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+        stream.set_nodelay(true)?;
+        match tls {
+            None => Ok(EndpointStream::Plain(stream)),
+            Some(tls) => {
+                let connector = tls.load_full();
+                Ok(EndpointStream::tls(connector.connect(authority.host(), stream).await?))
+            }
+        }
+    };
+    tokio::time::timeout(timeout, connecting)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
 }
 
 /// How requests reach one endpoint.
@@ -28,18 +49,20 @@ async fn dial(authority: &Authority, timeout: Duration) -> std::io::Result<tokio
 pub(crate) enum Connections {
     /// Keep-alive HTTP/1.1 connections, one request at a time on each.
     Http1(http1::EndpointPool),
-    /// One HTTP/2 connection in cleartext, many requests at once.
-    H2c(h2::SharedConnection),
+    /// One HTTP/2 connection (h2c, or h2 over TLS), many requests at once.
+    H2(h2::SharedConnection),
 }
 
 impl Connections {
-    /// Connections of `protocol` for `workers` threads; the idle limits apply to HTTP/1.1.
+    /// Connections of `protocol` for `workers` threads, over TLS when `tls`
+    /// is set; the idle limits apply to HTTP/1.1.
     pub(crate) fn new(
         protocol: UpstreamProtocol,
         workers: usize,
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
+        tls: Option<UpstreamTls>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         match protocol {
@@ -48,9 +71,12 @@ impl Connections {
                 max_idle,
                 idle_timeout,
                 connect_timeout,
+                tls,
                 clock,
             )),
-            UpstreamProtocol::H2c => Connections::H2c(h2::SharedConnection::new(connect_timeout)),
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
+                Connections::H2(h2::SharedConnection::new(connect_timeout, tls))
+            }
         }
     }
 
