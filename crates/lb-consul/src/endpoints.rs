@@ -3,7 +3,6 @@
 use std::net::{IpAddr, SocketAddr};
 
 use lb_core::{Address, DiscoveryHealth, Endpoint};
-use lb_discovery::{HEALTH_META_KEY, HEALTH_WARNING};
 
 use crate::api::{CheckStatus, ServiceEntry};
 
@@ -32,7 +31,7 @@ pub fn aggregate_status(entry: &ServiceEntry) -> CheckStatus {
 /// - a warning instance stays at `Weights.Warning` (dropped when that is 0)
 ///   with [`DiscoveryHealth::Warning`], which the snapshot consumer turns into the
 ///   `DiscoveryWarning` health flag; a passing one gets `Weights.Passing` and
-///   [`DiscoveryHealth::Passing`]; both are also labelled `lb.health = warning | passing`;
+///   [`DiscoveryHealth::Passing`];
 /// - the address is `Service.Address`, or `Node.Address` when that is empty;
 /// - the id is `node/service-id`, because service ids are unique per node only;
 /// - tags and `Service.Meta` are carried, plus the [`meta_keys`];
@@ -50,10 +49,6 @@ fn endpoint_from(entry: &ServiceEntry, zone_meta_key: Option<&str>) -> Option<En
         CheckStatus::Warning if service.weights.warning == 0 => return None,
         CheckStatus::Warning => (service.weights.warning, DiscoveryHealth::Warning),
         CheckStatus::Passing => (service.weights.passing, DiscoveryHealth::Passing),
-    };
-    let label = match health {
-        DiscoveryHealth::Warning => HEALTH_WARNING,
-        DiscoveryHealth::Passing => "passing",
     };
     let host = if service.address.is_empty() { &entry.node.address } else { &service.address };
     let Some(address) = address_of(host, service.port) else {
@@ -79,7 +74,6 @@ fn endpoint_from(entry: &ServiceEntry, zone_meta_key: Option<&str>) -> Option<En
             .with_meta(meta_keys::SERVICE_ID, service.id.as_str())
             .with_meta(meta_keys::WEIGHT_PASSING, service.weights.passing.to_string())
             .with_meta(meta_keys::WEIGHT_WARNING, service.weights.warning.to_string())
-            .with_meta(HEALTH_META_KEY, label)
             .with_discovery_health(health),
     )
 }
@@ -140,13 +134,11 @@ mod tests {
         assert_eq!(ok.weight(), 10);
         assert_eq!(ok.zone(), Some("eu-1a"));
         assert_eq!(ok.tags(), ["v2".to_string()]);
-        assert_eq!(ok.meta().get(HEALTH_META_KEY).map(String::as_str), Some("passing"));
         assert_eq!(ok.meta().get("zone").map(String::as_str), Some("eu-1a"));
         assert_eq!(ok.meta().get(meta_keys::WEIGHT_WARNING).map(String::as_str), Some("2"));
         let warn = &endpoints[1];
         assert_eq!(warn.address().to_string(), "10.0.0.5:8080");
         assert_eq!(warn.weight(), 2, "warning instances take the warning weight");
-        assert_eq!(warn.meta().get(HEALTH_META_KEY).map(String::as_str), Some(HEALTH_WARNING));
         assert_eq!(warn.discovery_health(), DiscoveryHealth::Warning);
         assert_eq!(ok.discovery_health(), DiscoveryHealth::Passing);
     }

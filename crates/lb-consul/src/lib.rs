@@ -23,9 +23,8 @@
 //! instances and `Weights.Warning` could never apply. Instead, any instance
 //! with a critical check (node checks such as `serfHealth` included) is
 //! dropped; a warning instance stays at its warning weight and is marked
-//! degraded (its [`lb_core::Endpoint::discovery_health`] is `Warning`, also
-//! labelled `lb.health = warning`, which [`lb_discovery::watch_snapshots`]
-//! turns into the `DiscoveryWarning` health flag).
+//! degraded (its [`lb_core::Endpoint::discovery_health`] is `Warning`, which
+//! [`lb_discovery::watch_snapshots`] turns into the `DiscoveryWarning` health flag).
 //!
 //! # TLS
 //!

@@ -8,7 +8,7 @@ use futures_util::{FutureExt, StreamExt};
 use lb_consul::testing::{FakeConsul, Instance};
 use lb_consul::{Backoff, ConsulClient, ConsulConfig, ConsulError, HealthWatch, HttpCheck, Registration};
 use lb_core::{Change, Endpoint, HealthStatus, ManualClock};
-use lb_discovery::{ChangeStream, HEALTH_META_KEY, Source, changes, watch_snapshots};
+use lb_discovery::{ChangeStream, Source, changes, watch_snapshots};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -137,7 +137,7 @@ async fn warning_instances_take_the_warning_weight_and_critical_ones_leave() {
         let set = snapshots.borrow_and_update();
         let warned = set.get(0).unwrap();
         assert_eq!(warned.endpoint().weight(), 1, "Weights.Warning");
-        assert_eq!(warned.endpoint().meta().get(HEALTH_META_KEY).map(String::as_str), Some("warning"));
+        assert_eq!(warned.endpoint().discovery_health(), lb_core::DiscoveryHealth::Warning);
         assert_eq!(warned.state().status(), HealthStatus::Degraded, "still eligible, marked degraded");
         assert!(warned.state().is_eligible());
     }

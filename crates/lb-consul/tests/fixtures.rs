@@ -1,7 +1,6 @@
 //! Consul's documented sample JSON, decoded and encoded by this crate.
 
 use lb_consul::{CheckStatus, HttpCheck, Registration, ServiceEntry, endpoints_from, meta_keys};
-use lb_discovery::HEALTH_META_KEY;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ fn the_documented_health_response_decodes() {
     assert_eq!(redis.tags(), ["primary".to_string()]);
     assert_eq!(redis.meta().get("redis_version").map(String::as_str), Some("4.0"));
     assert_eq!(redis.meta().get(meta_keys::NODE).map(String::as_str), Some("foobar"));
-    assert_eq!(redis.meta().get(HEALTH_META_KEY).map(String::as_str), Some("passing"));
+    assert_eq!(redis.discovery_health(), lb_core::DiscoveryHealth::Passing);
 }
 
 /// The documented entry, edited the way live clusters differ from it.

@@ -60,6 +60,18 @@ pub(crate) struct Entry {
     meta: BTreeMap<String, String>,
     #[serde(default)]
     id: Option<String>,
+    /// `"warning"`: takes traffic but is degraded, as Consul's warning instances.
+    #[serde(default)]
+    health: EntryHealth,
+}
+
+/// An entry's discovery health as the file writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EntryHealth {
+    #[default]
+    Passing,
+    Warning,
 }
 
 fn one() -> u32 {
@@ -94,6 +106,9 @@ impl Entry {
         }
         for (key, value) in self.meta {
             endpoint = endpoint.with_meta(key, value);
+        }
+        if self.health == EntryHealth::Warning {
+            endpoint = endpoint.with_discovery_health(lb_core::DiscoveryHealth::Warning);
         }
         endpoint
     }
@@ -159,6 +174,7 @@ zone = "eu-1a"
 tags = ["canary"]
 meta = { version = "2" }
 id = "web-1"
+health = "warning"
 
 [[endpoints]]
 address = "web-2.internal:8080"
@@ -169,7 +185,7 @@ address = "web-2.internal:8080"
         let from_toml = parse_endpoints(TOML, FileFormat::Toml).unwrap();
         let json = r#"{"endpoints": [
             {"address": "10.0.0.1:8080", "weight": 3, "zone": "eu-1a", "tags": ["canary"],
-             "meta": {"version": "2"}, "id": "web-1"},
+             "meta": {"version": "2"}, "id": "web-1", "health": "warning"},
             {"address": "web-2.internal:8080"}
         ]}"#;
         let from_json = parse_endpoints(json, FileFormat::Json).unwrap();
@@ -182,6 +198,8 @@ address = "web-2.internal:8080"
         assert_eq!(first.meta().get("version").map(String::as_str), Some("2"));
         assert_eq!(from_toml[1].id().as_str(), "web-2.internal:8080", "the id defaults to the address");
         assert_eq!(from_toml[1].weight(), 1);
+        assert_eq!(first.discovery_health(), lb_core::DiscoveryHealth::Warning);
+        assert_eq!(from_toml[1].discovery_health(), lb_core::DiscoveryHealth::Passing);
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub use config::{ConfigEntry, SourceConfig, SourceConfigError};
 pub use dns::{DnsConfig, DnsError, DnsQuery, DnsSource};
 pub use file::{DEFAULT_DEBOUNCE, FileError, FileSource};
 pub use file_format::{FileFormat, ParseError, parse_endpoints};
-pub use snapshots::{HEALTH_META_KEY, HEALTH_WARNING, fold_snapshots, watch_snapshots};
+pub use snapshots::{fold_snapshots, watch_snapshots};
 pub use source::{ChangeStream, ListDiffer, Source, SourceReport, SourceStatus, changes, watched};
 pub use static_list::StaticSource;
 

@@ -4,20 +4,6 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use lb_core::{Change, Clock, DiscoveryHealth, EndpointSet, HealthFlag};
 use tokio::sync::watch;
 
-/// The metadata key that labels an endpoint's discovery health.
-///
-/// Discovery health is a field of the endpoint
-/// ([`Endpoint::discovery_health`](lb_core::Endpoint::discovery_health)); Consul
-/// still labels its endpoints `lb.health = passing | warning` for display, and
-/// an endpoint labelled [`HEALTH_WARNING`] by a source that does not set the
-/// field (a hand-written list) counts as a warning too. The snapshot consumer
-/// raises [`HealthFlag::DiscoveryWarning`] on those members and clears it on
-/// all others, so the flag always mirrors discovery.
-pub const HEALTH_META_KEY: &str = "lb.health";
-
-/// The [`HEALTH_META_KEY`] value of an endpoint that takes traffic but is degraded.
-pub const HEALTH_WARNING: &str = "warning";
-
 /// At most this many already-waiting changes are folded into one published
 /// snapshot, so a burst costs one rebuild while a flood cannot starve readers.
 const MAX_BATCH: usize = 4096;
@@ -74,12 +60,11 @@ where
 }
 
 /// Makes every member's [`HealthFlag::DiscoveryWarning`] match what discovery
-/// reports: the endpoint's discovery health, or the [`HEALTH_META_KEY`] label.
+/// reports (the endpoint's [`discovery_health`](lb_core::Endpoint::discovery_health)),
+/// raised on warning members and cleared on all others. Discovery is its only owner.
 fn sync_degraded_flags(set: &EndpointSet) {
     for member in set {
-        let endpoint = member.endpoint();
-        let warning = endpoint.discovery_health() == DiscoveryHealth::Warning
-            || endpoint.meta().get(HEALTH_META_KEY).is_some_and(|v| v == HEALTH_WARNING);
+        let warning = member.endpoint().discovery_health() == DiscoveryHealth::Warning;
         member.state().set_flag(HealthFlag::DiscoveryWarning, warning);
     }
 }
@@ -129,15 +114,6 @@ mod tests {
         tx.send(Change::Update(passing)).unwrap();
         snapshots.changed().await.unwrap();
         assert_eq!(snapshots.borrow().get(0).unwrap().state().status(), HealthStatus::Healthy);
-    }
-
-    #[tokio::test]
-    async fn a_warning_label_from_a_source_without_the_field_still_counts() {
-        degraded_then_cleared(
-            ep(1).with_meta(HEALTH_META_KEY, HEALTH_WARNING),
-            ep(1).with_meta(HEALTH_META_KEY, "passing"),
-        )
-        .await;
     }
 
     #[tokio::test]
