@@ -98,6 +98,10 @@ impl FromStr for Address {
     /// Reads `1.2.3.4:80`, `[::1]:80` or `name.example:80`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         if let Ok(addr) = text.parse::<SocketAddr>() {
+            // Port 0 means "any port" to a listener; nothing can be reached there.
+            if addr.port() == 0 {
+                return Err(AddressError::BadPort(text.to_string()));
+            }
             return Ok(Address::Socket(addr));
         }
         let (host, port) =
@@ -252,6 +256,11 @@ mod tests {
     fn bad_addresses_say_why() {
         assert!(matches!("localhost".parse::<Address>(), Err(AddressError::MissingPort(_))));
         assert!(matches!("host:0".parse::<Address>(), Err(AddressError::BadPort(_))));
+        assert!(
+            matches!("10.0.0.1:0".parse::<Address>(), Err(AddressError::BadPort(_))),
+            "nothing listens on port 0"
+        );
+        assert!(matches!("[::1]:0".parse::<Address>(), Err(AddressError::BadPort(_))));
         assert!(matches!("host:99999".parse::<Address>(), Err(AddressError::BadPort(_))));
         assert!(matches!(":80".parse::<Address>(), Err(AddressError::BadHost(_))));
         assert!(matches!("a b:80".parse::<Address>(), Err(AddressError::BadHost(_))));

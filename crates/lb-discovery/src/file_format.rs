@@ -58,7 +58,7 @@ pub(crate) struct Entry {
     tags: Vec<String>,
     #[serde(default)]
     meta: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "id")]
     id: Option<String>,
     /// `"warning"`: takes traffic but is degraded, as Consul's warning instances.
     #[serde(default)]
@@ -81,6 +81,15 @@ fn one() -> u32 {
 fn address<'de, D: Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
     let text = String::deserialize(d)?;
     text.parse().map_err(serde::de::Error::custom)
+}
+
+fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match String::deserialize(d)? {
+        id if id.is_empty() => {
+            Err(serde::de::Error::custom("id must not be empty (leave it out to use the address)"))
+        }
+        id => Ok(Some(id)),
+    }
 }
 
 fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -122,7 +131,8 @@ impl Entry {
 ///
 /// # Errors
 /// A [`ParseError`] with the line and column of the first problem: bad
-/// syntax, an unknown field, a bad address or a zero weight.
+/// syntax, an unknown field, a bad address, a zero weight, an empty id, or
+/// two entries with the same id (an entry's id defaults to its address).
 pub fn parse_endpoints(text: &str, format: FileFormat) -> Result<Vec<Endpoint>, ParseError> {
     if text.trim().is_empty() {
         return Err(ParseError {
@@ -142,7 +152,47 @@ pub fn parse_endpoints(text: &str, format: FileFormat) -> Result<Vec<Endpoint>, 
             message: json_message(&e),
         })?,
     };
-    Ok(file.endpoints.into_iter().map(Entry::into_endpoint).collect())
+    let endpoints: Vec<Endpoint> = file.endpoints.into_iter().map(Entry::into_endpoint).collect();
+    let mut seen = std::collections::HashMap::with_capacity(endpoints.len());
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        if let Some(first) = seen.insert(endpoint.id().as_str(), index) {
+            let (line, column) = entry_position(text, format, index);
+            let message = format!(
+                "entry {} has the id `{}` of entry {} (an id defaults to the address): ids must differ",
+                index + 1,
+                endpoint.id().as_str(),
+                first + 1
+            );
+            return Err(ParseError { line, column, message });
+        }
+    }
+    Ok(endpoints)
+}
+
+/// Where the `index`th entry of a text that parsed starts, as 1-based line and column.
+fn entry_position(text: &str, format: FileFormat, index: usize) -> (usize, usize) {
+    let offset = match format {
+        FileFormat::Toml => {
+            #[derive(Deserialize)]
+            struct Spans {
+                endpoints: Vec<toml::Spanned<toml::Value>>,
+            }
+            toml::from_str::<Spans>(text).ok().and_then(|s| s.endpoints.get(index).map(|e| e.span().start))
+        }
+        FileFormat::Json => {
+            #[derive(Deserialize)]
+            struct Raw<'a> {
+                #[serde(borrow)]
+                endpoints: Vec<&'a serde_json::value::RawValue>,
+            }
+            serde_json::from_str::<Raw<'_>>(text).ok().and_then(|raw| {
+                // A borrowed raw value is a slice of `text`: its address gives its offset.
+                let entry = raw.endpoints.get(index)?.get();
+                Some(entry.as_ptr() as usize - text.as_ptr() as usize)
+            })
+        }
+    };
+    line_and_column(text, offset.unwrap_or(0))
 }
 
 /// serde_json appends " at line L column C" to its message; we report those separately.
@@ -200,6 +250,27 @@ address = "web-2.internal:8080"
         assert_eq!(from_toml[1].weight(), 1);
         assert_eq!(first.discovery_health(), lb_core::DiscoveryHealth::Warning);
         assert_eq!(from_toml[1].discovery_health(), lb_core::DiscoveryHealth::Passing);
+    }
+
+    #[test]
+    fn an_empty_id_and_two_entries_with_one_id_are_refused_where_they_are() {
+        let empty = "[[endpoints]]\naddress = \"10.0.0.1:80\"\nid = \"\"\n";
+        let err = parse_endpoints(empty, FileFormat::Toml).unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+        assert!(err.message.starts_with("id must not be empty"), "{err}");
+
+        let twice = "endpoints = [\n  { address = \"10.0.0.1:80\" },\n  { address = \"10.0.0.2:80\", id = \"a\" },\n  { address = \"10.0.0.1:80\" },\n]\n";
+        let err = parse_endpoints(twice, FileFormat::Toml).unwrap_err();
+        assert_eq!((err.line, err.column), (4, 3), "{err}");
+        assert_eq!(
+            err.message,
+            "entry 3 has the id `10.0.0.1:80` of entry 1 (an id defaults to the address): ids must differ"
+        );
+
+        let json = "{\"endpoints\": [\n  {\"address\": \"10.0.0.1:80\", \"id\": \"a\"},\n  {\"address\": \"10.0.0.2:80\", \"id\": \"a\"}\n]}";
+        let err = parse_endpoints(json, FileFormat::Json).unwrap_err();
+        assert_eq!((err.line, err.column), (3, 3), "{err}");
+        assert!(err.message.starts_with("entry 2 has the id `a` of entry 1"), "{err}");
     }
 
     #[test]
