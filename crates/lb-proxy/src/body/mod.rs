@@ -1,5 +1,5 @@
 //! The body types of requests and responses that hyper carries (an
-//! HTTP/2 client, or an h2c endpoint); lb's HTTP/1.1 engine moves bodies
+//! HTTP/2 client, or an HTTP/2 endpoint); lb's HTTP/1.1 engine moves bodies
 //! itself (`crate::http1::body`).
 //!
 //! They are enums rather than boxed trait objects, so the common cases (an
@@ -25,7 +25,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What every body here returns from `poll_frame`.
 pub(crate) type PolledFrame = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
-/// A client's body fed by the task that reads it (an HTTP/1 client to an h2c endpoint).
+/// A client's body fed by the task that reads it (an HTTP/1 client to an HTTP/2 endpoint).
 pub(crate) type PipedBody = http_body_util::channel::Channel<Bytes, BoxError>;
 
 /// What the proxy sends to an endpoint.
@@ -35,7 +35,7 @@ pub(crate) enum RequestBody {
     Empty,
     /// An HTTP/2 client's body, streamed and kept for replay up to a limit.
     Streamed(ReplayBody<Incoming>),
-    /// An HTTP/1 client's body on its way to an h2c endpoint, kept the same way.
+    /// An HTTP/1 client's body on its way to an HTTP/2 endpoint, kept the same way.
     Piped(ReplayBody<PipedBody>),
 }
 
@@ -95,7 +95,7 @@ pub(crate) trait OnEnd: Send + Unpin + 'static {
 /// An endpoint's response body, as hyper or lb's HTTP/1.1 engine reads it.
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {
-    /// From an h2c endpoint.
+    /// From an HTTP/2 endpoint.
     H2(Incoming),
     /// From an HTTP/1.1 endpoint.
     H1(Box<Http1Body>),

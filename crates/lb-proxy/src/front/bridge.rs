@@ -1,4 +1,4 @@
-//! An HTTP/1.x client's request to an h2c endpoint. The head becomes an
+//! An HTTP/1.x client's request to an HTTP/2 endpoint. The head becomes an
 //! HTTP/2 request for hyper's client; the body is pumped from the client's
 //! connection into it while the attempt loop runs (and on while the answer
 //! streams back, for full-duplex calls); the answer is written back with
@@ -28,7 +28,7 @@ use crate::http1::write::{self, ResponseEdits};
 use crate::otel::RequestSpan;
 use crate::pool::http1::{BODY_BUFFER, MAX_RESPONSE_HEAD};
 
-/// Forwards an HTTP/1.x request to an h2c upstream and relays the answer.
+/// Forwards an HTTP/1.x request to an HTTP/2 upstream and relays the answer.
 pub(crate) async fn forward<S: super::ClientStream>(
     io: &mut Io<S>,
     req: &Arrived,

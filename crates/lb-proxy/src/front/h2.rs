@@ -1,6 +1,6 @@
 //! HTTP/2 clients, on hyper's server: each request becomes a
 //! [`HyperExchange`] for the attempt loop, and goes to HTTP/1.1 endpoints
-//! through lb's engine or to h2c endpoints through hyper's client.
+//! through lb's engine or to HTTP/2 endpoints through hyper's client.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -408,7 +408,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// A request that hyper carries on one side at least: an HTTP/2 client's,
-/// or an HTTP/1 client's on its way to an h2c endpoint.
+/// or an HTTP/1 client's on its way to an HTTP/2 endpoint.
 pub(crate) struct HyperExchange {
     parts: Parts,
     body: RequestBody,
@@ -447,7 +447,7 @@ impl HyperExchange {
         }
     }
 
-    async fn send_h2c(
+    async fn send_h2(
         &self,
         shared: &crate::pool::h2::SharedConnection,
         backend: &Backend,
@@ -624,7 +624,7 @@ impl Exchange for HyperExchange {
         match &backend.pool {
             Connections::H2(shared) => {
                 let body = self.body.replay().ok_or(TryError::Reset)?;
-                self.send_h2c(shared, backend, body, timeout).await
+                self.send_h2(shared, backend, body, timeout).await
             }
             Connections::Http1(pool) => {
                 let mut stale_retry = self.parts.method.is_idempotent();

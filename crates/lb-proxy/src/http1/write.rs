@@ -149,7 +149,7 @@ pub(crate) fn response_head(out: &mut Vec<u8>, head: &ResponseHead, buf: &[u8], 
     ending(out, edits);
 }
 
-/// Writes a response head hyper received (from an h2c endpoint) as it goes to an HTTP/1.x client.
+/// Writes a response head hyper received (from an HTTP/2 endpoint) as it goes to an HTTP/1.x client.
 pub(crate) fn response_head_from(
     out: &mut Vec<u8>,
     status: StatusCode,

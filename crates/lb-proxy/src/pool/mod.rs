@@ -1,6 +1,6 @@
 //! Connections to one endpoint: a pool of keep-alive HTTP/1.1 connections
-//! on lb's own engine, or one shared, multiplexed HTTP/2 connection (h2c,
-//! for gRPC) on hyper.
+//! on lb's own engine, or one shared, multiplexed HTTP/2 connection (h2c or h2)
+//! on hyper, as gRPC servers want.
 
 pub(crate) mod h2;
 pub(crate) mod http1;
