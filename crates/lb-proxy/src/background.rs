@@ -69,9 +69,9 @@ pub(crate) fn spawn_upstream(
         Some(check) => {
             let prober =
                 Prober::new(active_check_config(check, cfg.protocol)).map_err(|e| fail(e.to_string()))?;
-            // Checks go over the TLS the traffic uses, with the files read when the upstream was built.
+            // Checks go over the TLS the traffic uses (a clone: a reload's renewed files reach both).
             Some(match &upstream.settings.tls {
-                Some(tls) => prober.with_tls(lb_tls::TlsConnector::clone(&tls.load())),
+                Some(tls) => prober.with_tls(tls.clone()),
                 None => prober,
             })
         }

@@ -97,7 +97,7 @@ impl RunningProxy {
         }
         for upstream in next.upstreams.iter().filter(|u| carried_over(&u.name)) {
             if let (Some(tls), Some(connector)) = (&upstream.settings.tls, connectors.get(&upstream.name)) {
-                tls.store(Arc::new(connector.clone()));
+                tls.renew(connector);
             }
         }
         for (name, tasks) in std::mem::take(&mut self.upstream_tasks) {

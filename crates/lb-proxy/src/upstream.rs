@@ -272,7 +272,7 @@ impl Upstream {
             retry: cfg.retry.clone(),
             timeouts: cfg.timeouts.clone(),
             limits: cfg.limits.clone(),
-            tls: tls.map(|connector| Arc::new(arc_swap::ArcSwap::from_pointee(connector))),
+            tls,
         };
         let outlier = cfg.outlier_detection.as_ref().map(crate::health::outlier_config);
         let new_backend = backend_maker(name, cfg, &settings, clock);

@@ -316,3 +316,31 @@ async fn bad_tls_settings_are_refused_where_they_are_written_and_a_reload_keeps_
     assert_eq!(send(address, "GET", Bytes::new()).await.0, StatusCode::OK, "the running TLS stays");
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_the_endpoints_ca_file_again() {
+    let (old, new) = (TestPki::new(&["127.0.0.1"]), TestPki::new(&["127.0.0.1"]));
+    let backend = tls_backend(new.server_config(false, &[])).await;
+    let ca = old.dir().join("endpoints-ca.pem");
+    std::fs::copy(&old.ca, &ca).unwrap();
+    let text =
+        config(&[backend.addr], &format!("tls = {{ ca_file = \"{}\" }}\nretry.attempts = 1", ca.display()));
+    let mut proxy = start(old.dir(), &text).await;
+    let address = proxy.listen_addresses()[0];
+    assert_eq!(
+        send(address, "GET", Bytes::new()).await.0,
+        StatusCode::BAD_GATEWAY,
+        "the old CA does not know it"
+    );
+
+    // The file is renewed in place; the configuration text is the same, so the upstream is carried over.
+    std::fs::copy(&new.ca, &ca).unwrap();
+    let same = lb_proxy::Config::load(old.dir().join("lb.toml")).unwrap();
+    proxy.reload(same).await.unwrap();
+    assert_eq!(
+        send(address, "GET", Bytes::new()).await.0,
+        StatusCode::OK,
+        "new connections trust the renewed CA"
+    );
+    proxy.shutdown().await;
+}

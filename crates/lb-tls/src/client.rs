@@ -10,6 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -81,7 +82,8 @@ impl ClientTls {
             None => None,
         };
         let config = self.client_config(alpn)?;
-        Ok(TlsConnector { inner: tokio_rustls::TlsConnector::from(config), server_name })
+        let settings = Settings { inner: tokio_rustls::TlsConnector::from(config), server_name };
+        Ok(TlsConnector { current: Arc::new(ArcSwap::from_pointee(settings)) })
     }
 
     fn verifier(&self, provider: &Arc<CryptoProvider>) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
@@ -121,16 +123,23 @@ impl ClientTls {
 }
 
 /// Runs the client side of a TLS handshake over a connected socket (see
-/// [`ClientTls::connector`]); cheap to clone.
+/// [`ClientTls::connector`]). Cheap to clone, and clones share their
+/// settings: [`renew`](Self::renew) on one applies to every clone, so the
+/// traffic and the health checks of an upstream always use the same files.
 #[derive(Clone)]
 pub struct TlsConnector {
+    current: Arc<ArcSwap<Settings>>,
+}
+
+struct Settings {
     inner: tokio_rustls::TlsConnector,
     server_name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for TlsConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsConnector").field("server_name", &self.server_name).finish_non_exhaustive()
+        let server_name = self.current.load().server_name.clone();
+        f.debug_struct("TlsConnector").field("server_name", &server_name).finish_non_exhaustive()
     }
 }
 
@@ -144,7 +153,8 @@ impl TlsConnector {
     /// (an unknown issuer, an expired certificate, a refused client
     /// certificate) as `InvalidData`.
     pub async fn connect(&self, host: &str, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        let name = match &self.server_name {
+        let settings = self.current.load_full();
+        let name = match &settings.server_name {
             Some(name) => name.clone(),
             None => ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_string())
                 .map_err(|_| {
@@ -154,12 +164,19 @@ impl TlsConnector {
                     )
                 })?,
         };
-        self.inner.connect(name, stream).await
+        settings.inner.connect(name, stream).await
     }
 
-    /// The rustls configuration it connects with.
-    pub fn config(&self) -> &Arc<ClientConfig> {
-        self.inner.config()
+    /// The rustls configuration it connects with now.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        Arc::clone(self.current.load().inner.config())
+    }
+
+    /// Connects with `newer`'s settings from now on, in this connector and
+    /// every clone of it (files read again on a reload); connections
+    /// already made keep theirs.
+    pub fn renew(&self, newer: &TlsConnector) {
+        self.current.store(newer.current.load_full());
     }
 }
 

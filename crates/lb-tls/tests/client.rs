@@ -219,3 +219,25 @@ fn a_listener_refuses_an_expired_certificate_naming_its_file() {
         lb_tls::CertificateFiles { cert_file: fresh.server_cert.clone(), key_file: fresh.server_key.clone() };
     assert!(lb_tls::ServerTls { certificates: vec![files] }.server_config(&[]).is_ok());
 }
+
+#[tokio::test]
+async fn renewing_a_connector_reaches_every_clone() {
+    let (old, new) = (TestPki::new(&["127.0.0.1"]), TestPki::new(&["127.0.0.1"]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(new.server_config(false, &[]));
+    let serving = tokio::spawn(async move {
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = acceptor.accept(stream).await;
+        }
+    });
+    let connector = trusting(&old).connector(&[]).unwrap();
+    let clone = connector.clone();
+    let before = clone.connect("127.0.0.1", TcpStream::connect(address).await.unwrap()).await;
+    assert!(before.is_err(), "the server's CA is not trusted yet");
+    connector.renew(&trusting(&new).connector(&[]).unwrap());
+    let after = clone.connect("127.0.0.1", TcpStream::connect(address).await.unwrap()).await;
+    assert!(after.is_ok(), "the clone trusts the renewed CA: {after:?}");
+    serving.await.unwrap();
+}

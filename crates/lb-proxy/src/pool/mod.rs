@@ -9,16 +9,15 @@ pub(crate) mod stream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::uri::Authority;
 
 use crate::config::UpstreamProtocol;
 use lb_core::Clock;
 use stream::EndpointStream;
 
-/// How an upstream's connections are secured: a TLS connector, swapped
-/// when a reload reads its files again (connections already open keep theirs).
-pub(crate) type UpstreamTls = Arc<ArcSwap<lb_tls::TlsConnector>>;
+/// How an upstream's connections are secured; a reload that reads its files
+/// again renews it in place (connections already open keep theirs).
+pub(crate) type UpstreamTls = lb_tls::TlsConnector;
 
 /// A connection to `authority` within `timeout`, over TLS when `tls` is
 /// set (the handshake within the same timeout), with Nagle off (requests
@@ -33,10 +32,7 @@ async fn dial(
         stream.set_nodelay(true)?;
         match tls {
             None => Ok(EndpointStream::Plain(stream)),
-            Some(tls) => {
-                let connector = tls.load_full();
-                Ok(EndpointStream::tls(connector.connect(authority.host(), stream).await?))
-            }
+            Some(tls) => Ok(EndpointStream::tls(tls.connect(authority.host(), stream).await?)),
         }
     };
     tokio::time::timeout(timeout, connecting)
