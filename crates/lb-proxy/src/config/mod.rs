@@ -19,7 +19,8 @@ pub use model::*;
 
 /// The line of `text` that holds byte `offset`.
 fn line_at(text: &str, offset: usize) -> &str {
-    let offset = offset.min(text.len());
+    // An error span may fall inside a multi-byte character; slice at the character's start.
+    let offset = text.floor_char_boundary(offset);
     let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     &text[start..end]
@@ -132,5 +133,20 @@ impl Config {
     /// A name for configuration given as text in tests and examples.
     pub fn inline_name() -> PathBuf {
         PathBuf::from("<inline>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_at;
+
+    #[test]
+    fn line_at_takes_the_whole_line_even_from_inside_a_character() {
+        let text = "a = \"é\"\nb = 1\n";
+        let inside = text.find('é').unwrap() + 1;
+        assert!(!text.is_char_boundary(inside));
+        assert_eq!(line_at(text, inside), "a = \"é\"");
+        assert_eq!(line_at(text, text.len() + 10), "");
+        assert_eq!(line_at(text, text.find('b').unwrap()), "b = 1");
     }
 }
