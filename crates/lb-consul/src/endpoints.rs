@@ -33,7 +33,8 @@ pub fn aggregate_status(entry: &ServiceEntry) -> CheckStatus {
 ///   `DiscoveryWarning` health flag; a passing one gets `Weights.Passing` and
 ///   [`DiscoveryHealth::Passing`];
 /// - the address is `Service.Address`, or `Node.Address` when that is empty;
-/// - the id is `node/service-id`, because service ids are unique per node only;
+/// - the id is `node/service-id`, because service ids are unique per node only
+///   (a `/` or `%` inside either part is percent-encoded, so two instances never share one);
 /// - tags and `Service.Meta` are carried, plus the [`meta_keys`];
 /// - with `zone_meta_key`, that `Service.Meta` entry becomes the zone.
 ///
@@ -56,7 +57,7 @@ fn endpoint_from(entry: &ServiceEntry, zone_meta_key: Option<&str>) -> Option<En
         return None;
     };
     let mut endpoint = Endpoint::new(address)
-        .with_id(format!("{}/{}", entry.node.name, service.id).as_str())
+        .with_id(format!("{}/{}", id_part(&entry.node.name), id_part(&service.id)).as_str())
         .with_weight(weight);
     for tag in &service.tags {
         endpoint = endpoint.with_tag(tag.as_str());
@@ -76,6 +77,11 @@ fn endpoint_from(entry: &ServiceEntry, zone_meta_key: Option<&str>) -> Option<En
             .with_meta(meta_keys::WEIGHT_WARNING, service.weights.warning.to_string())
             .with_discovery_health(health),
     )
+}
+
+/// One part of an endpoint id, with the separator (and the escape) percent-encoded.
+pub(crate) fn id_part(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['/', '%']) { text.replace('%', "%25").replace('/', "%2F").into() } else { text.into() }
 }
 
 fn address_of(host: &str, port: u16) -> Option<Address> {
@@ -154,5 +160,23 @@ mod tests {
         assert_eq!(endpoints[0].zone(), None);
         let bad = entry("bad", "not an address", &[]);
         assert!(endpoints_from(&[bad], None).is_empty());
+    }
+
+    #[test]
+    fn a_slash_in_a_node_name_or_service_id_cannot_make_two_ids_one() {
+        let mut first = entry("b/c", "10.0.0.1", &[]);
+        first.node.name = "a".into();
+        let mut second = entry("c", "10.0.0.2", &[]);
+        second.node.name = "a/b".into();
+        let endpoints = endpoints_from(&[first, second], None);
+        assert_eq!(endpoints[0].id().as_str(), "a/b%2Fc");
+        assert_eq!(endpoints[1].id().as_str(), "a%2Fb/c");
+        let mut percent = entry("x%2Fy", "10.0.0.3", &[]);
+        percent.node.name = "n".into();
+        assert_eq!(
+            endpoints_from(&[percent], None)[0].id().as_str(),
+            "n/x%252Fy",
+            "the escape is escaped too"
+        );
     }
 }

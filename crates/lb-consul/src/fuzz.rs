@@ -45,7 +45,8 @@ fn check_entries(entries: &[ServiceEntry]) -> Result<(), TestCaseError> {
     for endpoint in &endpoints {
         let node = endpoint.meta().get(crate::meta_keys::NODE).cloned().unwrap_or_default();
         let service_id = endpoint.meta().get(crate::meta_keys::SERVICE_ID).cloned().unwrap_or_default();
-        prop_assert_eq!(endpoint.id().as_str(), format!("{node}/{service_id}"));
+        let id = format!("{}/{}", crate::endpoints::id_part(&node), crate::endpoints::id_part(&service_id));
+        prop_assert_eq!(endpoint.id().as_str(), id);
         let entry = kept.iter().find(|e| e.node.name == node && e.service.id == service_id);
         prop_assert!(entry.is_some(), "an endpoint from an unhealthy or unknown entry");
         let entry = entry.expect("checked");
