@@ -30,6 +30,8 @@ use tokio::task::JoinHandle;
 struct TlsBackend {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
+    /// Requests that came as HTTP/2.
+    http2_requests: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -43,20 +45,28 @@ async fn tls_backend(config: Arc<rustls::ServerConfig>) -> TlsBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&connections);
+    let http2_requests = Arc::new(AtomicUsize::new(0));
+    let (counted, http2) = (Arc::clone(&connections), Arc::clone(&http2_requests));
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let task = tokio::spawn(async move {
         let mut served = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
-            let counted = Arc::clone(&counted);
+            let (counted, http2) = (Arc::clone(&counted), Arc::clone(&http2));
             served.spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else { return };
                 counted.fetch_add(1, Ordering::SeqCst);
-                let service = service_fn(|req: Request<Incoming>| async move {
-                    let version = req.version();
-                    let length = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                    Ok::<_, std::convert::Infallible>(Response::new(full(format!("{version:?} {length}"))))
+                let service = service_fn(move |req: Request<Incoming>| {
+                    if req.version() == http::Version::HTTP_2 {
+                        http2.fetch_add(1, Ordering::SeqCst);
+                    }
+                    async move {
+                        let version = req.version();
+                        let length = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                        Ok::<_, std::convert::Infallible>(Response::new(full(format!(
+                            "{version:?} {length}"
+                        ))))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
@@ -64,7 +74,7 @@ async fn tls_backend(config: Arc<rustls::ServerConfig>) -> TlsBackend {
             });
         }
     });
-    TlsBackend { addr, connections, task }
+    TlsBackend { addr, connections, http2_requests, task }
 }
 
 /// A proxy from `text`, written next to the certificates and loaded as `lb-proxy run` does.
@@ -198,17 +208,42 @@ async fn an_expired_or_unknown_endpoint_certificate_is_a_502_and_nothing_else_br
     proxy.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_checks_use_the_upstreams_tls() {
+/// An upstream of `protocol` over TLS with active checks, over one trusted
+/// endpoint and one whose certificate comes from another CA.
+async fn checked_over_tls(
+    protocol: &str,
+    alpn: &[&[u8]],
+) -> (lb_proxy::RunningProxy, TlsBackend, TlsBackend) {
     let pki = TestPki::new(&["127.0.0.1"]);
-    let good = tls_backend(pki.server_config(false, &[])).await;
-    let stranger = tls_backend(TestPki::new(&["127.0.0.1"]).server_config(false, &[])).await;
+    let good = tls_backend(pki.server_config(false, alpn)).await;
+    let stranger = tls_backend(TestPki::new(&["127.0.0.1"]).server_config(false, alpn)).await;
     let extra = format!(
-        "tls = {{ ca_file = \"{}\" }}\n[upstreams.web.health_check]\npath = \"/\"\ninterval = \"50ms\"\n\
-         timeout = \"500ms\"\nrise = 1\nfall = 1",
+        "protocol = \"{protocol}\"\ntls = {{ ca_file = \"{}\" }}\n[upstreams.web.health_check]\npath = \"/\"\n\
+         interval = \"50ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1",
         pki.ca.display()
     );
     let proxy = start(pki.dir(), &config(&[good.addr, stranger.addr], &extra)).await;
+    (proxy, good, stranger)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_an_h2_upstream_speak_http2_over_its_tls() {
+    let (proxy, good, stranger) = checked_over_tls("h2", &[b"h2"]).await;
+    let status_of = |addr: SocketAddr| {
+        proxy.endpoint_status("web").into_iter().find(|(a, _)| *a == addr.to_string()).map(|(_, s)| s)
+    };
+    let checked = || good.http2_requests.load(Ordering::SeqCst) > 0;
+    assert!(
+        eventually(|| checked() && status_of(stranger.addr) == Some(HealthStatus::Unhealthy)).await,
+        "HTTP/2 checks reach the trusted endpoint over TLS; the stranger's handshake fails"
+    );
+    assert_eq!(status_of(good.addr), Some(HealthStatus::Healthy));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_use_the_upstreams_tls() {
+    let (proxy, good, stranger) = checked_over_tls("http1", &[]).await;
     let status_of = |addr: SocketAddr| {
         proxy.endpoint_status("web").into_iter().find(|(a, _)| *a == addr.to_string()).map(|(_, s)| s)
     };
@@ -218,6 +253,7 @@ async fn health_checks_use_the_upstreams_tls() {
         "the trusted endpoint is checked over TLS; the handshake with the stranger fails, so does its check"
     );
     assert_eq!(status_of(good.addr), Some(HealthStatus::Healthy), "and passed");
+    assert_eq!(good.http2_requests.load(Ordering::SeqCst), 0, "an http1 upstream is checked over HTTP/1.1");
     proxy.shutdown().await;
 }
 
