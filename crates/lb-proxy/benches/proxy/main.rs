@@ -87,6 +87,7 @@ fn main() {
     }
     report.push_str(&memory_table(&all));
     report.push_str(&tls_table(&wrk, &work, &backend));
+    report.push_str(&tls_backend_table(&wrk, &work));
     println!("\n{report}");
     let out = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"), PathBuf::from);
@@ -308,6 +309,46 @@ fn tls_table(wrk: &Path, work: &Path, backend: &BackendServer) -> String {
             fresh[i].rps,
             ratio_of(&fresh),
             cpu_text(&fresh[i]),
+        ));
+    }
+    drop(pki);
+    for t in targets {
+        t.stop();
+    }
+    table
+}
+
+/// nginx and lb-proxy plain to wrk and over TLS to the backend (TLS to
+/// endpoints, connections kept alive and reused), rotating for [`ROUNDS`] rounds.
+fn tls_backend_table(wrk: &Path, work: &Path) -> String {
+    let pki = lb_tls::testing::TestPki::new(&["127.0.0.1", "localhost"]);
+    let backend = targets::start_tls_backend(pki.server_config(false, &[b"http/1.1"]));
+    let mut targets = Vec::new();
+    for start in [targets::start_nginx_to_tls, targets::start_lb_proxy_to_tls] {
+        match start(work, backend.address, &pki.ca) {
+            Ok(t) => targets.push(t),
+            Err(why) => eprintln!("skipped a TLS-to-backend target: {why}"),
+        }
+    }
+    for t in &targets {
+        targets::wait_until_serving(t.address);
+    }
+    let refs: Vec<&Target> = targets.iter().collect();
+    let results: Vec<Summary> =
+        rounds_of(wrk, &refs, &backend, "to TLS backend").iter().map(|r| summarize(r)).collect();
+    let ours = targets.iter().position(|t| t.name == "lb-proxy to TLS");
+    let mut table = String::from(
+        "\nTLS to the backend (unpinned; plain from wrk, TLS 1.3 to the backend, verified, connections kept \
+         alive): req/s at 50 connections.\n\n| proxy | req/s | lb-proxy ÷ target | CPU s / 100k req |\n|---|---|---|---|\n",
+    );
+    for (i, t) in targets.iter().enumerate() {
+        let r = ours.map_or("-".into(), |o| ratio(results[o].rps, results[i].rps));
+        table.push_str(&format!(
+            "| {} | {:.0} | {} | {} |\n",
+            t.name,
+            results[i].rps,
+            r,
+            cpu_text(&results[i])
         ));
     }
     drop(pki);

@@ -63,6 +63,15 @@ pub(crate) struct BackendServer {
 }
 
 pub(crate) fn start_backend() -> BackendServer {
+    start_backend_over(None)
+}
+
+/// The same backend over TLS with `config`, for the proxies' TLS to endpoints.
+pub(crate) fn start_tls_backend(config: Arc<rustls::ServerConfig>) -> BackendServer {
+    start_backend_over(Some(tokio_rustls::TlsAcceptor::from(config)))
+}
+
+fn start_backend_over(tls: Option<tokio_rustls::TlsAcceptor>) -> BackendServer {
     let listener = StdListener::bind("127.0.0.1:0").expect("bind backend");
     listener.set_nonblocking(true).expect("nonblocking");
     let address = listener.local_addr().expect("address");
@@ -78,17 +87,21 @@ pub(crate) fn start_backend() -> BackendServer {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let _ = stream.set_nodelay(true);
                 c.fetch_add(1, Ordering::Relaxed);
-                let (r, body) = (Arc::clone(&r), body.clone());
+                let (r, body, tls) = (Arc::clone(&r), body.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |_req| {
                         r.fetch_add(1, Ordering::Relaxed);
                         let body = body.clone();
                         async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(body))) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http1 = hyper::server::conn::http1::Builder::new().keep_alive(true).clone();
+                    let _ = match tls {
+                        None => http1.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => http1.serve_connection(TokioIo::new(stream), service).await,
+                            Err(_) => Ok(()),
+                        },
+                    };
                 });
             }
         });
@@ -105,8 +118,24 @@ fn spawn(name: &'static str, address: SocketAddr, command: &mut Command) -> Resu
     Ok(Target { name, address, child: Some(child) })
 }
 
+/// How nginx's location reaches the plain backend.
+const PROXY_PLAIN: &str = "proxy_pass http://backend;\n";
+
 pub(crate) fn start_nginx(work: &Path, backend: SocketAddr) -> Result<Target, String> {
-    start_nginx_as("nginx", &work.join("nginx"), backend, "", "")
+    start_nginx_as("nginx", &work.join("nginx"), backend, "", "", PROXY_PLAIN)
+}
+
+/// nginx with one worker, plain to clients, verifying a TLS backend against
+/// `ca` under the name `localhost`, with upstream keep-alive and TLS
+/// session reuse (its defaults for an https upstream).
+pub(crate) fn start_nginx_to_tls(work: &Path, backend: SocketAddr, ca: &Path) -> Result<Target, String> {
+    let to_backend = format!(
+        "proxy_pass https://backend;\n      proxy_ssl_trusted_certificate {};\n      proxy_ssl_verify on;\n      \
+         proxy_ssl_name localhost;\n      proxy_ssl_server_name on;\n      proxy_ssl_protocols TLSv1.2 TLSv1.3;\n      \
+         proxy_ssl_session_reuse on;\n",
+        ca.display()
+    );
+    start_nginx_as("nginx to TLS", &work.join("nginx-to-tls"), backend, "", "", &to_backend)
 }
 
 pub(crate) fn start_haproxy(work: &Path, backend: SocketAddr) -> Result<Target, String> {
@@ -136,17 +165,19 @@ pub(crate) fn start_nginx_tls(
         cert.display(),
         key.display()
     );
-    start_nginx_as("nginx TLS", &work.join("nginx-tls"), backend, " ssl", &server)
+    start_nginx_as("nginx TLS", &work.join("nginx-tls"), backend, " ssl", &server, PROXY_PLAIN)
 }
 
 /// nginx with one worker in `dir`, proxying to `backend` with upstream
-/// keep-alive; `listen_suffix` and `server_lines` make it terminate TLS.
+/// keep-alive; `listen_suffix` and `server_lines` make it terminate TLS, and
+/// `to_backend` (the location's `proxy_pass` and its settings) says how the backend is reached.
 fn start_nginx_as(
     name: &'static str,
     dir: &Path,
     backend: SocketAddr,
     listen_suffix: &str,
     server_lines: &str,
+    to_backend: &str,
 ) -> Result<Target, String> {
     let nginx = which("nginx").ok_or("nginx is not installed")?;
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
@@ -159,7 +190,7 @@ fn start_nginx_as(
          proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
          scgi_temp_path {d}/scgi;\n  upstream backend {{ server {backend}; keepalive 64; }}\n  \
          server {{\n    listen {address}{listen_suffix};\n{server_lines}    location / {{\n      \
-         proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    \
+         {to_backend}      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    \
          }}\n  }}\n}}\n"
     );
     let path = dir.join("nginx.conf");
@@ -191,6 +222,28 @@ pub(crate) fn start_lb_proxy_tls(
     std::fs::write(&path, conf).map_err(|e| e.to_string())?;
     spawn(
         "lb-proxy TLS",
+        address,
+        Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn"),
+    )
+}
+
+/// lb-proxy with one worker thread, plain to clients, verifying a TLS
+/// backend against `ca` under the name `localhost`.
+pub(crate) fn start_lb_proxy_to_tls(work: &Path, backend: SocketAddr, ca: &Path) -> Result<Target, String> {
+    let address = free_port();
+    let conf = format!(
+        "[admin]\nenabled = false\n[[listeners]]\nlisten = \"{address}\"\n\
+         [[routes]]\nupstream = \"backend\"\n[upstreams.backend]\nalgorithm = \"round_robin\"\n\
+         discovery.static.endpoints = [\"{backend}\"]\ntls = {{ ca_file = \"{}\", server_name = \"localhost\" }}\n",
+        ca.display()
+    );
+    let path = work.join("lb-proxy-to-tls.toml");
+    std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+    spawn(
+        "lb-proxy to TLS",
         address,
         Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
             .args(["run", "--config"])

@@ -32,7 +32,14 @@ async fn dial(
         stream.set_nodelay(true)?;
         match tls {
             None => Ok(EndpointStream::Plain(stream)),
-            Some(tls) => Ok(EndpointStream::tls(tls.connect(authority.host(), stream).await?)),
+            Some(tls) => match tls.connect(authority.host(), stream).await {
+                Ok(stream) => Ok(EndpointStream::tls(stream)),
+                Err(error) => {
+                    // As nginx does: a failed upstream handshake is a setup problem an operator must see.
+                    tracing::warn!(endpoint = %authority, %error, "TLS handshake with the endpoint failed");
+                    Err(error)
+                }
+            },
         }
     };
     tokio::time::timeout(timeout, connecting)
