@@ -61,6 +61,15 @@ impl Address {
             Address::Host { port, .. } => *port,
         }
     }
+
+    /// The host without the port: the IP address as text, or the DNS name.
+    /// It is what a connection dials with the port, and the TLS name to verify.
+    pub fn host(&self) -> alloc::borrow::Cow<'_, str> {
+        match self {
+            Address::Socket(addr) => addr.ip().to_string().into(),
+            Address::Host { host, .. } => host.as_str().into(),
+        }
+    }
 }
 
 impl fmt::Display for Address {
@@ -250,6 +259,13 @@ mod tests {
             "users.service.consul:9000".parse::<Address>().unwrap(),
             Address::Host { host: "users.service.consul".to_string(), port: 9000 }
         );
+    }
+
+    #[test]
+    fn the_host_is_the_ip_or_the_name_without_the_port() {
+        assert_eq!("10.0.0.1:80".parse::<Address>().unwrap().host(), "10.0.0.1");
+        assert_eq!("[::1]:443".parse::<Address>().unwrap().host(), "::1");
+        assert_eq!("users.service.consul:9000".parse::<Address>().unwrap().host(), "users.service.consul");
     }
 
     #[test]

@@ -124,19 +124,13 @@ impl Prober {
         request: Request<Full<Bytes>>,
         read_body: bool,
     ) -> Option<(hyper::http::response::Parts, Option<Collected<Bytes>>)> {
-        let stream = match address {
-            Address::Socket(socket) => TcpStream::connect(socket).await.ok()?,
-            Address::Host { host, port } => TcpStream::connect((host.as_str(), *port)).await.ok()?,
-        };
+        let host = address.host();
+        let stream = TcpStream::connect((&*host, address.port())).await.ok()?;
         stream.set_nodelay(true).ok()?;
         let http2 = self.config.http2 || self.config.grpc_service.is_some();
         match &self.tls {
             None => exchange_on(TokioIo::new(stream), http2, request, read_body).await,
             Some(tls) => {
-                let host = match address {
-                    Address::Socket(socket) => format!("{}", socket.ip()),
-                    Address::Host { host, .. } => host.clone(),
-                };
                 let stream = tls.connect(&host, stream).await.ok()?;
                 exchange_on(TokioIo::new(stream), http2, request, read_body).await
             }

@@ -38,12 +38,8 @@ impl tower::Service<http::Uri> for TlsConnector {
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let (stream, host) = match &this.address {
-                Address::Socket(socket) => (TcpStream::connect(socket).await?, socket.ip().to_string()),
-                Address::Host { host, port } => {
-                    (TcpStream::connect((host.as_str(), *port)).await?, host.clone())
-                }
-            };
+            let host = this.address.host();
+            let stream = TcpStream::connect((&*host, this.address.port())).await?;
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(this.tls.connect(&host, stream).await?))
         })
