@@ -37,7 +37,9 @@ async fn slow_share(algorithm: Algorithm) -> f64 {
         done.unwrap();
     }
     let total: u64 = servers.iter().map(Backend::hits).sum::<u64>() + slow.hits();
-    assert_eq!(total, workers * per_worker);
+    // Every request was served; a GET may have been served twice, when a
+    // reset under load made the pool retry it, as its policy allows.
+    assert!(total >= workers * per_worker, "{total} served for {} sent", workers * per_worker);
     slow.hits() as f64 / total as f64
 }
 

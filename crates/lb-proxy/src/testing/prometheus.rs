@@ -70,24 +70,61 @@ impl Prometheus {
         answer["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Polls `promql` (every 250 ms, at most 30 s) until a series matches `wanted`.
+    /// Polls `promql` every 250 ms until a series matches `wanted`.
+    ///
+    /// The wait is counted in Prometheus' own scrapes of the target, not
+    /// in wall time, so a loaded machine that starts Prometheus slowly does
+    /// not fail the test: it gives up once the target has been scraped
+    /// [`SCRAPES_TO_WAIT`] more times with no match, or after
+    /// [`LONGEST_WAIT`] in all when the scrapes never come.
     ///
     /// # Panics
-    /// When none does within 30 s.
+    /// When no series matches within that.
     pub async fn until(
         &self,
         promql: &str,
         wanted: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        for _ in 0..120 {
+        let started = tokio::time::Instant::now();
+        let mut first_count = None;
+        let mut poll = 0u64;
+        loop {
             if let Some(found) = self.query(promql).await.into_iter().find(|s| wanted(s)) {
                 return found;
             }
+            if poll.is_multiple_of(4) {
+                let scrapes = self.scrapes().await;
+                let first = *first_count.get_or_insert(scrapes);
+                if scrapes >= first + SCRAPES_TO_WAIT {
+                    panic!(
+                        "no series of `{promql}` as wanted after {SCRAPES_TO_WAIT} scrapes: {:?}",
+                        self.query(promql).await
+                    );
+                }
+            }
+            assert!(
+                started.elapsed() < LONGEST_WAIT,
+                "no series of `{promql}` as wanted after {LONGEST_WAIT:?}, with {} scrapes done: {:?}",
+                self.scrapes().await,
+                self.query(promql).await
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
+            poll += 1;
         }
-        panic!("no series of `{promql}` as wanted after 30 s: {:?}", self.query(promql).await);
+    }
+
+    /// How many scrapes of the target Prometheus has done (0 before it is ready).
+    async fn scrapes(&self) -> u64 {
+        let counts = self.query("count_over_time(up[1h])").await;
+        counts.first().map(value).filter(|v| v.is_finite()).map_or(0, |v| v as u64)
     }
 }
+
+/// Scrapes of the target [`Prometheus::until`] waits through, at one a second.
+pub const SCRAPES_TO_WAIT: u64 = 30;
+/// The longest [`Prometheus::until`] waits when the scrapes do not come
+/// (under nextest's 120 s limit for one test).
+pub const LONGEST_WAIT: Duration = Duration::from_secs(90);
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
