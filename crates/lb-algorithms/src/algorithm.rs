@@ -490,6 +490,15 @@ mod tests {
         drop(held);
     }
 
+    fn slow_start(inner: Algorithm, aggression: f64) -> Algorithm {
+        Algorithm::SlowStart {
+            inner: Box::new(inner),
+            window: Duration::from_secs(30),
+            min_weight_percent: 10,
+            aggression,
+        }
+    }
+
     #[test]
     fn bad_parameters_are_reported_and_replaced_on_build() {
         let bad = [
@@ -508,6 +517,12 @@ mod tests {
             (
                 Algorithm::BoundedLoad { over: HashAlgorithm::default(), balance_factor: 0.5 },
                 AlgorithmError::BadBalanceFactor(0.5),
+            ),
+            (slow_start(Algorithm::RoundRobin, 0.0), AlgorithmError::BadAggression(0.0)),
+            (slow_start(Algorithm::RoundRobin, f64::INFINITY), AlgorithmError::BadAggression(f64::INFINITY)),
+            (
+                slow_start(Algorithm::Maglev { table_size: 65_536 }, 1.0),
+                AlgorithmError::TableSizeNotPrime(65_536),
             ),
         ];
         for (algorithm, error) in bad {

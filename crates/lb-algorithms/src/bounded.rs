@@ -136,6 +136,27 @@ mod tests {
     use crate::{KetamaRing, Maglev};
     use lb_core::BalancerExt;
 
+    /// Idle, nothing is over its cap: a bounded load picks exactly what its
+    /// hash algorithm picks, key by key (so its key hash is the algorithm's).
+    fn agrees_when_idle<H: HashWalk + Balancer>(inner: H, again: H) {
+        let bounded = BoundedLoad::new(again, 1.25).unwrap();
+        for k in 0u32..300 {
+            let key = k.to_le_bytes();
+            let ctx = PickContext::new().with_key(&key);
+            assert_eq!(bounded.select(&ctx), inner.select(&ctx), "key {k}");
+        }
+    }
+
+    #[test]
+    fn idle_bounded_loads_pick_what_their_hash_algorithm_picks() {
+        use crate::{FnvRing, JumpHash, Rendezvous};
+        agrees_when_idle(KetamaRing::new(set_of(7)), KetamaRing::new(set_of(7)));
+        agrees_when_idle(Maglev::new(set_of(7)), Maglev::new(set_of(7)));
+        agrees_when_idle(JumpHash::new(set_of(7)), JumpHash::new(set_of(7)));
+        agrees_when_idle(Rendezvous::new(set_of(7)), Rendezvous::new(set_of(7)));
+        agrees_when_idle(FnvRing::new(set_of(7)), FnvRing::new(set_of(7)));
+    }
+
     #[test]
     fn factor_is_validated() {
         assert!(BoundedLoad::new(KetamaRing::new(set_of(2)), 1.0).is_err());

@@ -167,6 +167,19 @@ mod tests {
     }
 
     #[test]
+    fn the_raw_lookup_is_what_a_healthy_ring_selects() {
+        let ring = KetamaRing::new(set_of(9));
+        let mut owners = [0usize; 9];
+        for k in 0u32..500 {
+            let key = k.to_le_bytes();
+            let owner = ring.lookup(crc32fast::hash(&key));
+            assert_eq!(owner, ring.select(&PickContext::new().with_key(&key)), "key {k}");
+            owners[owner.unwrap()] += 1;
+        }
+        assert!(owners.iter().all(|&n| n > 0), "every endpoint owns some keys: {owners:?}");
+    }
+
+    #[test]
     fn failover_walks_clockwise_to_distinct_endpoints() {
         let ring = KetamaRing::new(set_of(4));
         let order: Vec<usize> = ring.candidates(b"user-7").collect();
