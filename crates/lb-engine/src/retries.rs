@@ -90,6 +90,13 @@ impl<'p> Retries<'p> {
         wait
     }
 
+    /// Whether an answer with `status` can be retried at all: no policy
+    /// retries one below 400, so a caller can skip reading the clock and
+    /// the answer's `Retry-After` for it.
+    pub fn may_retry_answer(status: u16) -> bool {
+        status >= 400
+    }
+
     /// The wait before another try after an endpoint answered with `status`
     /// (or `None`: the answer is the response). A 429 or 503 whose
     /// `Retry-After` asked for a wait gets that wait instead of the backoff
@@ -102,7 +109,7 @@ impl<'p> Retries<'p> {
         budget: &RetryBudget,
         seeds: &JitterSeeds,
     ) -> Option<Duration> {
-        if status < 400 {
+        if !Self::may_retry_answer(status) {
             return None;
         }
         if let Some(asked) = retry_after.filter(|_| matches!(status, 429 | 503)) {

@@ -103,9 +103,15 @@ pub(crate) trait Exchange {
     fn replayable(&self) -> bool;
 
     /// Sends the request to `backend` and waits for its response head.
-    /// `timeout` bounds connecting and the wait for the head; an upload in
-    /// between is bounded by the body timeouts instead.
-    async fn send(&mut self, backend: &Backend, timeout: Duration) -> Result<Self::Answer, TryError>;
+    /// `now` is when the try started; `timeout` bounds connecting and the
+    /// wait for the head; an upload in between is bounded by the body
+    /// timeouts instead.
+    async fn send(
+        &mut self,
+        backend: &Backend,
+        now: Timestamp,
+        timeout: Duration,
+    ) -> Result<Self::Answer, TryError>;
 
     /// The status of an answer.
     fn status(answer: &Self::Answer) -> StatusCode;
@@ -168,14 +174,15 @@ pub(crate) async fn forward<E: Exchange>(
         }
         tried.push(attempt.index());
         let left = deadline.saturating_since(now);
-        let (outcome, status, error) = match exchange.send(attempt.extra(), upstream.try_timeout(left)).await
-        {
+        let sent = exchange.send(attempt.extra(), now, upstream.try_timeout(left)).await;
+        let (outcome, status, error) = match sent {
             Ok(answer) => {
                 let status = E::status(&answer);
-                let outcome = Outcome::from_status(status.as_u16());
+                let code = status.as_u16();
+                let outcome = Outcome::from_status(code);
                 // Past the deadline the backend's own answer beats a 504.
-                let wait = if exchange.replayable() {
-                    let (now, code) = (rt.clock.now(), status.as_u16());
+                let wait = if exchange.replayable() && Retries::may_retry_answer(code) {
+                    let now = rt.clock.now();
                     let asked = E::retry_after(&answer);
                     retries.after_answer(code, asked, now, upstream.budget(), &upstream.jitter)
                 } else {

@@ -232,13 +232,14 @@ impl FieldWriter for MapWriter {
 /// Makes request ids: unique per process, hex, written in place.
 #[derive(Debug)]
 pub(crate) struct RequestIds {
-    prefix: u64,
+    /// This process's random half of every id, as hex digits.
+    prefix: [u8; 16],
     next: AtomicU64,
 }
 
 impl Default for RequestIds {
     fn default() -> Self {
-        RequestIds { prefix: fastrand::u64(..), next: AtomicU64::new(0) }
+        RequestIds { prefix: hex(fastrand::u64(..)), next: AtomicU64::new(0) }
     }
 }
 
@@ -250,19 +251,31 @@ impl RequestIds {
     pub(crate) fn next(&self) -> RequestId {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut text = [0u8; 33];
-        hex(&mut text[..16], self.prefix);
+        text[..16].copy_from_slice(&self.prefix);
         text[16] = b'-';
-        hex(&mut text[17..], n);
+        text[17..].copy_from_slice(&hex(n));
         text
     }
 }
 
-fn hex(out: &mut [u8], mut n: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(n & 15) as usize];
-        n >>= 4;
+/// `n` as 16 lowercase hex digits, a byte (two digits) at a time: this
+/// runs once per request.
+fn hex(n: u64) -> [u8; 16] {
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            pairs[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+            i += 1;
+        }
+        pairs
+    };
+    let mut text = [0u8; 16];
+    for (pair, byte) in text.chunks_exact_mut(2).zip(n.to_be_bytes()) {
+        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
     }
+    text
 }
 
 #[cfg(test)]
@@ -379,5 +392,16 @@ mod tests {
         let (a, b) = (ids.next(), ids.next());
         assert_ne!(a, b);
         assert!(a.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-'));
+        assert_eq!(a[..17], b[..17], "one process, one prefix");
+        let count =
+            |id: &RequestId| u64::from_str_radix(std::str::from_utf8(&id[17..]).unwrap(), 16).unwrap();
+        assert_eq!(count(&b), count(&a) + 1);
+    }
+
+    #[test]
+    fn hex_writes_every_digit_in_order() {
+        assert_eq!(&hex(0x0123_4567_89ab_cdef), b"0123456789abcdef");
+        assert_eq!(&hex(u64::MAX), b"ffffffffffffffff");
+        assert_eq!(&hex(0), b"0000000000000000");
     }
 }

@@ -2,6 +2,7 @@
 //! [`HyperExchange`] for the attempt loop, and goes to HTTP/1.1 endpoints
 //! through lb's engine or to HTTP/2 endpoints through hyper's client.
 
+use lb_core::Timestamp;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -620,7 +621,12 @@ impl Exchange for HyperExchange {
         self.body.replay().is_some()
     }
 
-    async fn send(&mut self, backend: &Backend, timeout: Duration) -> Result<HyperAnswer, TryError> {
+    async fn send(
+        &mut self,
+        backend: &Backend,
+        now: Timestamp,
+        timeout: Duration,
+    ) -> Result<HyperAnswer, TryError> {
         match &backend.pool {
             Connections::H2(shared) => {
                 let body = self.body.replay().ok_or(TryError::Reset)?;
@@ -630,7 +636,7 @@ impl Exchange for HyperExchange {
                 let mut stale_retry = self.parts.method.is_idempotent();
                 loop {
                     let body = self.body.replay().ok_or(TryError::Reset)?;
-                    let mut conn = super::http1_connection(pool, backend, timeout).await?;
+                    let mut conn = super::http1_connection(pool, backend, now, timeout).await?;
                     match self.send_http1(&mut conn, backend, body, timeout).await {
                         Ok(request_sent) => return Ok(HyperAnswer::H1 { conn, request_sent }),
                         Err(Http1Failure::Stale) if stale_retry => stale_retry = false,

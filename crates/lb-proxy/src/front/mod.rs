@@ -15,6 +15,7 @@ mod prefixed;
 mod transport;
 mod tunnel;
 
+use lb_core::Timestamp;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,13 +204,15 @@ async fn sniff<S: ClientStream>(
     }
 }
 
-/// The endpoint's most recent idle HTTP/1.1 connection, or a new one within `timeout`.
+/// The endpoint's most recent idle HTTP/1.1 connection still fresh at
+/// `now`, or a new one within `timeout`.
 async fn http1_connection(
     pool: &EndpointPool,
     backend: &Backend,
+    now: Timestamp,
     timeout: Duration,
 ) -> Result<UpstreamConn, TryError> {
-    if let Some(conn) = pool.checkout() {
+    if let Some(conn) = pool.checkout(now) {
         return Ok(conn);
     }
     match tokio::time::timeout(timeout, pool.connect(&backend.authority)).await {

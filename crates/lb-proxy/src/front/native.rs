@@ -10,6 +10,7 @@
 //! counts as 499. An endpoint that answers before it read the whole body
 //! gets its answer relayed and its connection closed.
 
+use lb_core::Timestamp;
 use std::time::Duration;
 
 use super::ClientStream;
@@ -315,13 +316,18 @@ impl<S: ClientStream> Exchange for NativeExchange<'_, S> {
         !self.lost
     }
 
-    async fn send(&mut self, backend: &Backend, timeout: Duration) -> Result<NativeAnswer, TryError> {
+    async fn send(
+        &mut self,
+        backend: &Backend,
+        now: Timestamp,
+        timeout: Duration,
+    ) -> Result<NativeAnswer, TryError> {
         let Connections::Http1(pool) = &backend.pool else { return Err(TryError::Connect) };
         // A pooled connection the endpoint closed while we sent gets one fresh retry,
         // uncharged, when the request may safely go twice.
         let mut stale_retry = self.head.head.method.is_idempotent();
         loop {
-            let mut conn = super::http1_connection(pool, backend, timeout).await?;
+            let mut conn = super::http1_connection(pool, backend, now, timeout).await?;
             match self.try_on(&mut conn, backend, timeout).await {
                 Ok(request_sent) => return Ok(NativeAnswer { conn, request_sent }),
                 Err(Failure::Stale) if stale_retry && self.replayable() => stale_retry = false,

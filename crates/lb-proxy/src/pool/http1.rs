@@ -169,9 +169,9 @@ impl EndpointPool {
         self.idle.iter().map(|stack| lock(stack).len()).sum()
     }
 
-    /// The most recently parked connection that is quiet and not expired.
-    pub(crate) fn checkout(&self) -> Option<UpstreamConn> {
-        let now = self.clock.now();
+    /// The most recently parked connection that is quiet and not expired
+    /// at `now` (the caller's clock reading, so a request reads it once).
+    pub(crate) fn checkout(&self, now: Timestamp) -> Option<UpstreamConn> {
         loop {
             let Idle { mut conn, since } = self.stack().pop()?;
             if now.saturating_since(since) < self.idle_timeout && conn.is_quiet() {
@@ -290,7 +290,7 @@ mod tests {
 
     /// Sends one GET on a pooled or new connection and reads the answer.
     async fn exchange(pool: &EndpointPool, backend: &RawBackend) -> UpstreamConn {
-        let mut conn = match pool.checkout() {
+        let mut conn = match pool.checkout(pool.clock.now()) {
             Some(conn) => conn,
             None => pool.connect(&backend.authority).await.unwrap(),
         };
@@ -348,7 +348,7 @@ mod tests {
         assert_eq!(pool.idle_count(), 1, "only the connection idle 55 s of 50 goes");
         backend.wait_closed(1).await;
         clock.advance(Duration::from_secs(25));
-        assert!(pool.checkout().is_none(), "the other, idle 50 s now, is not handed out");
+        assert!(pool.checkout(pool.clock.now()).is_none(), "the other, idle 50 s now, is not handed out");
     }
 
     #[tokio::test]
@@ -362,7 +362,7 @@ mod tests {
         let mut dropped = false;
         for _ in 0..100 {
             tokio::task::yield_now().await;
-            if pool.checkout().is_none() {
+            if pool.checkout(pool.clock.now()).is_none() {
                 dropped = true;
                 break;
             }
