@@ -66,9 +66,7 @@ impl Rendezvous {
     /// Endpoint `i`'s weighted score for a key hash; larger wins.
     #[inline]
     fn score(&self, hash: u64, i: usize) -> f64 {
-        let mix = self.mix(hash, i);
-        let unit = ((mix >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        -self.weights[i] / libm::log(unit)
+        -self.weights[i] / libm::log(open_unit(self.mix(hash, i)))
     }
 
     /// Endpoint `i`'s rank for a key hash as an integer; larger wins, ties go
@@ -135,11 +133,31 @@ impl Iterator for RankWalk<'_> {
 
 keyed_balancer!(Rendezvous);
 
+/// A mix's top 53 bits as a float strictly inside (0, 1), so its log is
+/// finite and negative, and every score positive. The largest mixes round
+/// up to 1.0 (whose log is 0, a score of minus infinity); they are held
+/// to the float just below it.
+#[inline]
+fn open_unit(mix: u64) -> f64 {
+    const BELOW_ONE: f64 = 1.0 - f64::EPSILON / 2.0;
+    (((mix >> 11) as f64 + 0.5) / (1u64 << 53) as f64).min(BELOW_ONE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{eject, weighted_set};
     use lb_core::Balancer;
+
+    #[test]
+    fn mixes_map_strictly_inside_the_unit_interval() {
+        for mix in [0, 1, 1 << 11, u64::MAX >> 1, u64::MAX - (1 << 11), u64::MAX] {
+            let unit = open_unit(mix);
+            assert!(unit > 0.0 && unit < 1.0, "{mix:#x} gives {unit}");
+            assert!(libm::log(unit).is_finite() && libm::log(unit) < 0.0);
+        }
+        assert!(open_unit(0) < open_unit(1 << 11), "larger mixes, larger units");
+    }
 
     #[test]
     fn weighted_shares() {

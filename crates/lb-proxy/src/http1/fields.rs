@@ -206,6 +206,46 @@ mod tests {
     }
 
     #[test]
+    fn only_the_exact_name_in_some_case_is_recognised() {
+        let known = [
+            "te",
+            "host",
+            "expect",
+            "upgrade",
+            "trailer",
+            "forwarded",
+            "connection",
+            "keep-alive",
+            "tracestate",
+            "traceparent",
+            "x-request-id",
+            "content-length",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "proxy-connection",
+            "transfer-encoding",
+            "x-forwarded-proto",
+            "proxy-authorization",
+        ];
+        for name in known {
+            let kind = FieldName::of(name.as_bytes());
+            assert_ne!(kind, FieldName::Other, "{name}");
+            assert_eq!(FieldName::of(name.to_ascii_uppercase().as_bytes()), kind, "{name}");
+            for at in 0..name.len() {
+                // Any other byte in any one place, a case change of a letter aside.
+                for byte in 0..=u8::MAX {
+                    let mut changed = name.as_bytes().to_vec();
+                    if byte.to_ascii_lowercase() == changed[at] {
+                        continue;
+                    }
+                    changed[at] = byte;
+                    assert_eq!(FieldName::of(&changed), FieldName::Other, "{name} with {byte:#x} at {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn content_lengths_are_plain_digits() {
         assert_eq!(content_length(b"0"), Some(0));
         assert_eq!(content_length(b"0042"), Some(42));
