@@ -39,6 +39,7 @@ const BENCH_PACKAGES: &[Package] = &[
     Package { name: "haproxy", needed_by: "the proxy benchmark (peer: HAProxy, one thread)" },
     Package { name: "wrk", needed_by: "the proxy benchmark (load generator)" },
     Package { name: "util-linux", needed_by: "the proxy benchmark (taskset, for the pinned mode)" },
+    Package { name: "valgrind", needed_by: "the proxy benchmark (callgrind, instructions per request)" },
 ];
 
 fn is_installed(name: &str) -> bool {

@@ -20,16 +20,21 @@
 //!   and full handshakes per second (one request per connection), with the
 //!   CPU per 100k of each.
 //!
-//! Needs wrk, nginx, haproxy and taskset (the xtask installs them); a missing
-//! peer is reported and skipped.
+//! - **Instructions**: nginx, HAProxy and lb-proxy once more under valgrind's
+//!   callgrind, the user-space instructions per request of a fixed load: a
+//!   figure this noisy box cannot blur (see `instructions.rs`).
+//!
+//! Needs wrk, nginx, haproxy, taskset and valgrind (the xtask installs
+//! them); a missing peer is reported and skipped.
 
+mod instructions;
 mod load;
 mod targets;
 
 use std::path::{Path, PathBuf};
 
 use load::{LATENCY_SECS, Round, THROUGHPUT_SECS};
-use targets::{BackendServer, RELAY_ENV, Target};
+use targets::{BackendServer, Launch, RELAY_ENV, Target};
 
 const ROUNDS: usize = 5;
 
@@ -56,11 +61,11 @@ fn main() {
     let mut all = vec![Target::direct(backend.address)];
     type Start<'a> = &'a dyn Fn() -> Result<Target, String>;
     let starts: [(&str, Start<'_>); 5] = [
-        ("nginx", &|| targets::start_nginx(&work, backend.address)),
-        ("HAProxy", &|| targets::start_haproxy(&work, backend.address)),
-        ("lb-proxy", &|| targets::start_lb_proxy(&work, backend.address, 1)),
+        ("nginx", &|| targets::start_nginx(&work, backend.address, Launch::Native)),
+        ("HAProxy", &|| targets::start_haproxy(&work, backend.address, Launch::Native)),
+        ("lb-proxy", &|| targets::start_lb_proxy(&work, backend.address, 1, Launch::Native)),
         ("tcp relay", &|| targets::start_tcp_relay(backend.address)),
-        ("lb-proxy 2w", &|| targets::start_lb_proxy(&work, backend.address, 2)),
+        ("lb-proxy 2w", &|| targets::start_lb_proxy(&work, backend.address, 2, Launch::Native)),
     ];
     for (name, start) in starts {
         match start() {
@@ -88,6 +93,7 @@ fn main() {
     report.push_str(&memory_table(&all));
     report.push_str(&tls_table(&wrk, &work, &backend));
     report.push_str(&tls_backend_table(&wrk, &work));
+    report.push_str(&instructions::instructions_table(&wrk, &work, &backend));
     println!("\n{report}");
     let out = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"), PathBuf::from);

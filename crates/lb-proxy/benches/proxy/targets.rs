@@ -113,7 +113,44 @@ fn free_port() -> SocketAddr {
     StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
 }
 
+/// How a target's process is started.
+#[derive(Clone, Copy)]
+pub(crate) enum Launch<'a> {
+    Native,
+    /// Under valgrind's callgrind, which writes its counts to this file
+    /// (and `FILE.1` on `callgrind_control -d`).
+    Callgrind(&'a Path),
+}
+
 fn spawn(name: &'static str, address: SocketAddr, command: &mut Command) -> Result<Target, String> {
+    spawn_as(name, address, command, Launch::Native)
+}
+
+fn spawn_as(
+    name: &'static str,
+    address: SocketAddr,
+    command: &mut Command,
+    launch: Launch<'_>,
+) -> Result<Target, String> {
+    let mut wrapped;
+    let command = match launch {
+        Launch::Native => command,
+        Launch::Callgrind(out) => {
+            wrapped = Command::new(which("valgrind").ok_or("valgrind is not installed")?);
+            wrapped
+                .arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg(command.get_program())
+                .args(command.get_args());
+            for (key, value) in command.get_envs() {
+                match value {
+                    Some(value) => wrapped.env(key, value),
+                    None => wrapped.env_remove(key),
+                };
+            }
+            &mut wrapped
+        }
+    };
     let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
     Ok(Target { name, address, child: Some(child) })
 }
@@ -121,8 +158,9 @@ fn spawn(name: &'static str, address: SocketAddr, command: &mut Command) -> Resu
 /// How nginx's location reaches the plain backend.
 const PROXY_PLAIN: &str = "proxy_pass http://backend;\n";
 
-pub(crate) fn start_nginx(work: &Path, backend: SocketAddr) -> Result<Target, String> {
-    start_nginx_as("nginx", &work.join("nginx"), backend, "", "", PROXY_PLAIN)
+pub(crate) fn start_nginx(work: &Path, backend: SocketAddr, launch: Launch<'_>) -> Result<Target, String> {
+    let dir = work.join(if matches!(launch, Launch::Native) { "nginx" } else { "nginx-callgrind" });
+    start_nginx_as("nginx", &dir, backend, "", "", PROXY_PLAIN, launch)
 }
 
 /// nginx with one worker, plain to clients, verifying a TLS backend against
@@ -135,10 +173,10 @@ pub(crate) fn start_nginx_to_tls(work: &Path, backend: SocketAddr, ca: &Path) ->
          proxy_ssl_session_reuse on;\n",
         ca.display()
     );
-    start_nginx_as("nginx to TLS", &work.join("nginx-to-tls"), backend, "", "", &to_backend)
+    start_nginx_as("nginx to TLS", &work.join("nginx-to-tls"), backend, "", "", &to_backend, Launch::Native)
 }
 
-pub(crate) fn start_haproxy(work: &Path, backend: SocketAddr) -> Result<Target, String> {
+pub(crate) fn start_haproxy(work: &Path, backend: SocketAddr, launch: Launch<'_>) -> Result<Target, String> {
     let haproxy = which("haproxy").ok_or("haproxy is not installed")?;
     let address = free_port();
     let conf = format!(
@@ -146,9 +184,10 @@ pub(crate) fn start_haproxy(work: &Path, backend: SocketAddr) -> Result<Target, 
          timeout client 30s\n  timeout server 30s\n  timeout http-request 60s\n  http-reuse always\n\
          frontend f\n  bind {address}\n  default_backend b\nbackend b\n  server s1 {backend}\n"
     );
-    let path = work.join("haproxy.cfg");
+    let path =
+        work.join(if matches!(launch, Launch::Native) { "haproxy.cfg" } else { "haproxy-callgrind.cfg" });
     std::fs::write(&path, conf).map_err(|e| e.to_string())?;
-    spawn("HAProxy", address, Command::new(haproxy).arg("-f").arg(&path).arg("-db"))
+    spawn_as("HAProxy", address, Command::new(haproxy).arg("-f").arg(&path).arg("-db"), launch)
 }
 
 /// nginx with one worker terminating TLS with `cert` and `key`, keep-alive
@@ -165,7 +204,15 @@ pub(crate) fn start_nginx_tls(
         cert.display(),
         key.display()
     );
-    start_nginx_as("nginx TLS", &work.join("nginx-tls"), backend, " ssl", &server, PROXY_PLAIN)
+    start_nginx_as(
+        "nginx TLS",
+        &work.join("nginx-tls"),
+        backend,
+        " ssl",
+        &server,
+        PROXY_PLAIN,
+        Launch::Native,
+    )
 }
 
 /// nginx with one worker in `dir`, proxying to `backend` with upstream
@@ -178,13 +225,16 @@ fn start_nginx_as(
     listen_suffix: &str,
     server_lines: &str,
     to_backend: &str,
+    launch: Launch<'_>,
 ) -> Result<Target, String> {
     let nginx = which("nginx").ok_or("nginx is not installed")?;
+    // Under callgrind the one process serves: a master's forked worker would be counted apart.
+    let master = if matches!(launch, Launch::Native) { "" } else { "master_process off;\n" };
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
     let address = free_port();
     let d = dir.display();
     let conf = format!(
-        "worker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
+        "{master}worker_processes 1;\nworker_rlimit_nofile 20000;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
          events {{ worker_connections 8192; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/body;\n  \
          proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  \
@@ -195,10 +245,11 @@ fn start_nginx_as(
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).map_err(|e| e.to_string())?;
-    spawn(
+    spawn_as(
         name,
         address,
         Command::new(nginx).arg("-p").arg(dir).arg("-c").arg(&path).args(["-g", "daemon off;"]),
+        launch,
     )
 }
 
@@ -253,23 +304,30 @@ pub(crate) fn start_lb_proxy_to_tls(work: &Path, backend: SocketAddr, ca: &Path)
 }
 
 /// lb-proxy with `workers` worker threads.
-pub(crate) fn start_lb_proxy(work: &Path, backend: SocketAddr, workers: usize) -> Result<Target, String> {
+pub(crate) fn start_lb_proxy(
+    work: &Path,
+    backend: SocketAddr,
+    workers: usize,
+    launch: Launch<'_>,
+) -> Result<Target, String> {
     let address = free_port();
     let conf = format!(
         "[global]\nworker_threads = {workers}\n[admin]\nlisten = \"127.0.0.1:0\"\n[[listeners]]\nlisten = \"{address}\"\n\
          [[routes]]\nupstream = \"backend\"\n[upstreams.backend]\nalgorithm = \"round_robin\"\n\
          discovery.static.endpoints = [\"{backend}\"]\n"
     );
-    let path = work.join(format!("lb-proxy-{workers}.toml"));
+    let under = if matches!(launch, Launch::Native) { "" } else { "-callgrind" };
+    let path = work.join(format!("lb-proxy-{workers}{under}.toml"));
     std::fs::write(&path, conf).map_err(|e| e.to_string())?;
     let name = if workers == 1 { "lb-proxy" } else { "lb-proxy 2w" };
-    spawn(
+    spawn_as(
         name,
         address,
         Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "warn"),
+        launch,
     )
 }
 
@@ -301,14 +359,21 @@ pub(crate) fn run_tcp_relay(spec: &str) {
 }
 
 pub(crate) fn wait_until_serving(address: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    if let Err(why) = wait_until_serving_within(address, Duration::from_secs(10)) {
+        panic!("{why}");
+    }
+}
+
+/// Polls `address` until it accepts a connection, for at most `limit`.
+pub(crate) fn wait_until_serving_within(address: SocketAddr, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(address).is_ok() {
-            return;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{address} never started serving");
+    Err(format!("{address} never started serving within {limit:?}"))
 }
 
 pub(crate) fn which(name: &str) -> Option<PathBuf> {
