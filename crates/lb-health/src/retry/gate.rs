@@ -43,3 +43,41 @@ impl<A: RetryGate, B: RetryGate> RetryGate for (A, B) {
         self.0.try_retry(now) && self.1.try_retry(now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use core::cell::Cell;
+
+    use super::*;
+
+    /// A gate that answers `allow` and counts how often it was asked.
+    struct Counting {
+        allow: bool,
+        asked: Cell<u32>,
+    }
+
+    impl Counting {
+        fn new(allow: bool) -> Self {
+            Counting { allow, asked: Cell::new(0) }
+        }
+    }
+
+    impl RetryGate for Counting {
+        fn try_retry(&self, _now: Timestamp) -> bool {
+            self.asked.set(self.asked.get() + 1);
+            self.allow
+        }
+    }
+
+    #[test]
+    fn a_pair_allows_only_when_both_do_and_asks_the_second_only_after_a_yes() {
+        for (first, second) in [(true, true), (true, false), (false, true), (false, false)] {
+            let pair = (Counting::new(first), Counting::new(second));
+            assert_eq!(pair.try_retry(Timestamp::ZERO), first && second, "{first} and {second}");
+            assert_eq!(pair.0.asked.get(), 1);
+            // A budget second is not withdrawn from when the throttle said no.
+            assert_eq!(pair.1.asked.get(), u32::from(first));
+        }
+        assert!(().try_retry(Timestamp::ZERO), "no gate allows");
+    }
+}

@@ -353,3 +353,11 @@ fn states_and_verdicts_read_as_documented() {
     assert_eq!(crate::breaker::Verdict::of(Outcome::LocallyRejected), crate::breaker::Verdict::Excluded);
     assert_eq!(crate::breaker::Verdict::of(Outcome::Reset), crate::breaker::Verdict::Failure);
 }
+
+#[test]
+fn the_published_gauge_values_are_fixed() {
+    // Dashboards and alerts read these numbers from both products.
+    assert_eq!(State::Closed.gauge_value(), 0);
+    assert_eq!(State::Open.gauge_value(), 1);
+    assert_eq!(State::HalfOpen.gauge_value(), 2);
+}
