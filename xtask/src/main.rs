@@ -8,6 +8,7 @@ mod bench;
 mod cmd;
 mod fuzz;
 mod graph;
+mod mutants;
 mod reliability;
 mod test;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Run the fuzz targets of the parsers of outside input at length, as the end of
     /// `reliability` does (docs/reliability.md, "Bad input never panics").
     Fuzz,
+    /// Run cargo-mutants on lb-algorithms and lb-health, one shard at a time (installed when
+    /// missing); exits non-zero when a mutant survives the tests.
+    Mutants(mutants::Args),
     /// Install the Debian packages the tests need (what `test` does first).
     Deps,
 }
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Reliability(args) => reliability::run(&args),
         Command::Fuzz => fuzz::run(),
+        Command::Mutants(args) => mutants::run(&args),
         Command::Deps => apt::install_missing(),
     };
     match result {

@@ -1,0 +1,53 @@
+//! `cargo xtask mutants`: cargo-mutants over the pure crates whose tests
+//! are meant to pin every behaviour, lb-algorithms and lb-health.
+//!
+//! A whole run is about 2,000 mutants, some hours on this 2-core box, so it
+//! goes one shard at a time: `--shard k/n` tests every n-th mutant from the
+//! k-th, spread over every file. Each mutant builds once and runs the
+//! crate's tests with every feature under nextest, for at most 20 s (a
+//! mutant that loops counts as caught by its timeout). cargo-mutants is
+//! installed from crates.io when missing.
+
+use std::process::Command;
+
+use crate::cmd;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// The shard of each crate's mutants to test, `k/n` (about 50 per crate at 1/20).
+    #[arg(long, default_value = "1/20")]
+    shard: String,
+}
+
+/// The crates, and the files of theirs that are test helpers, not behaviour.
+const CRATES: &[(&str, &[&str])] =
+    &[("lb-algorithms", &["crates/lb-algorithms/src/testing.rs"]), ("lb-health", &[])];
+
+pub(crate) fn run(args: &Args) -> Result<(), String> {
+    let cargo = cmd::cargo();
+    if !cmd::succeeds(&cargo, &["mutants", "--version"]) {
+        cmd::step("installing cargo-mutants");
+        cmd::run(&cargo, &["install", "cargo-mutants", "--locked"])?;
+    }
+    let mut survivors = Vec::new();
+    for (krate, helpers) in CRATES {
+        cmd::step(&format!("mutants of {krate}, shard {}", args.shard));
+        let out = cmd::workspace_root().join("target/mutants").join(krate);
+        let out = out.to_string_lossy();
+        let mut mutants = Command::new(&cargo);
+        mutants.current_dir(cmd::workspace_root()).args(["mutants", "--package", krate, "--all-features"]);
+        mutants.args(["--test-tool", "nextest", "--timeout", "20", "--sharding", "round-robin"]);
+        mutants.args(["--shard", &args.shard, "--output", &out]);
+        for helper in *helpers {
+            mutants.args(["--exclude", helper]);
+        }
+        let status = mutants.status().map_err(|e| format!("could not start cargo mutants: {e}"))?;
+        // 0: all caught; 2: some missed; 3: some timed out (caught by the timeout).
+        match status.code() {
+            Some(0 | 3) => {}
+            Some(2) => survivors.push(format!("{krate}: see {out}/mutants.out/missed.txt")),
+            _ => return Err(format!("cargo mutants on {krate} failed ({status})")),
+        }
+    }
+    if survivors.is_empty() { Ok(()) } else { Err(format!("mutants survived: {}", survivors.join("; "))) }
+}
