@@ -80,7 +80,7 @@ impl Tracing {
         let mut fields = ContextFields::default();
         let context = Context::new().with_remote_span_context(span.span_context().clone());
         self.propagator.inject_context(&context, &mut fields);
-        RequestSpan { span, fields: fields.0 }
+        RequestSpan(Box::new(SpanState { span, fields: fields.0 }))
     }
 
     /// Exports what is still buffered and stops the exporter. Blocks up to
@@ -153,14 +153,21 @@ impl TraceCarrier for http::request::Parts {
 /// The span of one request, ended once with how the request ended. Dropped
 /// without [`end`](RequestSpan::end) (the client went away, a drain ran out),
 /// it ends with an error status saying so.
+///
+/// Boxed: a request's futures carry an `Option<RequestSpan>` through every
+/// layer, and moving a future copies all of it; a pointer keeps that small
+/// when tracing is off, and tracing on allocates for the span anyway.
 #[derive(Debug)]
-pub(crate) struct RequestSpan {
+pub(crate) struct RequestSpan(Box<SpanState>);
+
+#[derive(Debug)]
+struct SpanState {
     span: Span,
     /// This span's context as fields for the endpoint, replacing the caller's.
     fields: Vec<(&'static str, String)>,
 }
 
-impl Drop for RequestSpan {
+impl Drop for SpanState {
     fn drop(&mut self) {
         if self.span.is_recording() {
             self.span.set_status(Status::error("the request was cancelled before its response ended"));
@@ -172,18 +179,18 @@ impl Drop for RequestSpan {
 impl RequestSpan {
     /// The trace context fields that go to the endpoint in place of the caller's.
     pub(crate) fn context_fields(&self) -> Vec<(&'static str, String)> {
-        self.fields.clone()
+        self.0.fields.clone()
     }
 
     /// Names the endpoint that answered (the guide's `backend` attribute).
     pub(crate) fn set_backend(&mut self, backend: &Authority) {
-        self.span.set_attribute(KeyValue::new(span_names::BACKEND, backend.as_str().to_owned()));
+        self.0.span.set_attribute(KeyValue::new(span_names::BACKEND, backend.as_str().to_owned()));
     }
 
     /// Notes that try number `failed_try` (from 1) failed with `outcome` and the request goes again.
     pub(crate) fn retry(&mut self, failed_try: usize, outcome: Outcome) {
         let error = outcome.error_type().map_or("none", ErrorType::label);
-        self.span.add_event(
+        self.0.span.add_event(
             span_names::RETRY_EVENT,
             vec![
                 KeyValue::new(span_names::TRY, i64::try_from(failed_try).unwrap_or(i64::MAX)),
@@ -194,12 +201,12 @@ impl RequestSpan {
 
     /// Ends the span with the status the client got, and how the body ended.
     pub(crate) fn end(mut self, status: StatusCode, body: BodyEnd) {
-        self.span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
+        self.0.span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
         if status.is_server_error() {
-            self.span.set_status(Status::error(status.canonical_reason().unwrap_or("server error")));
+            self.0.span.set_status(Status::error(status.canonical_reason().unwrap_or("server error")));
         } else if body == BodyEnd::Failed {
-            self.span.set_status(Status::error("the response body failed mid-stream"));
+            self.0.span.set_status(Status::error("the response body failed mid-stream"));
         }
-        self.span.end();
+        self.0.span.end();
     }
 }
