@@ -241,6 +241,24 @@ mod grpc_health {
             assert!(!is_serving(&[0, 0, 0, 0, 0]), "UNKNOWN, the field absent");
             assert!(!is_serving(&[0, 0, 0, 0, 2, 0x08]), "cut short");
             assert!(!is_serving(&[1, 0, 0, 0, 2, 0x08, 1]), "compressed frames are not asked for");
+            // 129 as a two-byte varint is no status at all, though its low byte reads 1.
+            assert!(!is_serving(&[0, 0, 0, 0, 3, 0x08, 0x81, 0x01]), "status 129");
+            // Another varint field before the status is skipped whole.
+            assert!(is_serving(&[0, 0, 0, 0, 5, 0x10, 0xac, 0x02, 0x08, 1]), "field 2 = 300, then SERVING");
+        }
+
+        #[test]
+        fn varints_are_little_endian_groups_of_seven_bits() {
+            assert_eq!(varint(&[0x01, 0xff]), Some((1, &[0xff][..])));
+            assert_eq!(varint(&[0xac, 0x02]), Some((300, &[][..])));
+            assert_eq!(
+                varint(&[0xff; 9].iter().copied().chain([0x01]).collect::<Vec<u8>>()),
+                Some((u64::MAX, &[][..]))
+            );
+            assert_eq!(varint(&[0x80, 0x80]), None, "cut short");
+            let mut written = Vec::new();
+            put_varint(&mut written, 300);
+            assert_eq!(written, [0xac, 0x02]);
         }
     }
 }

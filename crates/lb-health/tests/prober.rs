@@ -171,3 +171,70 @@ async fn spawned_probes_drive_the_flags_and_follow_the_set() {
     drop(probes);
     server.abort();
 }
+
+/// How the gRPC health server answers.
+#[derive(Clone, Copy)]
+enum GrpcAnswer {
+    /// `SERVING`, the call ending with `grpc-status: 0`.
+    Serving,
+    /// `SERVING` in the body, but the call failing (`grpc-status: 14`).
+    ServingThenUnavailable,
+    /// `NOT_SERVING`, the call ending well.
+    NotServing,
+    /// Trailers-only: `grpc-status: 5` (no such service) in the headers.
+    NotFound,
+}
+
+/// An h2c server answering `grpc.health.v1.Health/Check` as `answer` says.
+async fn grpc_health_server(answer: GrpcAnswer) -> (SocketAddr, JoinHandle<()>) {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = service_fn(move |_request| async move {
+                    let (status, grpc_status) = match answer {
+                        GrpcAnswer::Serving => (1, "0"),
+                        GrpcAnswer::ServingThenUnavailable => (1, "14"),
+                        GrpcAnswer::NotServing => (2, "0"),
+                        GrpcAnswer::NotFound => {
+                            let response = Response::builder()
+                                .header("content-type", "application/grpc")
+                                .header("grpc-status", "5")
+                                .body(Full::default().with_trailers(async { None }).boxed())
+                                .unwrap();
+                            return Ok::<_, Infallible>(response);
+                        }
+                    };
+                    let mut trailers = hyper::HeaderMap::new();
+                    trailers.insert("grpc-status", grpc_status.parse().unwrap());
+                    let frame = Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]);
+                    let body = Full::new(frame).with_trailers(async move { Some(Ok(trailers)) }).boxed();
+                    Ok(Response::builder().header("content-type", "application/grpc").body(body).unwrap())
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, handle)
+}
+
+#[tokio::test]
+async fn a_grpc_check_passes_only_on_serving_with_a_clean_status() {
+    let prober = Prober::new(ActiveCheckConfig { grpc_service: Some(String::new()), ..config() }).unwrap();
+    let cases = [
+        (GrpcAnswer::Serving, CheckResult::Passing),
+        (GrpcAnswer::ServingThenUnavailable, CheckResult::Critical),
+        (GrpcAnswer::NotServing, CheckResult::Critical),
+        (GrpcAnswer::NotFound, CheckResult::Critical),
+    ];
+    for (answer, expected) in cases {
+        let (addr, server) = grpc_health_server(answer).await;
+        assert_eq!(prober.check(&Address::from(addr)).await, expected);
+        server.abort();
+    }
+}

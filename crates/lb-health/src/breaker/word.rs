@@ -293,6 +293,28 @@ impl Streak {
 mod tests {
     use super::*;
 
+    /// The three ways a raced increment is repaired, each forced by hand:
+    /// what `seen` holds is what the increment's `fetch_add` ran into.
+    #[test]
+    fn a_raced_increment_is_repaired_by_what_it_hit() {
+        // Someone took the word over for our generation and dropped our stray increment.
+        let taken_over = GenCounter(AtomicU64::new(tagged(5, 3)));
+        taken_over.repair(5, tagged(5, 3));
+        assert_eq!(taken_over.get(5), 4, "our increment is added back");
+
+        // A later generation owns the word: our increment is taken back out.
+        let later = GenCounter(AtomicU64::new(tagged(6, 8)));
+        later.repair(5, tagged(6, 8));
+        assert_eq!(later.get(6), 7);
+        assert_eq!(later.get(5), 0);
+
+        // An older generation's word: we take it over with our one.
+        let older = GenCounter(AtomicU64::new(tagged(4, 9)));
+        older.repair(5, tagged(4, 9));
+        assert_eq!(older.get(5), 1);
+        assert_eq!(older.get(4), 0);
+    }
+
     #[test]
     fn words_round_trip() {
         let w = Word { state: 2, generation: GEN_MASK, deadline_ms: NEVER };
