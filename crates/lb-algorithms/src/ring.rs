@@ -154,6 +154,19 @@ mod tests {
     }
 
     #[test]
+    fn each_slice_starts_where_the_points_of_earlier_slices_end() {
+        // Four points, so four slices of 2^30 hashes each.
+        let hashes = [1, 2 << 30, (2 << 30) + 5, 3 << 30];
+        assert_eq!(slice_index(&hashes), (alloc::vec![0, 1, 1, 3], 30));
+    }
+
+    #[test]
+    fn a_ring_has_room_for_every_point_and_one_spare_each() {
+        let set = crate::testing::weighted_set(&[1, 2, 3]);
+        assert_eq!(capacity(&set, 160), 6 * 160 + 3);
+    }
+
+    #[test]
     fn the_first_of_equal_hashes_keeps_the_point() {
         let points = Points::new(alloc::vec![7 << 32 | 3, 5 << 32 | 1, 7 << 32 | 2]);
         assert_eq!(points.len(), 2);

@@ -235,6 +235,14 @@ mod tests {
     }
 
     #[test]
+    fn the_balancer_trait_s_tick_moves_the_ramp() {
+        let t0 = Timestamp::from_nanos(1_000_000_000_000);
+        let slow = SlowStart::new(RoundRobin::new(with_newcomer(t0)), SlowStartConfig::default(), t0);
+        Balancer::tick(&slow, t0 + Duration::from_secs(15));
+        assert!((slow.factor(3).unwrap() - 0.5).abs() < 1e-4, "{:?}", slow.factor(3));
+    }
+
+    #[test]
     fn aggression_bends_the_ramp_as_in_envoy() {
         let t0 = Timestamp::from_nanos(1_000_000_000_000);
         let config = |aggression| SlowStartConfig { aggression, ..SlowStartConfig::default() };
