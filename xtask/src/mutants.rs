@@ -45,6 +45,7 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     for (krate, helpers) in CRATES {
         cmd::step(&format!("mutants of {krate}, shard {}", args.shard));
         let out = cmd::workspace_root().join("target/mutants").join(krate);
+        std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         let out = out.to_string_lossy();
         let mut mutants = Command::new(&cargo);
         mutants.current_dir(cmd::workspace_root()).args(["mutants", "--package", krate, "--all-features"]);
