@@ -19,6 +19,11 @@
 //! - `util.rs`, `Rng::next`: the unseeded salt mixed in with `|` instead of
 //!   `^`. Draws stay uniform enough for every statistical test; seeded
 //!   draws (the deterministic tests) have no salt at all.
+//! - `maglev.rs`, `populate`: the switch to the tail strategy one slot
+//!   earlier (`>=` for `>`). The tail finds the same slot a probe would,
+//!   faster; the tables stay identical (pinned by their fingerprints).
+//! - `maglev.rs`, `pow_mod`: `base += m` for `base %= m`. Equal modulo `m`,
+//!   and no product overflows at the table sizes allowed.
 
 use std::process::Command;
 

@@ -283,6 +283,27 @@ mod tests {
     use crate::testing::{eject, set_of, weighted_set};
     use lb_core::Balancer;
 
+    const FINGERPRINT_251: u64 = 9_158_756_934_732_608_512;
+    const FINGERPRINT_65537: u64 = 10_666_559_307_897_692_236;
+
+    /// FNV-1a over a table's owners.
+    fn fingerprint(table: &[u32]) -> u64 {
+        table.iter().fold(0xcbf2_9ce4_8422_2325, |h, &o| (h ^ u64::from(o)).wrapping_mul(0x0100_0000_01b3))
+    }
+
+    /// Two proxies of different versions behind one load balancer must send
+    /// a key to the same endpoint: a table never changes silently.
+    #[test]
+    fn tables_are_stable_across_versions() {
+        let small = Maglev::with_table_size(weighted_set(&[1, 2, 3, 1, 1]), 251).unwrap();
+        let default = Maglev::new(set_of(7));
+        assert_eq!(
+            (fingerprint(small.table()), fingerprint(default.table())),
+            (FINGERPRINT_251, FINGERPRINT_65537),
+            "the table layout changed: two versions would disagree on keys"
+        );
+    }
+
     fn shares(m: &Maglev, n: usize) -> Vec<usize> {
         let mut counts = vec![0; n];
         for &o in m.table() {

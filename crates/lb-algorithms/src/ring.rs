@@ -181,6 +181,8 @@ mod tests {
         let total = u64::from(u32::MAX) + 1;
         let big = points_for(u32::MAX, 160, total);
         let small = points_for(1, 160, total);
+        // Envoy's default `maximum_ring_size`, 8 Mi points.
+        assert_eq!(MAX_RING_POINTS, 8 << 20);
         assert!(big as usize <= MAX_RING_POINTS && big as usize > MAX_RING_POINTS - 2);
         assert_eq!(small, 1, "every endpoint keeps a point");
         assert!(points_for(u32::MAX, u32::MAX, u64::from(u32::MAX)) as usize <= MAX_RING_POINTS);

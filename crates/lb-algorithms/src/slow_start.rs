@@ -235,6 +235,21 @@ mod tests {
     }
 
     #[test]
+    fn a_pick_excluding_nearly_all_it_can_hold_is_served_without_turning_down() {
+        // All but the first endpoint are new, so ramping; the caller already
+        // excludes 14, leaving no room on the stack for three more turned down.
+        let t0 = Timestamp::from_nanos(1_000_000_000_000);
+        let newcomers = set_of(1).replaced(set_of(20).iter().map(|m| m.endpoint().clone()), t0);
+        let slow = SlowStart::new(RoundRobin::new(newcomers), SlowStartConfig::default(), t0);
+        assert!((slow.factor(5).unwrap() - 0.1).abs() < 1e-4, "ramping from the floor");
+        let excluded: Vec<usize> = (0..MAX_EXCLUDED - REJECTIONS + 1).collect();
+        for _ in 0..50 {
+            let pick = slow.select(&PickContext::new().excluding(&excluded)).unwrap();
+            assert!(!excluded.contains(&pick), "{pick}");
+        }
+    }
+
+    #[test]
     fn the_balancer_trait_s_tick_moves_the_ramp() {
         let t0 = Timestamp::from_nanos(1_000_000_000_000);
         let slow = SlowStart::new(RoundRobin::new(with_newcomer(t0)), SlowStartConfig::default(), t0);

@@ -149,6 +149,31 @@ mod tests {
     use super::*;
     use crate::testing::{eject, weighted_set};
 
+    /// gRPC C-core's `StaticStrideScheduler::Pick`, step by step: sequence
+    /// number `s` offers endpoint `s % n` in generation `s / n`, which takes
+    /// it unless `(w * generation + kOffset * index) % kMaxWeight <
+    /// kMaxWeight - w`, with kMaxWeight 0xFFFF and kOffset half of it.
+    fn c_core_picks(scaled: &[u16], picks: usize) -> Vec<usize> {
+        let (max_weight, offset) = (0xFFFF_u64, 0xFFFF_u64 / 2);
+        let n = scaled.len() as u64;
+        (0u64..)
+            .filter(|s| {
+                let (index, generation) = (s % n, s / n);
+                let w = u64::from(scaled[index as usize]);
+                (w * generation + offset * index) % max_weight >= max_weight - w
+            })
+            .map(|s| (s % n) as usize)
+            .take(picks)
+            .collect()
+    }
+
+    #[test]
+    fn picks_come_in_grpc_c_core_s_order() {
+        let b = StrideScheduler::new(weighted_set(&[5, 1, 2, 3, 5]));
+        let ours: Vec<usize> = (0..500).map(|_| b.select(&PickContext::new()).unwrap()).collect();
+        assert_eq!(ours, c_core_picks(&b.scaled, 500));
+    }
+
     #[test]
     fn shares_follow_weights() {
         let b = StrideScheduler::new(weighted_set(&[5, 1, 1, 3]));

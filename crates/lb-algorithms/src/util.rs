@@ -287,6 +287,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn uniform_means_every_weight_alike() {
+        assert!(uniform(&[3, 3, 3]));
+        assert!(uniform(&[7]) && uniform(&[]));
+        assert!(!uniform(&[3, 3, 4]));
+        assert!(!uniform(&[4, 3, 3]));
+    }
+
+    #[test]
     fn the_mixers_are_the_reference_ones() {
         // Vigna's splitmix64.c from state 0: its outputs finalize GOLDEN, then 2 * GOLDEN.
         assert_eq!(splitmix64(GOLDEN), 0xE220_A839_7B1D_CDAF);
