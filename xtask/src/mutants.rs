@@ -24,6 +24,18 @@
 //!   faster; the tables stay identical (pinned by their fingerprints).
 //! - `maglev.rs`, `pow_mod`: `base += m` for `base %= m`. Equal modulo `m`,
 //!   and no product overflows at the table sizes allowed.
+//! - lb-health `outlier/mod.rs`, `success_rate_outliers`: one `r - mean`
+//!   of the variance as `r + mean`. The sum of `(r - m)(r + m)` over the
+//!   rates equals the sum of `(r - m)^2`, since the rates average to `m`.
+//! - lb-health `breaker/window.rs`, `record_otherwise`: `^` for `|` between
+//!   the kind's bits, which never overlap.
+//! - lb-health `prober.rs`, `ProbeSet::update`: the jitter seed's FNV step
+//!   with `|` for `^`; seeds still differ between endpoints.
+//!
+//! One survivor needs an interleaving a unit test cannot force:
+//! `GenCounter::repair`'s check that a word taken over again is left alone
+//! (`breaker/word.rs`); its loom-free stress test races it without
+//! pinning that exact schedule.
 
 use std::process::Command;
 
@@ -60,11 +72,15 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
             mutants.args(["--exclude", helper]);
         }
         let status = mutants.status().map_err(|e| format!("could not start cargo mutants: {e}"))?;
-        // 0: all caught; 2: some missed; 3: some timed out (caught by the timeout).
-        match status.code() {
-            Some(0 | 3) => {}
-            Some(2) => survivors.push(format!("{krate}: see {out}/mutants.out/missed.txt")),
-            _ => return Err(format!("cargo mutants on {krate} failed ({status})")),
+        // 0: all caught; 2: some missed; 3: some timed out (caught by the timeout). With both
+        // missed and timed-out mutants the code says 3, so the list of missed ones decides.
+        if !matches!(status.code(), Some(0 | 2 | 3)) {
+            return Err(format!("cargo mutants on {krate} failed ({status})"));
+        }
+        let missed = format!("{out}/mutants.out/missed.txt");
+        let count = std::fs::read_to_string(&missed).map_err(|e| format!("{missed}: {e}"))?.lines().count();
+        if count > 0 {
+            survivors.push(format!("{krate}: {count} (see {missed})"));
         }
     }
     if survivors.is_empty() { Ok(()) } else { Err(format!("mutants survived: {}", survivors.join("; "))) }

@@ -243,6 +243,8 @@ mod grpc_health {
             assert!(!is_serving(&[1, 0, 0, 0, 2, 0x08, 1]), "compressed frames are not asked for");
             // 129 as a two-byte varint is no status at all, though its low byte reads 1.
             assert!(!is_serving(&[0, 0, 0, 0, 3, 0x08, 0x81, 0x01]), "status 129");
+            // A field of another wire type (here field 2, length-delimited) is no health answer.
+            assert!(!is_serving(&[0, 0, 0, 0, 4, 0x12, 0x00, 0x08, 1]), "a length-delimited field");
             // Another varint field before the status is skipped whole.
             assert!(is_serving(&[0, 0, 0, 0, 5, 0x10, 0xac, 0x02, 0x08, 1]), "field 2 = 300, then SERVING");
         }

@@ -344,6 +344,10 @@ mod tests {
         c.decrement(4);
         assert_eq!(c.get(4), 1);
         assert!(is_later(0, GEN_MASK) && !is_later(GEN_MASK, 0));
+        // Half the circle away is neither later nor earlier: too far to tell.
+        let half = 1 << (GEN_BITS - 1);
+        assert!(!is_later(half, 0) && !is_later(0, half));
+        assert!(is_later(half - 1, 0) && !is_later(half + 1, 0));
     }
 
     #[test]
