@@ -524,6 +524,7 @@ mod tests {
                 slow_start(Algorithm::Maglev { table_size: 65_536 }, 1.0),
                 AlgorithmError::TableSizeNotPrime(65_536),
             ),
+            (slow_start(slow_start(Algorithm::RoundRobin, 1.0), 1.0), AlgorithmError::NestedSlowStart),
         ];
         for (algorithm, error) in bad {
             assert_eq!(algorithm.validate(), Err(error));

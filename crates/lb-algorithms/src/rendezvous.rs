@@ -157,6 +157,8 @@ mod tests {
             assert!(libm::log(unit).is_finite() && libm::log(unit) < 0.0);
         }
         assert!(open_unit(0) < open_unit(1 << 11), "larger mixes, larger units");
+        let just_below_one = f64::from_bits(1.0f64.to_bits() - 1);
+        assert_eq!(open_unit(u64::MAX), just_below_one, "the largest mix keeps the largest unit");
     }
 
     #[test]
