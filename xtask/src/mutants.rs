@@ -31,6 +31,9 @@
 //!   the kind's bits, which never overlap.
 //! - lb-health `prober.rs`, `ProbeSet::update`: the jitter seed's FNV step
 //!   with `|` for `^`; seeds still differ between endpoints.
+//! - lb-health `outlier/config.rs`, `consecutive_failures`: deleting the
+//!   fields it sets to their defaults (gateway failures, split local origin,
+//!   failure percentage); they are written out to say "nothing else".
 //!
 //! One survivor needs an interleaving a unit test cannot force:
 //! `GenCounter::repair`'s check that a word taken over again is left alone
