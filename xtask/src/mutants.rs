@@ -20,8 +20,9 @@
 //!   `^`. Draws stay uniform enough for every statistical test; seeded
 //!   draws (the deterministic tests) have no salt at all.
 //! - `maglev.rs`, `populate`: the switch to the tail strategy one slot
-//!   earlier (`>=` for `>`). The tail finds the same slot a probe would,
-//!   faster; the tables stay identical (pinned by their fingerprints).
+//!   earlier (`>=` for `>`), or never (`m + filled` for `m - filled`). The
+//!   tail finds the same slot a probe would, faster; the tables stay
+//!   identical (pinned by their fingerprints).
 //! - `maglev.rs`, `pow_mod`: `base += m` for `base %= m`. Equal modulo `m`,
 //!   and no product overflows at the table sizes allowed.
 //! - lb-health `outlier/mod.rs`, `success_rate_outliers`: one `r - mean`
@@ -29,16 +30,14 @@
 //!   rates equals the sum of `(r - m)^2`, since the rates average to `m`.
 //! - lb-health `breaker/window.rs`, `record_otherwise`: `^` for `|` between
 //!   the kind's bits, which never overlap.
-//! - lb-health `prober.rs`, `ProbeSet::update`: the jitter seed's FNV step
-//!   with `|` for `^`; seeds still differ between endpoints.
 //! - lb-health `outlier/config.rs`, `consecutive_failures`: deleting the
 //!   fields it sets to their defaults (gateway failures, split local origin,
 //!   failure percentage); they are written out to say "nothing else".
 //!
-//! One survivor needs an interleaving a unit test cannot force:
-//! `GenCounter::repair`'s check that a word taken over again is left alone
-//! (`breaker/word.rs`); its loom-free stress test races it without
-//! pinning that exact schedule.
+//! Two survivors need an interleaving a unit test cannot force: either
+//! answer of `GenCounter::repair`'s check that a word was taken over again
+//! (`breaker/word.rs`); its stress test races it without pinning that
+//! exact schedule.
 
 use std::process::Command;
 

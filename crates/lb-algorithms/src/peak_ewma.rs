@@ -221,6 +221,19 @@ mod tests {
     }
 
     #[test]
+    fn cost_is_the_estimate_times_in_flight_plus_one() {
+        use lb_core::{BalancerExt, PickContext};
+        let b = PeakEwma::new(set_of(2));
+        let default_rtt = u128::from(30 * MS);
+        assert_eq!(b.cost(0), Some(default_rtt), "never measured: the default RTT");
+        b.observe(1, &report(7, 0));
+        let held: Vec<_> = (0..3).map(|_| b.pick(&PickContext::new().excluding(&[0])).unwrap()).collect();
+        assert_eq!(b.cost(1), Some(u128::from(7 * MS) * 4), "7 ms times three in flight plus one");
+        drop(held);
+        assert_eq!(b.cost(2), None, "no such endpoint");
+    }
+
+    #[test]
     fn observe_updates_state_and_idle_endpoints_decay() {
         let b = PeakEwma::with_config(
             set_of(2),

@@ -327,11 +327,7 @@ impl ProbeSet {
         for member in set {
             let id = member.endpoint().id();
             if !self.tasks.contains_key(id) {
-                let seed = id
-                    .as_str()
-                    .bytes()
-                    .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-                self.tasks.insert(id.clone(), self.prober.spawn(member, seed));
+                self.tasks.insert(id.clone(), self.prober.spawn(member, jitter_seed(id)));
             }
         }
     }
@@ -349,5 +345,28 @@ impl ProbeSet {
     /// The per-check timeout in force.
     pub fn timeout(&self) -> Duration {
         self.prober.config.timeout
+    }
+}
+
+/// An endpoint's own seed for its check jitter (FNV-1a of its id), so the
+/// endpoints of a set are not all checked in step.
+fn jitter_seed(id: &EndpointId) -> u64 {
+    id.as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_gets_its_own_jitter_seed() {
+        let seeds: std::collections::BTreeSet<u64> = (0..1000)
+            .map(|i| jitter_seed(&EndpointId::from(format!("10.0.{}.{}:80", i / 250, i % 250).as_str())))
+            .collect();
+        assert_eq!(seeds.len(), 1000);
+        // FNV-1a's published value for "a".
+        assert_eq!(jitter_seed(&EndpointId::from("a")), 0xaf63_dc4c_8601_ec8c);
     }
 }

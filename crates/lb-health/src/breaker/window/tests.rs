@@ -274,3 +274,22 @@ mod props {
         }
     }
 }
+
+#[test]
+fn a_reset_from_open_starts_with_an_empty_window() {
+    let b = SlidingWindowBreaker::new(settings(SlidingWindow::Count(4), 4)).unwrap();
+    let now = Timestamp::ZERO;
+    for _ in 0..4 {
+        call(&b, Outcome::Http5xx(500), MS, now);
+    }
+    assert_eq!(b.state(now), WindowState::Open);
+    b.reset(now);
+    assert_eq!(b.state(now), WindowState::Closed);
+    assert_eq!(b.rates(now), None, "the failures before the reset are forgotten");
+    // Three fresh successes and one failure: 25 %, under the 50 % threshold.
+    for _ in 0..3 {
+        call(&b, Outcome::Success, MS, now);
+    }
+    call(&b, Outcome::Http5xx(500), MS, now);
+    assert_eq!(b.state(now), WindowState::Closed);
+}
