@@ -25,6 +25,9 @@
 //!   identical (pinned by their fingerprints).
 //! - `maglev.rs`, `pow_mod`: `base += m` for `base %= m`. Equal modulo `m`,
 //!   and no product overflows at the table sizes allowed.
+//! - `stride.rs`, `next_turn`: `index *= 1` for `index += 1`. The stepping
+//!   loop stops moving and falls through to `jump`, which computes the
+//!   same turn the steps would have reached.
 //! - lb-health `outlier/mod.rs`, `success_rate_outliers`: one `r - mean`
 //!   of the variance as `r + mean`. The sum of `(r - m)(r + m)` over the
 //!   rates equals the sum of `(r - m)^2`, since the rates average to `m`.

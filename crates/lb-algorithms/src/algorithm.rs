@@ -556,6 +556,21 @@ mod tests {
     }
 
     #[test]
+    fn observe_reaches_the_algorithm_inside() {
+        let report = Report {
+            outcome: lb_core::Outcome::Success,
+            latency: Duration::from_millis(3),
+            at: Timestamp::ZERO,
+        };
+        for name in ["peak_ewma", "slow_start:peak_ewma"] {
+            let b = name.parse::<Algorithm>().unwrap().build(set_of(2));
+            b.observe(1, &report);
+            let estimate = b.endpoints().get(1).unwrap().state().latency_estimate().0;
+            assert_eq!(estimate, 3_000_000, "{name}");
+        }
+    }
+
+    #[test]
     fn tick_reaches_slow_start_and_peak_ewma() {
         let slow = "slow_start:peak_ewma".parse::<Algorithm>().unwrap().build(set_of(2));
         let state = slow.endpoints().get(0).unwrap().state();

@@ -304,6 +304,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn lookup_is_the_table_s_owner_and_what_a_healthy_set_selects() {
+        let m = Maglev::with_table_size(set_of(5), 251).unwrap();
+        for key in 0..500u32 {
+            let hash = crate::hash_key(&key.to_le_bytes());
+            let owner = m.lookup(hash);
+            assert_eq!(owner, Some(m.table()[reduce(hash, 251)] as usize));
+            assert_eq!(owner, m.select_hash(hash, &PickContext::new()));
+        }
+    }
+
     fn shares(m: &Maglev, n: usize) -> Vec<usize> {
         let mut counts = vec![0; n];
         for &o in m.table() {

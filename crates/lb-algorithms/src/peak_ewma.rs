@@ -250,6 +250,20 @@ mod tests {
     }
 
     #[test]
+    fn weights_divide_the_cost() {
+        // 20 ms on weight 3 costs 6.7 per unit; 10 ms on weight 1 costs 10.
+        let b = PeakEwma::new(crate::testing::weighted_set(&[3, 1]));
+        b.observe(0, &report(20, 0));
+        b.observe(1, &report(10, 0));
+        assert!((0..20).all(|_| b.select(&PickContext::new()) == Some(0)));
+        // Unweighted, the same estimates go the other way.
+        let unweighted = PeakEwma::new(set_of(2));
+        unweighted.observe(0, &report(20, 0));
+        unweighted.observe(1, &report(10, 0));
+        assert!((0..20).all(|_| unweighted.select(&PickContext::new()) == Some(1)));
+    }
+
+    #[test]
     fn prefers_fast_and_idle_and_skips_ejected() {
         let b = PeakEwma::new(set_of(2));
         b.observe(0, &report(1, 0));

@@ -250,6 +250,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pick_with_just_room_for_three_turned_down_still_turns_them_down() {
+        // Endpoint 0 is old, the rest ramp at 10 %; the caller excludes 13,
+        // which leaves exactly the three slots turning down needs.
+        let t0 = Timestamp::from_nanos(1_000_000_000_000);
+        let newcomers = set_of(1).replaced(set_of(20).iter().map(|m| m.endpoint().clone()), t0);
+        let slow = SlowStart::new(RoundRobin::new(newcomers), SlowStartConfig::default(), t0);
+        slow.seed_rng(7);
+        let excluded: Vec<usize> = (1..=MAX_EXCLUDED - REJECTIONS).collect();
+        let old_picks =
+            (0..700).filter(|_| slow.select(&PickContext::new().excluding(&excluded)) == Some(0)).count();
+        // Round robin walks past the excluded to the next eligible, so without
+        // turning down 0 gets one turn in 20 (35); turned-down picks move on.
+        assert!(old_picks > 80, "the old endpoint got {old_picks} of 700");
+    }
+
+    #[test]
     fn the_balancer_trait_s_tick_moves_the_ramp() {
         let t0 = Timestamp::from_nanos(1_000_000_000_000);
         let slow = SlowStart::new(RoundRobin::new(with_newcomer(t0)), SlowStartConfig::default(), t0);

@@ -168,6 +168,9 @@ async fn spawned_probes_drive_the_flags_and_follow_the_set() {
     let only_live = set.replaced([Endpoint::new(addr)], Timestamp::ZERO);
     probes.update(&only_live);
     assert_eq!(probes.len(), 1);
+    assert!(!probes.is_empty());
+    probes.update(&set.replaced(std::iter::empty::<Endpoint>(), Timestamp::ZERO));
+    assert!(probes.is_empty(), "nothing left to check");
     drop(probes);
     server.abort();
 }
