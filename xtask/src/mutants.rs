@@ -28,6 +28,9 @@
 //! - `stride.rs`, `next_turn`: `index *= 1` for `index += 1`. The stepping
 //!   loop stops moving and falls through to `jump`, which computes the
 //!   same turn the steps would have reached.
+//! - `util.rs`, `Rotation::select_inlined`: `start * 1` for `start + 1`
+//!   where the turn's endpoint is down. The search then checks `start`
+//!   once more, finds it down again, and goes on from the same place.
 //! - lb-health `outlier/mod.rs`, `success_rate_outliers`: one `r - mean`
 //!   of the variance as `r + mean`. The sum of `(r - m)(r + m)` over the
 //!   rates equals the sum of `(r - m)^2`, since the rates average to `m`.

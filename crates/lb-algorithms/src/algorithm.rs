@@ -579,6 +579,8 @@ mod tests {
         slow.tick(Timestamp::from_nanos(100_000_000_000));
         assert!(state.latency_estimate().0 < 1_000_000, "the wrapped peak-EWMA decayed");
         assert!(slow.select(&PickContext::new()).is_some());
-        assert!(!Algorithm::default().uses_key() && "bounded_load".parse::<Algorithm>().unwrap().uses_key());
+        let uses_key = |name: &str| name.parse::<Algorithm>().unwrap().uses_key();
+        assert!(!Algorithm::default().uses_key() && uses_key("bounded_load"));
+        assert!(uses_key("slow_start:maglev") && !uses_key("slow_start:p2c"), "slow start asks its inner");
     }
 }

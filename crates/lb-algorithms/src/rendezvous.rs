@@ -190,4 +190,23 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn tied_ranks_walk_in_index_order() {
+        // Two endpoints with one id hash tie on every key; the walk must
+        // still visit both, the lower index first, as the ranking does.
+        for weights in [&[1, 1, 1][..], &[2, 1, 2]] {
+            let mut hrw = Rendezvous::new(weighted_set(weights));
+            hrw.id_hashes[2] = hrw.id_hashes[0];
+            for key in 0..50u64 {
+                let hash = splitmix64(key);
+                let walk: Vec<usize> = hrw.walk(hash).collect();
+                assert_eq!(walk, hrw.ranked(hash), "{weights:?} key {key}");
+                assert_eq!(
+                    walk.iter().position(|&i| i == 0).unwrap() + 1,
+                    walk.iter().position(|&i| i == 2).unwrap()
+                );
+            }
+        }
+    }
 }
