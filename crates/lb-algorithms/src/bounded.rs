@@ -83,15 +83,15 @@ impl<H: HashWalk> BoundedLoad<H> {
     /// less what the excluded endpoints hold.
     pub fn select_hash(&self, hash: u64, ctx: &PickContext<'_>) -> Option<usize> {
         let set = self.inner.endpoints();
-        let members = set.members();
+        let states = set.states();
         let mut total = set.in_flight_total();
         let mut weight_sum = if ctx.ignores_health() { self.total_weight } else { set.eligible_weight() };
         // A retry's few excluded endpoints take none of this request: leave them out.
         let exclude = ctx.exclude();
         for (k, &i) in exclude.iter().enumerate() {
-            if let Some(m) = members.get(i).filter(|_| !exclude[..k].contains(&i)) {
-                total = total.saturating_sub(u64::from(m.state().in_flight()));
-                if ctx.health_admits(m.state()) {
+            if let Some(state) = states.get(i).filter(|_| !exclude[..k].contains(&i)) {
+                total = total.saturating_sub(u64::from(state.in_flight()));
+                if ctx.health_admits(state) {
                     weight_sum = weight_sum.saturating_sub(u64::from(self.weights[i]));
                 }
             }
@@ -103,7 +103,7 @@ impl<H: HashWalk> BoundedLoad<H> {
         let budget = u128::from(self.factor_milli) * u128::from(total + 1);
         let under_cap = |i: usize| {
             // in_flight < ceil(budget * w / (1000 W))  <=>  in_flight * 1000 W < budget * w
-            let load = u128::from(members[i].state().in_flight());
+            let load = u128::from(states[i].in_flight());
             load * 1000 * u128::from(weight_sum) < budget * u128::from(self.weights[i])
         };
         let mut walk = self.inner.walk(hash);

@@ -53,8 +53,8 @@ impl Balancer for LeastConnections {
     }
 
     fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
-        let members = self.set.members();
-        let n = members.len();
+        let states = self.set.states();
+        let n = states.len();
         if n == 0 {
             return None;
         }
@@ -62,7 +62,7 @@ impl Balancer for LeastConnections {
         let mut turn = None;
         let mut best: Option<(usize, u64, u64)> = None;
         for _ in 0..n {
-            let state = members[i].state();
+            let state = &states[i];
             if ctx.health_admits(state) {
                 turn.get_or_insert(i);
                 let (load, weight) = (u64::from(state.in_flight()), u64::from(self.weights[i]));

@@ -104,18 +104,27 @@ impl Maglev {
         let owner = *self.table.get(self.slot(hash))? as usize;
         // The common case inline: nothing excluded, one flag load.
         if ctx.exclude().is_empty()
-            && let Some(m) = self.set.get(owner)
-            && ctx.health_admits(m.state())
+            && let Some(state) = self.set.states().get(owner)
+            && ctx.health_admits(state)
         {
             return Some(owner);
         }
-        self.select_hash_slow(hash, owner, ctx)
+        self.select_hash_slow(hash, owner, ctx.exclude(), ctx.ignores_health())
     }
 
-    /// The owner is down or excluded: read the table onward.
+    /// The owner is down or excluded: read the table onward. Takes the
+    /// context's fields, not the context, so the fast path never has to
+    /// write one out to memory.
     #[cold]
     #[inline(never)]
-    fn select_hash_slow(&self, hash: u64, owner: usize, ctx: &PickContext<'_>) -> Option<usize> {
+    fn select_hash_slow(
+        &self,
+        hash: u64,
+        owner: usize,
+        exclude: &[usize],
+        ignore_health: bool,
+    ) -> Option<usize> {
+        let ctx = &PickContext::new().excluding(exclude).with_health_ignored(ignore_health);
         if self.set.is_eligible(owner, ctx) {
             return Some(owner);
         }

@@ -28,13 +28,13 @@ pub(crate) fn two_choices(
     if n < 2 {
         return set.is_eligible(0, ctx).then_some((0, None));
     }
-    let members = set.members();
+    let states = set.states();
     let r = rng.next();
     // High and low halves give two independent draws from one random word.
     let first = draw(r >> 32, n);
     let second = draw_other(first, r & 0xFFFF_FFFF, n);
     // The common case, both healthy and nothing excluded, costs two flag loads.
-    let (a, b) = (members[first].state(), members[second].state());
+    let (a, b) = (&states[first], &states[second]);
     if ctx.health_admits(a) && ctx.health_admits(b) && ctx.exclude().is_empty() {
         return Some((first, Some(second)));
     }
@@ -167,8 +167,8 @@ impl PowerOfTwoChoices {
     /// Whether `a` is at least as good as `b`.
     #[inline]
     fn prefers(&self, a: usize, b: usize) -> bool {
-        let members = self.set.members();
-        self.prefers_states(a, members[a].state(), b, members[b].state())
+        let states = self.set.states();
+        self.prefers_states(a, &states[a], b, &states[b])
     }
 
     /// [`prefers`](Self::prefers) with the two states already at hand.
@@ -200,14 +200,14 @@ impl Balancer for PowerOfTwoChoices {
     /// like the accepted ones here, so the mix stays uniform.
     #[inline]
     fn select(&self, ctx: &PickContext<'_>) -> Option<usize> {
-        let members = self.set.members();
-        let n = members.len();
+        let states = self.set.states();
+        let n = states.len();
         if n >= 2 && ctx.exclude().is_empty() {
             let r = self.rng.next();
             let first = draw(r >> 32, n);
             let second = draw_other(first, r & 0xFFFF_FFFF, n);
-            if let (Some(a), Some(b)) = (members.get(first), members.get(second)) {
-                let (a, b): (&EndpointState, &EndpointState) = (a.state(), b.state());
+            if let (Some(a), Some(b)) = (states.get(first), states.get(second)) {
+                let (a, b): (&EndpointState, &EndpointState) = (a, b);
                 if ctx.health_admits(a) && ctx.health_admits(b) {
                     return Some(if self.prefers_states(first, a, second, b) { first } else { second });
                 }

@@ -159,8 +159,8 @@ impl Balancer for PeakEwma {
             (a, Some(b)) => (a, b),
             (a, None) => return Some(a),
         };
-        let members = self.set.members();
-        let (cost_a, cost_b) = (self.cost_of(members[a].state()), self.cost_of(members[b].state()));
+        let states = self.set.states();
+        let (cost_a, cost_b) = (self.cost_of(&states[a]), self.cost_of(&states[b]));
         let a_wins = if self.uniform {
             cost_a <= cost_b
         } else {

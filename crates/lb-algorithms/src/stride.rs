@@ -132,10 +132,9 @@ impl Balancer for StrideScheduler {
         if self.scaled.is_empty() {
             return None;
         }
-        let members = self.set.members();
+        let states = self.set.states();
         // This pick's turn: the next one of an endpoint health lets take traffic.
-        let (turn, mut pick) =
-            self.next_turn(self.sequence.get(), |i| ctx.health_admits(members[i].state()))?;
+        let (turn, mut pick) = self.next_turn(self.sequence.get(), |i| ctx.health_admits(&states[i]))?;
         if ctx.is_excluded(pick) {
             pick = self.next_turn(turn.wrapping_add(1), |i| self.set.is_eligible(i, ctx))?.1;
         }

@@ -192,9 +192,9 @@ impl Balancer for SmoothWeightedRoundRobin {
         if len == 0 {
             return None;
         }
-        let members = self.set.members();
+        let states = self.set.states();
         // This pick's entry: the next one whose endpoint health lets take traffic.
-        let turn = self.next_entry(self.next.index_below(len), |i| ctx.health_admits(members[i].state()))?;
+        let turn = self.next_entry(self.next.index_below(len), |i| ctx.health_admits(&states[i]))?;
         let mut pick = self.order[turn] as usize;
         if ctx.is_excluded(pick) {
             let after = if turn + 1 == len { 0 } else { turn + 1 };

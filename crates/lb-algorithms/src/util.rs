@@ -195,16 +195,16 @@ impl Rotation {
     /// whole pick, which the compiler would otherwise leave out of line.
     #[inline(always)]
     pub(crate) fn select_inlined(&self, set: &EndpointSet, ctx: &PickContext<'_>) -> Option<usize> {
-        let members = set.members();
-        let n = members.len();
+        let states = set.states();
+        let n = states.len();
         if n == 0 {
             return None;
         }
         let start = self.next.index_below(n);
-        let turn = if ctx.health_admits(members[start].state()) {
+        let turn = if ctx.health_admits(&states[start]) {
             start
         } else {
-            first_from(n, start + 1, |i| ctx.health_admits(members[i].state()))?
+            first_from(n, start + 1, |i| ctx.health_admits(&states[i]))?
         };
         let pick = if ctx.is_excluded(turn) { next_eligible(set, turn + 1, ctx)? } else { turn };
         self.next.pass(turn, n);

@@ -105,8 +105,8 @@ impl EndpointSet {
     /// not excluded. Lock-free.
     #[inline]
     pub fn is_eligible(&self, index: usize, ctx: &PickContext<'_>) -> bool {
-        match self.get(index) {
-            Some(m) => ctx.health_admits(m.state()) && !ctx.is_excluded(index),
+        match self.states().get(index) {
+            Some(state) => ctx.health_admits(state) && !ctx.is_excluded(index),
             None => false,
         }
     }

@@ -142,7 +142,11 @@ fn load_share(word: u32) -> i64 {
 /// A state made by a set also keeps its set's totals (requests in flight,
 /// eligible weight) exact while it is a member of the latest set built from
 /// that lineage; one made with [`new`](Self::new) stands alone.
+///
+/// The two words a pick reads, health and in-flight, come first and
+/// together (`repr(C)`), so they share a cache line.
 #[derive(Debug)]
+#[repr(C)]
 pub struct EndpointState {
     /// The flags (low byte), whether the endpoint is joined to its totals,
     /// and its weight (high half), so health and weight change together.

@@ -44,6 +44,9 @@ impl Member {
 #[derive(Debug, Clone, Default)]
 pub struct EndpointSet {
     members: Arc<[Member]>,
+    /// The members' states again, in index order, one pointer each: the
+    /// array picks index, eight bytes an endpoint, so it stays in L1.
+    states: Arc<[Arc<EndpointState>]>,
     totals: Arc<Totals>,
 }
 
@@ -71,20 +74,27 @@ impl EndpointSet {
             endpoints.into_iter().map(|e| (e.id().clone(), e)).collect();
         let totals = &self.totals;
         let kept = totals.is_kept();
+        // The new states first, all together, so they sit side by side in
+        // memory (picks read them), not between the endpoints' descriptions.
+        let states: Vec<Arc<EndpointState>> = by_id
+            .values()
+            .map(|endpoint| match self.index_of(endpoint.id()) {
+                Some(i) => Arc::clone(&self.members[i].state),
+                None => Arc::new(EndpointState::of_lineage(now, totals)),
+            })
+            .collect();
+        let dense: Arc<[Arc<EndpointState>]> = states.iter().map(Arc::clone).collect();
         let members: Arc<[Member]> = by_id
             .into_values()
-            .map(|endpoint| {
-                let state = match self.index_of(endpoint.id()) {
-                    Some(i) => Arc::clone(&self.members[i].state),
-                    None => Arc::new(EndpointState::of_lineage(now, totals)),
-                };
+            .zip(states)
+            .map(|(endpoint, state)| {
                 if kept {
                     state.join(endpoint.weight());
                 }
                 Member { endpoint: Arc::new(endpoint), state }
             })
             .collect();
-        let next = EndpointSet { members, totals: Arc::clone(totals) };
+        let next = EndpointSet { members, states: dense, totals: Arc::clone(totals) };
         for member in self.iter().filter(|m| next.index_of(m.endpoint().id()).is_none()) {
             member.state.leave();
         }
@@ -150,6 +160,13 @@ impl EndpointSet {
     #[inline]
     pub fn members(&self) -> &[Member] {
         &self.members
+    }
+
+    /// The members' live states in index order: what a pick reads, from
+    /// an array of one pointer per endpoint.
+    #[inline]
+    pub fn states(&self) -> &[Arc<EndpointState>] {
+        &self.states
     }
 
     /// Iterates over the members in id order.
@@ -309,6 +326,13 @@ mod tests {
         let added = next.applied(&Change::Add(ep(3)), Timestamp::from_nanos(8));
         assert_eq!(added.get(2).unwrap().state().added_at(), Timestamp::from_nanos(8));
         assert_eq!(added.get(0).unwrap().state().added_at(), Timestamp::ZERO);
+        for s in [&set, &next, &added, &EndpointSet::empty()] {
+            assert_eq!(s.states().len(), s.len());
+            assert!(
+                s.iter().zip(s.states()).all(|(m, state)| Arc::ptr_eq(m.state(), state)),
+                "states() is in index order"
+            );
+        }
     }
 
     #[test]
