@@ -16,13 +16,14 @@
 //! - `rendezvous.rs`, `score`: the leading `-` deleted. The scores turn
 //!   negative, and the bits of negative floats order by magnitude as the
 //!   positive ones do, so every rank keeps its place.
-//! - `util.rs`, `Rng::next`: the unseeded salt mixed in with `|` instead of
-//!   `^`. Draws stay uniform enough for every statistical test; seeded
+//! - `util.rs`, `Rng::next`: the unseeded salt made or mixed in with `|`
+//!   instead of `^` (either of the two). Draws stay uniform enough for every statistical test; seeded
 //!   draws (the deterministic tests) have no salt at all.
 //! - `maglev.rs`, `populate`: the switch to the tail strategy one slot
 //!   earlier (`>=` for `>`), or never (`m + filled` for `m - filled`). The
 //!   tail finds the same slot a probe would, faster; the tables stay
-//!   identical (pinned by their fingerprints).
+//!   identical (pinned by their fingerprints). Likewise the tail's length
+//!   `sqrt(m) % 4` for `sqrt(m) / 4`.
 //! - `maglev.rs`, `pow_mod`: `base += m` for `base %= m`. Equal modulo `m`,
 //!   and no product overflows at the table sizes allowed.
 //! - `stride.rs`, `next_turn`: `index *= 1` for `index += 1`. The stepping

@@ -264,6 +264,25 @@ mod tests {
     }
 
     #[test]
+    fn observes_of_one_endpoint_decay_each_other_in_turn() {
+        let b = PeakEwma::with_config(
+            set_of(3),
+            PeakEwmaConfig { tau: Duration::from_secs(1), ..Default::default() },
+        );
+        for i in [1, 2] {
+            b.observe(i, &report(100, 0));
+        }
+        // Three observes of endpoint 0, twenty time constants later: the
+        // cursor passes over 0 itself, then decays 1, then 2.
+        for _ in 0..3 {
+            b.observe(0, &report(5, 20_000));
+        }
+        for i in [1, 2] {
+            assert!(b.endpoints().get(i).unwrap().state().latency_estimate().0 < MS, "endpoint {i} decayed");
+        }
+    }
+
+    #[test]
     fn prefers_fast_and_idle_and_skips_ejected() {
         let b = PeakEwma::new(set_of(2));
         b.observe(0, &report(1, 0));

@@ -49,3 +49,26 @@ fn jump_matches_the_reference_crate() {
         }
     }
 }
+
+/// The key whose first generator step gives `next` (the multiplier is odd,
+/// so it has an inverse modulo 2^64, found by Newton's iteration).
+fn key_stepping_to(next: u64) -> u64 {
+    const MULTIPLIER: u64 = 2_862_933_555_777_941_757;
+    let mut inverse = MULTIPLIER;
+    for _ in 0..6 {
+        inverse = inverse.wrapping_mul(2u64.wrapping_sub(MULTIPLIER.wrapping_mul(inverse)));
+    }
+    next.wrapping_sub(1).wrapping_mul(inverse)
+}
+
+#[test]
+fn jump_matches_the_reference_crate_at_the_extremes() {
+    // Steps whose top 31 bits are tiny make the jumps huge: only the exact
+    // `(key >> 33) + 1` divisor lands where the reference does.
+    for top in [0u64, 1, 2, 3, 1000] {
+        let key = key_stepping_to((top << 33) | 12_345);
+        for n in [u32::MAX, 1 << 31, (1 << 30) + 1, 1000] {
+            assert_eq!(jump_bucket(key, n), jump_consistent_hash::hash(key, n as usize), "top {top}, n {n}");
+        }
+    }
+}

@@ -154,6 +154,7 @@ async fn spawned_probes_drive_the_flags_and_follow_the_set() {
     let prober = Prober::new(ActiveCheckConfig { initial: InitialState::Unhealthy, ..config() }).unwrap();
     let mut probes = prober.watch(&set);
     assert_eq!(probes.len(), 2);
+    assert_eq!(probes.timeout(), config().timeout);
     let live = set.get(set.index_of(Endpoint::new(addr).id()).unwrap()).unwrap().state().clone();
     let gone = set.get(set.index_of(Endpoint::new(dead).id()).unwrap()).unwrap().state().clone();
 
@@ -197,7 +198,13 @@ async fn grpc_health_server(answer: GrpcAnswer) -> (SocketAddr, JoinHandle<()>) 
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
             tokio::spawn(async move {
-                let service = service_fn(move |_request| async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| async move {
+                    // A real gRPC server routes by scheme and path: anything else is not the check.
+                    let uri = request.uri();
+                    if uri.scheme_str() != Some("http") || uri.path() != "/grpc.health.v1.Health/Check" {
+                        let response = Response::builder().status(404).body(Full::default().boxed()).unwrap();
+                        return Ok::<_, Infallible>(response);
+                    }
                     let (status, grpc_status) = match answer {
                         GrpcAnswer::Serving => (1, "0"),
                         GrpcAnswer::ServingThenUnavailable => (1, "14"),
