@@ -67,17 +67,28 @@ impl<B: Balancer, E: Extra> Attempt<B, E> {
         self.started
     }
 
+    /// The time on the clock the attempt was started with.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// Reports how the try ended to everyone who learns from it: the
     /// breaker, the extra's metrics, the outlier detector and the balancer.
     /// An [`Outcome::LocallyRejected`] try failed on the caller's side (its
     /// request body, say): it ends like a cancelled one, blaming nobody.
-    pub fn finish(mut self, outcome: Outcome, status: E::Status) {
+    pub fn finish(self, outcome: Outcome, status: E::Status) {
+        let now = self.clock.now();
+        self.finish_at(outcome, status, now);
+    }
+
+    /// [`finish`](Self::finish) at `now`, read from the attempt's clock
+    /// ([`now`](Self::now)) by a caller that stamps something else with it too.
+    pub fn finish_at(mut self, outcome: Outcome, status: E::Status, now: Timestamp) {
         if outcome == Outcome::LocallyRejected {
             self.release(Some(status));
             return;
         }
         let Some((pick, admission)) = self.held.take() else { return };
-        let now = self.clock.now();
         let report = Report { outcome, latency: now.saturating_since(self.started), at: now };
         let generation = pick.balancer();
         let extra = generation.extra(pick.index());

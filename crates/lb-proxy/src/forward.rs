@@ -147,8 +147,10 @@ pub(crate) async fn forward<E: Exchange>(
     let mut last_error = TryError::Connect;
     let mut budget_deposited = false;
     let generation = upstream.current.load();
+    // The first try starts as the head arrived (one clock read fewer); a
+    // retry reads the clock after its backoff.
+    let mut now = arrived;
     loop {
-        let now = rt.clock.now();
         let panic = upstream.in_panic();
         let ctx = PickContext::new().with_health_ignored(panic);
         let ctx = match key {
@@ -194,6 +196,7 @@ pub(crate) async fn forward<E: Exchange>(
                         attempt.finish(outcome, status);
                         note_retry(upstream, span, retries.attempt(), outcome);
                         pause(wait).await;
+                        now = rt.clock.now();
                         continue;
                     }
                     None => return Forwarded::Answer { answer, attempt },
@@ -206,17 +209,19 @@ pub(crate) async fn forward<E: Exchange>(
             }
             Err(error) => (error.outcome(), error.status_and_text().0, error),
         };
-        attempt.finish(outcome, status);
+        // One clock read for the try's end and the retry decision.
+        let ended = rt.clock.now();
+        attempt.finish_at(outcome, status, ended);
         last_error = error;
         if !exchange.replayable() {
             break;
         }
-        let now = rt.clock.now();
-        let Some(wait) = retries.after_failure(outcome, now, upstream.budget(), &upstream.jitter) else {
+        let Some(wait) = retries.after_failure(outcome, ended, upstream.budget(), &upstream.jitter) else {
             break;
         };
         note_retry(upstream, span, retries.attempt(), outcome);
         pause(wait).await;
+        now = rt.clock.now();
     }
     let (status, text) = last_error.status_and_text();
     Forwarded::Local { status, text }

@@ -538,12 +538,14 @@ impl<S: ClientStream> Io<S> {
         }
         let reusable =
             end == BodyEnd::Complete && request_sent && conn.head.keep_alive && conn.buf.is_empty();
+        // One clock read for both: the connection's idle start and the try's end.
+        let now = attempt.now();
         if let (true, Connections::Http1(pool)) = (reusable, &attempt.extra().pool) {
-            pool.put(conn);
+            pool.put_at(conn, now);
         }
         let outcome =
             if end == BodyEnd::Failed { Outcome::Reset } else { Outcome::from_status(status.as_u16()) };
-        attempt.finish(outcome, status);
+        attempt.finish_at(outcome, status, now);
         if let Some(span) = span {
             span.end(status, end);
         }

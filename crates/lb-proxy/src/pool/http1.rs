@@ -187,12 +187,17 @@ impl EndpointPool {
     }
 
     /// Parks a connection whose exchange ended cleanly, unless the pool is full.
-    pub(crate) fn put(&self, mut conn: UpstreamConn) {
+    pub(crate) fn put(&self, conn: UpstreamConn) {
+        self.put_at(conn, self.clock.now());
+    }
+
+    /// [`put`](Self::put), idle since `now` (read from the proxy's clock).
+    pub(crate) fn put_at(&self, mut conn: UpstreamConn, now: Timestamp) {
         // A large body grew the buffer; an idle connection keeps only a small one.
         conn.buf.shrink(KEEP_BUFFER);
         let mut stack = self.stack();
         if stack.len() < self.max_idle {
-            stack.push(Idle { conn, since: self.clock.now() });
+            stack.push(Idle { conn, since: now });
         }
     }
 
