@@ -16,22 +16,26 @@
 //! - `rendezvous.rs`, `score`: the leading `-` deleted. The scores turn
 //!   negative, and the bits of negative floats order by magnitude as the
 //!   positive ones do, so every rank keeps its place.
-//! - `util.rs`, `Rng::next`: the unseeded salt made or mixed in with `|`
-//!   instead of `^` (either of the two). Draws stay uniform enough for every statistical test; seeded
+//! - `util.rs`, `Rng::next`: the unseeded salt made or mixed in with `|` or
+//!   `&` instead of `^` (either of the two). Draws stay uniform enough for every statistical test; seeded
 //!   draws (the deterministic tests) have no salt at all.
 //! - `maglev.rs`, `populate`: the switch to the tail strategy one slot
 //!   earlier (`>=` for `>`), or never (`m + filled` for `m - filled`). The
 //!   tail finds the same slot a probe would, faster; the tables stay
-//!   identical (pinned by their fingerprints). Likewise the tail's length
-//!   `sqrt(m) % 4` for `sqrt(m) / 4`.
+//!   identical (pinned by their fingerprints). Likewise any other length
+//!   of the tail (`sqrt(m) % 4` or `* 4` for `sqrt(m) / 4`).
 //! - `maglev.rs`, `pow_mod`: `base += m` for `base %= m`. Equal modulo `m`,
 //!   and no product overflows at the table sizes allowed.
 //! - `stride.rs`, `next_turn`: `index *= 1` for `index += 1`. The stepping
 //!   loop stops moving and falls through to `jump`, which computes the
 //!   same turn the steps would have reached.
 //! - `util.rs`, `Rotation::select_inlined`: `start * 1` for `start + 1`
-//!   where the turn's endpoint is down. The search then checks `start`
-//!   once more, finds it down again, and goes on from the same place.
+//!   where the turn's endpoint is down, or `turn * 1` for `turn + 1` where
+//!   it is excluded. The search then checks that index once more, finds it
+//!   unusable again, and goes on from the same place.
+//! - `random.rs`, `alias_table`: `<=` for `<` when sorting columns into
+//!   small and large. A column of exactly full mass keeps all of it
+//!   either way (its threshold is the whole range, its alias never drawn).
 //! - lb-health `outlier/mod.rs`, `success_rate_outliers`: one `r - mean`
 //!   of the variance as `r + mean`. The sum of `(r - m)(r + m)` over the
 //!   rates equals the sum of `(r - m)^2`, since the rates average to `m`.

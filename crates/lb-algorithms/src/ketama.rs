@@ -98,13 +98,12 @@ impl KetamaRing {
     }
 }
 
-/// The CRC32 state after `host "\0" port`, split as nginx splits its server string.
+/// The CRC32 state after `host "\0" port`, split as nginx splits its server
+/// string: at the last colon (every address ends in `:port`; IPv6 hosts
+/// keep their brackets).
 fn server_hasher(address: &Address) -> crc32fast::Hasher {
     let server = address.to_string();
-    let (host, port) = match server.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (host, port),
-        _ => (server.as_str(), ""),
-    };
+    let (host, port) = server.rsplit_once(':').unwrap_or((&server, ""));
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(host.as_bytes());
     hasher.update(b"\0");

@@ -343,6 +343,10 @@ mod tests {
         assert!(!c.increment_below(3, 10), "stale admissions fail");
         c.decrement(4);
         assert_eq!(c.get(4), 1);
+        c.decrement(4);
+        c.decrement(4);
+        assert_eq!((c.get(4), c.get(3)), (0, 0), "a count at zero stays there, never borrowing from the tag");
+        assert_eq!(c.increment(4), 1, "and the generation's tag is intact");
         assert!(is_later(0, GEN_MASK) && !is_later(GEN_MASK, 0));
         // Half the circle away is neither later nor earlier: too far to tell.
         let half = 1 << (GEN_BITS - 1);

@@ -237,6 +237,15 @@ fn success_rate_uses_the_spread_of_the_peers() {
 }
 
 #[test]
+fn success_rates_are_ratios_whatever_the_volume() {
+    // Every host succeeds 90 % of the time; one saw a tenth of the others'
+    // traffic. Equal rates, so no outlier, however the volumes differ.
+    let volumes = [(900, 100), (900, 100), (900, 100), (900, 100), (90, 10)];
+    let cfg = SuccessRate { minimum_hosts: 5, request_volume: 100, stdev_factor: 1900 };
+    assert!(success_rate_outliers(&volumes, cfg).is_empty());
+}
+
+#[test]
 fn a_host_that_only_failed_is_judged_by_failure_percentage() {
     let volumes = [(0, 10), (10, 0), (9, 1)];
     let cfg = FailurePercentage { threshold: 85, minimum_hosts: 3, request_volume: 10 };

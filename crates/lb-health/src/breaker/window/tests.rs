@@ -293,3 +293,11 @@ fn a_reset_from_open_starts_with_an_empty_window() {
     call(&b, Outcome::Http5xx(500), MS, now);
     assert_eq!(b.state(now), WindowState::Closed);
 }
+
+#[test]
+fn settings_debug_names_the_breaker_and_its_thresholds() {
+    let text = std::format!("{:?}", settings(SlidingWindow::Count(10), 4));
+    for part in ["WindowSettings", "name: \"w\"", "minimum_calls: 4", "permitted_half_open_calls: 3"] {
+        assert!(text.contains(part), "{part} missing from {text}");
+    }
+}
