@@ -134,6 +134,8 @@ pub struct PowerOfTwoChoices {
     weights: Vec<u32>,
     uniform: bool,
     bias: f64,
+    /// `bias == 1.0`: the comparison in integers.
+    linear: bool,
     rng: Rng,
 }
 
@@ -148,7 +150,7 @@ impl PowerOfTwoChoices {
         let weights = weights(&set);
         let uniform = uniform(&weights);
         let bias = if active_request_bias >= 0.0 { active_request_bias } else { 1.0 };
-        PowerOfTwoChoices { set, weights, uniform, bias, rng: Rng::default() }
+        PowerOfTwoChoices { set, weights, uniform, bias, linear: bias == 1.0, rng: Rng::default() }
     }
 
     /// Makes the random draws a fixed sequence of `seed`, the same on every
@@ -168,22 +170,25 @@ impl PowerOfTwoChoices {
     #[inline]
     fn prefers(&self, a: usize, b: usize) -> bool {
         let states = self.set.states();
-        self.prefers_states(a, &states[a], b, &states[b])
+        self.better(a, &states[a], b, &states[b]) == a
     }
 
-    /// [`prefers`](Self::prefers) with the two states already at hand.
+    /// The better of `a` and `b` (`a` on a tie), with their states at hand.
+    /// Every path ends in the choice itself, so no value outlives the call
+    /// to the biased comparison and the inline pick saves no registers.
     #[inline(always)]
-    fn prefers_states(&self, a: usize, state_a: &EndpointState, b: usize, state_b: &EndpointState) -> bool {
+    fn better(&self, a: usize, state_a: &EndpointState, b: usize, state_b: &EndpointState) -> usize {
         let (load_a, load_b) = (u64::from(state_a.in_flight()), u64::from(state_b.in_flight()));
         if self.uniform {
-            return load_a <= load_b;
+            return if load_a <= load_b { a } else { b };
         }
         let (wa, wb) = (u64::from(self.weights[a]), u64::from(self.weights[b]));
-        if self.bias == 1.0 {
+        if self.linear {
             // wa / (la + 1) >= wb / (lb + 1)
-            u128::from(wa) * u128::from(load_b + 1) >= u128::from(wb) * u128::from(load_a + 1)
+            let a_wins = u128::from(wa) * u128::from(load_b + 1) >= u128::from(wb) * u128::from(load_a + 1);
+            if a_wins { a } else { b }
         } else {
-            self.prefers_biased(wa, load_a, wb, load_b)
+            self.better_biased((a, wa, load_a), (b, wb, load_b))
         }
     }
 }
@@ -209,7 +214,7 @@ impl Balancer for PowerOfTwoChoices {
             if let (Some(a), Some(b)) = (states.get(first), states.get(second)) {
                 let (a, b): (&EndpointState, &EndpointState) = (a, b);
                 if ctx.health_admits(a) && ctx.health_admits(b) {
-                    return Some(if self.prefers_states(first, a, second, b) { first } else { second });
+                    return Some(self.better(first, a, second, b));
                 }
             }
         }
@@ -218,12 +223,12 @@ impl Balancer for PowerOfTwoChoices {
 }
 
 impl PowerOfTwoChoices {
-    /// The comparison under a bias other than 1: two `pow` calls, kept out
-    /// of line so the common comparisons stay small.
+    /// The better of two `(index, weight, load)` under a bias other than 1:
+    /// two `pow` calls, kept out of line so the common comparisons stay small.
     #[inline(never)]
-    fn prefers_biased(&self, wa: u64, load_a: u64, wb: u64, load_b: u64) -> bool {
+    fn better_biased(&self, (a, wa, load_a): (usize, u64, u64), (b, wb, load_b): (usize, u64, u64)) -> usize {
         let effective = |w: u64, l: u64| w as f64 / libm::pow(l as f64 + 1.0, self.bias);
-        effective(wa, load_a) >= effective(wb, load_b)
+        if effective(wa, load_a) >= effective(wb, load_b) { a } else { b }
     }
 
     /// Every pick the inline path of `select` does not finish.
