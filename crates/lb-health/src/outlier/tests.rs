@@ -243,6 +243,10 @@ fn success_rates_are_ratios_whatever_the_volume() {
     let volumes = [(900, 100), (900, 100), (900, 100), (900, 100), (90, 10)];
     let cfg = SuccessRate { minimum_hosts: 5, request_volume: 100, stdev_factor: 1900 };
     assert!(success_rate_outliers(&volumes, cfg).is_empty());
+    // Rates 100 x4 and 50 (mean 90, stdev 20, threshold 52): the host at 50
+    // is out, though its peers saw ten times its traffic.
+    let volumes = [(1000, 0), (1000, 0), (1000, 0), (1000, 0), (50, 50)];
+    assert_eq!(success_rate_outliers(&volumes, cfg), [4]);
 }
 
 #[test]
@@ -274,4 +278,12 @@ fn consecutive_failures_alone_turns_every_other_detector_off() {
     assert_eq!(cfg.consecutive_5xx, Some(6));
     assert!(cfg.success_rate.is_none() && cfg.failure_percentage.is_none());
     assert!(cfg.consecutive_gateway_failure.is_none() && cfg.consecutive_local_origin_failure.is_none());
+}
+
+#[test]
+fn the_guide_s_rule_is_six_failures_in_a_row_of_any_kind() {
+    let rule = OutlierConfig::more_than_five_failures();
+    assert_eq!(rule, OutlierConfig::consecutive_failures(6));
+    assert_eq!(rule.consecutive_5xx, Some(6));
+    assert_ne!(rule, OutlierConfig::default());
 }

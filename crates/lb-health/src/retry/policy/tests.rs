@@ -62,6 +62,7 @@ fn committed_responses_are_never_retried() {
     let p = policy();
     let mut rng = SplitMix64::new(1);
     let mut a = p.start(Method::Get, Timestamp::ZERO);
+    assert!(!a.is_committed(), "nothing reached the caller yet");
     a.commit();
     assert!(a.is_committed());
     assert_eq!(a.next(Outcome::Reset, Timestamp::ZERO, &(), &mut rng), Err(GiveUp::Committed));
