@@ -45,6 +45,8 @@
 //!   fields it sets to their defaults (gateway failures, split local origin,
 //!   failure percentage); they are written out to say "nothing else".
 //!
+//! - lb-health `outlier/config.rs`, `OutlierConfig::envoy` as `Default::default()`:
+//!   that is what it returns (Envoy's defaults are the defaults).
 //! - `ring.rs`, `points_for`: `>=` for `>` against the ring's cap. At
 //!   exactly the cap, scaling by `cap / wanted` is scaling by one.
 //!

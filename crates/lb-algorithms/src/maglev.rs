@@ -314,6 +314,18 @@ mod tests {
     }
 
     #[test]
+    fn the_walk_reads_the_table_round_from_the_key_s_slot_then_every_endpoint() {
+        let m = Maglev::with_table_size(weighted_set(&[1, 2, 3]), 13).unwrap();
+        for key in 0..40u32 {
+            let hash = crate::hash_key(&key.to_le_bytes());
+            let start = reduce(hash, 13);
+            let expected: Vec<usize> =
+                (0..13).map(|k| m.table()[(start + k) % 13] as usize).chain(0..3).collect();
+            assert_eq!(m.walk(hash).collect::<Vec<_>>(), expected, "key {key}");
+        }
+    }
+
+    #[test]
     fn lookup_is_the_table_s_owner_and_what_a_healthy_set_selects() {
         let m = Maglev::with_table_size(set_of(5), 251).unwrap();
         for key in 0..500u32 {

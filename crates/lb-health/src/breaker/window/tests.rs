@@ -301,3 +301,12 @@ fn settings_debug_names_the_breaker_and_its_thresholds() {
         assert!(text.contains(part), "{part} missing from {text}");
     }
 }
+
+#[test]
+fn a_time_window_forgets_a_second_exactly_its_length_later() {
+    let w = Window::new(SlidingWindow::Time(3));
+    w.add(CALL | FAILED, at_ms(500));
+    assert_eq!(w.totals(at_ms(2_900)).calls, 1, "seconds 0 to 2 are in");
+    // Nothing was written in second 3, so second 0's bucket is still there, and must not count.
+    assert_eq!(w.totals(at_ms(3_000)).calls, 0, "second 0 is out at second 3");
+}

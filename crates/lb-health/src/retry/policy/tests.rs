@@ -63,6 +63,11 @@ fn committed_responses_are_never_retried() {
     let mut rng = SplitMix64::new(1);
     let mut a = p.start(Method::Get, Timestamp::ZERO);
     assert!(!a.is_committed(), "nothing reached the caller yet");
+    let shown = std::format!("{a:?}");
+    assert!(
+        shown.starts_with("Attempts") && shown.contains("attempt: 1") && shown.contains("committed: false"),
+        "{shown}"
+    );
     a.commit();
     assert!(a.is_committed());
     assert_eq!(a.next(Outcome::Reset, Timestamp::ZERO, &(), &mut rng), Err(GiveUp::Committed));
