@@ -67,7 +67,7 @@ impl<B: Balancer, E: Extra> Attempt<B, E> {
         self.started
     }
 
-    /// The time on the clock the attempt was started with.
+    /// The time now, on the clock the attempt was started with.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
