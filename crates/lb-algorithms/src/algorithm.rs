@@ -526,6 +526,15 @@ mod tests {
             ),
             (slow_start(slow_start(Algorithm::RoundRobin, 1.0), 1.0), AlgorithmError::NestedSlowStart),
         ];
+        let bounded =
+            |balance_factor| Algorithm::BoundedLoad { over: HashAlgorithm::default(), balance_factor };
+        assert_eq!(
+            bounded(1.0).validate(),
+            Err(AlgorithmError::BadBalanceFactor(1.0)),
+            "a cap of exactly the mean"
+        );
+        assert_eq!(bounded(1_000.0).validate(), Ok(()), "the largest factor");
+        assert_eq!(bounded(1_000.5).validate(), Err(AlgorithmError::BadBalanceFactor(1_000.5)));
         for (algorithm, error) in bad {
             assert_eq!(algorithm.validate(), Err(error));
             let b = algorithm.build(set_of(3));

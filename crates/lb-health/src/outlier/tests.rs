@@ -37,6 +37,20 @@ fn five_consecutive_5xx_eject_and_a_success_breaks_the_run() {
 }
 
 #[test]
+fn a_returned_host_needs_a_whole_new_run_to_be_ejected_again() {
+    let s = set(10);
+    let d = OutlierDetector::new(OutlierConfig::default(), s.clone());
+    d.tick(Timestamp::ZERO);
+    hit(&d, 3, Outcome::Http5xx(500), 5, Timestamp::ZERO);
+    assert!(d.is_ejected(3));
+    assert_eq!(d.tick(Timestamp::ZERO + 30 * SEC).returned, 1);
+    hit(&d, 3, Outcome::Http5xx(500), 4, Timestamp::ZERO + 31 * SEC);
+    assert!(!d.is_ejected(3), "the run that ejected it does not count again");
+    hit(&d, 3, Outcome::Http5xx(500), 1, Timestamp::ZERO + 31 * SEC);
+    assert!(d.is_ejected(3));
+}
+
+#[test]
 fn ejection_time_grows_with_repeats_is_capped_and_decays() {
     let config = OutlierConfig { max_ejection_time: 70 * SEC, ..OutlierConfig::consecutive_failures(1) };
     assert_eq!(config.ejection_time(1), 30 * SEC);

@@ -28,6 +28,7 @@ fn call(b: &SlidingWindowBreaker, outcome: Outcome, latency: Duration, now: Time
 fn count_window_trips_at_the_failure_rate_once_minimum_calls_are_in() {
     let b = SlidingWindowBreaker::new(settings(SlidingWindow::Count(4), 10)).unwrap();
     let now = Timestamp::ZERO;
+    let closed = b.generation();
     for _ in 0..3 {
         call(&b, Outcome::Success, MS, now);
     }
@@ -36,6 +37,7 @@ fn count_window_trips_at_the_failure_rate_once_minimum_calls_are_in() {
     assert_eq!(b.rates(now), Some((25.0, 0.0)));
     call(&b, Outcome::Http5xx(500), MS, now); // the oldest success slides out: 2 of 4
     assert_eq!(b.state(now), WindowState::Open);
+    assert_ne!(b.generation(), closed, "a transition starts a new generation");
     assert_eq!(b.allow(at_ms(4_999)), Err(Rejected::Open));
 }
 
