@@ -16,9 +16,10 @@
 //! - `rendezvous.rs`, `score`: the leading `-` deleted. The scores turn
 //!   negative, and the bits of negative floats order by magnitude as the
 //!   positive ones do, so every rank keeps its place.
-//! - `util.rs`, `Rng::next`: the unseeded salt made or mixed in with `|` or
-//!   `&` instead of `^` (either of the two). Draws stay uniform enough for every statistical test; seeded
-//!   draws (the deterministic tests) have no salt at all.
+//! - `util.rs`, `Rng::next`: the two addresses of the salt combined, or
+//!   the salt mixed in, with `|` or `&` instead of `^`. The salt still
+//!   differs by stack frame (which a test pins) and draws stay uniform
+//!   enough for every statistical test; seeded draws have no salt at all.
 //! - `maglev.rs`, `populate`: the switch to the tail strategy one slot
 //!   earlier (`>=` for `>`), or never (`m + filled` for `m - filled`). The
 //!   tail finds the same slot a probe would, faster; the tables stay
@@ -47,6 +48,8 @@
 //!
 //! - lb-health `outlier/config.rs`, `OutlierConfig::envoy` as `Default::default()`:
 //!   that is what it returns (Envoy's defaults are the defaults).
+//! - `swrr.rs`, `jump`: `<=` for `<` between distances. Every position
+//!   belongs to one endpoint, so no two candidates are at the same distance.
 //! - `ring.rs`, `points_for`: `>=` for `>` against the ring's cap. At
 //!   exactly the cap, scaling by `cap / wanted` is scaling by one.
 //!

@@ -313,8 +313,7 @@ impl Build for Algorithm {
             Algorithm::Random => AnyBalancer::WeightedRandom(WeightedRandom::new(set)),
             Algorithm::LeastConn => AnyBalancer::LeastConnections(LeastConnections::new(set)),
             Algorithm::P2c { active_request_bias: b } => {
-                let bias = if b.is_finite() && *b >= 0.0 { *b } else { 1.0 };
-                AnyBalancer::PowerOfTwoChoices(PowerOfTwoChoices::with_bias(set, bias))
+                AnyBalancer::PowerOfTwoChoices(PowerOfTwoChoices::with_bias(set, *b))
             }
             Algorithm::PeakEwma { tau, default_rtt } => AnyBalancer::PeakEwma(PeakEwma::with_config(
                 set,

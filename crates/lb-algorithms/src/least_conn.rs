@@ -79,7 +79,7 @@ impl Balancer for LeastConnections {
         }
         let (pick, _, _) = best?;
         if let Some(turn) = turn {
-            self.start.pass(turn, n);
+            self.start.pass(turn);
         }
         Some(pick)
     }

@@ -149,6 +149,18 @@ mod tests {
     use crate::testing::{eject, weighted_set};
     use lb_core::Balancer;
 
+    /// Two versions behind one load balancer must agree on every key's owner.
+    #[test]
+    fn owners_never_change_between_versions() {
+        let r = Rendezvous::new(weighted_set(&[1, 2, 3, 1, 1]));
+        let owners: Vec<usize> = (0..32u32)
+            .map(|k| r.select_hash(crate::hash_key(&k.to_le_bytes()), &PickContext::new()).unwrap())
+            .collect();
+        let recorded =
+            [1, 1, 1, 1, 3, 3, 2, 3, 0, 4, 0, 4, 2, 2, 3, 2, 3, 0, 1, 3, 2, 4, 2, 2, 3, 2, 2, 1, 2, 1, 2, 1];
+        assert_eq!(owners, recorded, "the ranking changed: two versions would disagree on keys");
+    }
+
     #[test]
     fn mixes_map_strictly_inside_the_unit_interval() {
         for mix in [0, 1, 1 << 11, u64::MAX >> 1, u64::MAX - (1 << 11), u64::MAX] {

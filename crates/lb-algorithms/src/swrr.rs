@@ -200,7 +200,7 @@ impl Balancer for SmoothWeightedRoundRobin {
             let after = if turn + 1 == len { 0 } else { turn + 1 };
             pick = self.order[self.next_entry(after, |i| self.set.is_eligible(i, ctx))?] as usize;
         }
-        self.next.pass(turn, len);
+        self.next.pass(turn);
         Some(pick)
     }
 }

@@ -3,7 +3,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use lb_core::{EndpointSet, PickContext};
 
@@ -73,28 +73,32 @@ pub(crate) fn reduce(hash: u64, n: usize) -> usize {
 ///
 /// Once [`seed`](Rng::seed)ed, nothing is mixed in: the draws are a fixed
 /// sequence of the seed, for simulations that must repeat exactly.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Rng {
     counter: AtomicU64,
-    seeded: AtomicBool,
+    /// All ones while the addresses are mixed in, zero once seeded: a mask
+    /// rather than a flag, so the pick path has no branch for it.
+    salt_mask: AtomicU64,
+}
+
+impl Default for Rng {
+    fn default() -> Self {
+        Rng { counter: AtomicU64::new(0), salt_mask: AtomicU64::new(u64::MAX) }
+    }
 }
 
 impl Rng {
     /// Restarts the draws as a fixed sequence of `seed` (no address salt).
     pub(crate) fn seed(&self, seed: u64) {
         self.counter.store(seed, Ordering::Relaxed);
-        self.seeded.store(true, Ordering::Relaxed);
+        self.salt_mask.store(0, Ordering::Relaxed);
     }
 
     #[inline]
     pub(crate) fn next(&self) -> u64 {
         let here = 0u8;
-        let salt = if self.seeded.load(Ordering::Relaxed) {
-            0
-        } else {
-            (core::ptr::from_ref(self) as usize as u64)
-                ^ (core::ptr::from_ref(&here) as usize as u64).rotate_left(32)
-        };
+        let addresses = core::ptr::from_ref(self) as usize ^ core::ptr::from_ref(&here) as usize;
+        let salt = addresses as u64 & self.salt_mask.load(Ordering::Relaxed);
         // wyrand (Wang Yi): a Weyl sequence and one folded 128-bit multiply.
         let state = self.counter.load(Ordering::Relaxed).wrapping_add(0xA076_1D64_78BD_642F);
         self.counter.store(state, Ordering::Relaxed);
@@ -162,10 +166,11 @@ impl Position {
         self.0.store(position, Ordering::Relaxed);
     }
 
-    /// Stores the index after `taken` in `0..len`, wrapping.
+    /// Stores the index after `taken`; [`index_below`](Self::index_below)
+    /// reads one past the end as 0, which is the wrap.
     #[inline]
-    pub(crate) fn pass(&self, taken: usize, len: usize) {
-        self.set(if taken + 1 >= len { 0 } else { (taken + 1) as u32 });
+    pub(crate) fn pass(&self, taken: usize) {
+        self.set((taken + 1) as u32);
     }
 }
 
@@ -207,7 +212,7 @@ impl Rotation {
             first_from(n, start + 1, |i| ctx.health_admits(&states[i]))?
         };
         let pick = if ctx.is_excluded(turn) { next_eligible(set, turn + 1, ctx)? } else { turn };
-        self.next.pass(turn, n);
+        self.next.pass(turn);
         Some(pick)
     }
 }
@@ -335,6 +340,46 @@ mod tests {
         let rng = Rng::default();
         let a = rng.next();
         assert_ne!(a, rng.next());
+    }
+
+    /// Proxies of two versions behind one load balancer must send a session
+    /// to the same endpoint: a key's hash never changes silently. The keys
+    /// cover the empty key, a tail shorter than a word, and whole words.
+    #[test]
+    fn key_hashes_never_change_between_versions() {
+        let keys: [&[u8]; 6] =
+            [b"", b"abc", b"user-42", b"ep-00000", b"10.0.0.1:8080", b"a session key of 24 byte"];
+        assert_eq!(
+            keys.map(hash_key),
+            [
+                16_294_208_416_658_607_535,
+                8_627_609_359_727_338_814,
+                814_619_183_062_516_795,
+                2_006_757_789_118_509_456,
+                8_240_954_054_784_609_619,
+                9_270_360_952_194_218_138,
+            ]
+        );
+    }
+
+    /// Draws with its `here` a page further down the stack.
+    #[inline(never)]
+    fn from_a_deeper_frame(rng: &Rng) -> u64 {
+        let page = core::hint::black_box([0u8; 4096]);
+        rng.next() ^ u64::from(page[0])
+    }
+
+    #[test]
+    fn unseeded_draws_from_one_counter_differ_by_stack_frame_and_seeded_ones_do_not() {
+        // Two threads reading the counter at once stand for two frames here.
+        let rng = Rng::default();
+        let shallow = rng.next();
+        rng.counter.store(0, Ordering::Relaxed);
+        assert_ne!(shallow, from_a_deeper_frame(&rng));
+        rng.seed(5);
+        let seeded = rng.next();
+        rng.seed(5);
+        assert_eq!(seeded, from_a_deeper_frame(&rng));
     }
 
     #[test]

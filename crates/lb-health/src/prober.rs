@@ -236,6 +236,10 @@ mod grpc_health {
         fn requests_and_answers_are_framed_as_grpc_health_v1() {
             assert_eq!(&request("")[..], [0, 0, 0, 0, 0]);
             assert_eq!(&request("echo")[..], [0, 0, 0, 0, 6, 0x0a, 4, b'e', b'c', b'h', b'o']);
+            // A name of 200 bytes: its length is a two-byte varint whose low byte has bit 7 set.
+            let long = request(&"s".repeat(200));
+            assert_eq!(long[..8], [0, 0, 0, 0, 203, 0x0a, 0xC8, 0x01]);
+            assert_eq!(long.len(), 5 + 203);
             assert!(is_serving(&[0, 0, 0, 0, 2, 0x08, 1]), "SERVING");
             assert!(!is_serving(&[0, 0, 0, 0, 2, 0x08, 2]), "NOT_SERVING");
             assert!(!is_serving(&[0, 0, 0, 0, 0]), "UNKNOWN, the field absent");

@@ -198,6 +198,18 @@ mod tests {
     }
 
     #[test]
+    fn a_hedge_throttled_with_no_copy_out_is_done_not_waiting() {
+        let h = Hedging::default();
+        let t0 = Timestamp::ZERO;
+        let throttle = crate::RetryThrottle::new(2, 1.0).unwrap();
+        throttle.on_failure();
+        let mut hedge = h.start(t0);
+        assert_eq!(hedge.on_answer(Outcome::Http5xx(503), t0 + MS), HedgeDecision::Continue);
+        // The copy that failure would send is refused, and no answer is left to wait for.
+        assert_eq!(hedge.poll_gated(t0 + MS, &throttle), HedgeStep::Done);
+    }
+
+    #[test]
     fn a_non_fatal_failure_hedges_at_once_and_a_fatal_one_commits() {
         let h = Hedging::default();
         let t0 = Timestamp::ZERO;
