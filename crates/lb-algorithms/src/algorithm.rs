@@ -552,14 +552,16 @@ mod tests {
     }
 
     #[test]
-    fn seeded_balancers_repeat_their_picks() {
+    fn seeded_balancers_repeat_their_picks_and_another_seed_changes_them() {
         for name in ["p2c", "peak_ewma", "random", "slow_start:p2c", "round_robin"] {
-            let picks = || {
+            let picks = |seed| {
                 let b = name.parse::<Algorithm>().unwrap().build(set_of(8));
-                b.seed_rng(42);
+                b.seed_rng(seed);
                 (0..64).map(|_| b.select(&PickContext::new()).unwrap()).collect::<alloc::vec::Vec<_>>()
             };
-            assert_eq!(picks(), picks(), "{name}");
+            assert_eq!(picks(42), picks(42), "{name}");
+            // Round robin draws nothing; the others must take the seed.
+            assert_eq!(picks(42) == picks(43), name == "round_robin", "{name}");
         }
     }
 

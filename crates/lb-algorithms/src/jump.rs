@@ -13,7 +13,7 @@ const REHASHES: u64 = 8;
 #[inline]
 pub fn jump_bucket(mut key: u64, buckets: u32) -> u32 {
     let buckets = i64::from(buckets.max(1));
-    let (mut b, mut j) = (-1i64, 0i64);
+    let (mut b, mut j) = (0i64, 0i64);
     while j < buckets {
         b = j;
         key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
@@ -126,6 +126,31 @@ mod tests {
             let owner = jump.select_hash(hash, &PickContext::new());
             assert_eq!(jump.walk(hash).next(), owner, "key {key}");
         }
+    }
+
+    #[test]
+    fn every_rehash_is_tried_before_the_scan() {
+        // The first eight draws down and the ninth up: the pick is the
+        // ninth, not the next index after the key's bucket.
+        let mut checked = 0;
+        for key in 0..200u64 {
+            let jump = JumpHash::new(set_of(64));
+            let hash = splitmix64(key);
+            let draws: Vec<usize> = jump.rehashed(hash).take(REHASHES as usize + 1).collect();
+            let (down, ninth) = (&draws[..REHASHES as usize], draws[REHASHES as usize]);
+            if down.contains(&ninth) {
+                continue;
+            }
+            for &i in down {
+                eject(&jump.set, i);
+            }
+            if next_eligible(&jump.set, draws[0], &PickContext::new()) == Some(ninth) {
+                continue;
+            }
+            assert_eq!(jump.select_hash(hash, &PickContext::new()), Some(ninth), "key {key}");
+            checked += 1;
+        }
+        assert!(checked > 100, "only {checked} keys had a ninth draw apart");
     }
 
     #[test]

@@ -261,7 +261,7 @@ pub(crate) fn is_prime(n: u32) -> bool {
         return false;
     }
     let n = u64::from(n);
-    (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    (2..=integer_sqrt(n)).all(|d| n % d != 0)
 }
 
 impl HashWalk for Maglev {

@@ -235,6 +235,20 @@ mod tests {
     }
 
     #[test]
+    fn reports_on_others_refresh_a_newcomer_in_turn() {
+        // Only endpoint 0 is reported on; the rotating refresh still moves
+        // the newcomer's ramp within one turn of the four endpoints.
+        let t0 = Timestamp::from_nanos(1_000_000_000_000);
+        let slow = SlowStart::new(RoundRobin::new(with_newcomer(t0)), SlowStartConfig::default(), t0);
+        let report =
+            Report { outcome: Outcome::Success, latency: Duration::ZERO, at: t0 + Duration::from_secs(15) };
+        for _ in 0..4 {
+            slow.observe(0, &report);
+        }
+        assert!((slow.factor(3).unwrap() - 0.5).abs() < 1e-4, "{:?}", slow.factor(3));
+    }
+
+    #[test]
     fn a_pick_excluding_nearly_all_it_can_hold_is_served_without_turning_down() {
         // All but the first endpoint are new, so ramping; the caller already
         // excludes 14, leaving no room on the stack for three more turned down.
