@@ -328,6 +328,7 @@ mod tests {
         let mut rf = RiseFall::with(2, 3, InitialState::Unhealthy);
         rf.apply_to(&state);
         assert_eq!(state.status(), HealthStatus::Unhealthy);
+        assert!(!rf.is_healthy());
         assert_eq!(rf.record(CheckResult::Passing, &state), None);
         assert_eq!(rf.record(CheckResult::Critical, &state), None, "the run broke");
         assert_eq!(rf.record(CheckResult::Passing, &state), None);
@@ -345,6 +346,7 @@ mod tests {
         assert!(rf.is_healthy());
         assert_eq!(rf.record(CheckResult::Critical, &state), Some(Transition::Down));
         assert_eq!(state.status(), HealthStatus::Unhealthy);
+        assert!(!rf.is_healthy());
         state.set_flag(HealthFlag::Ejected, true);
         rf.record(CheckResult::Passing, &state);
         rf.record(CheckResult::Passing, &state);

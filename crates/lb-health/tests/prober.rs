@@ -117,6 +117,45 @@ async fn body_text_consul_warnings_timeouts_and_refusals() {
     assert_eq!(impatient.check(&Address::from(closed)).await, CheckResult::Critical);
 }
 
+/// A server answering every request 200 with `body`.
+async fn body_server(body: Bytes) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_request| {
+                    let response = Response::new(Full::new(body.clone()));
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (addr, handle)
+}
+
+#[tokio::test]
+async fn the_expected_text_is_looked_for_in_up_to_64_kib_of_body() {
+    let wants_up = Prober::new(ActiveCheckConfig { expected_body: Some("up".into()), ..config() }).unwrap();
+    let with_text_last = |len: usize| {
+        let mut body = vec![b'.'; len - 2];
+        body.extend_from_slice(b"up");
+        Bytes::from(body)
+    };
+    let (fits, fits_server) = body_server(with_text_last(64 * 1024)).await;
+    assert_eq!(wants_up.check(&Address::from(fits)).await, CheckResult::Passing, "64 KiB is read whole");
+    let (too_long, too_long_server) = body_server(with_text_last(64 * 1024 + 1)).await;
+    assert_eq!(
+        wants_up.check(&Address::from(too_long)).await,
+        CheckResult::Critical,
+        "one byte more is refused"
+    );
+    fits_server.abort();
+    too_long_server.abort();
+}
+
 #[tokio::test]
 async fn bad_settings_are_refused() {
     let bad = ActiveCheckConfig { method: "GE T".into(), ..config() };

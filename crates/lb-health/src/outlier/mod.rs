@@ -261,7 +261,7 @@ fn success_rate_outliers(volumes: &[(u32, u32)], cfg: SuccessRate) -> Vec<usize>
         .filter(|(_, (s, f))| s + f >= cfg.request_volume.max(1))
         .map(|(i, &(s, f))| (i, 100.0 * f64::from(s) / f64::from(s + f)))
         .collect();
-    if rates.is_empty() || rates.len() < cfg.minimum_hosts as usize {
+    if rates.len() < cfg.minimum_hosts.max(1) as usize {
         return Vec::new();
     }
     let n = rates.len() as f64;

@@ -251,6 +251,18 @@ fn success_rate_uses_the_spread_of_the_peers() {
 }
 
 #[test]
+fn success_rate_needs_its_minimum_of_judged_hosts() {
+    // Rates 100 x3 and 10: an outlier among four, but five hosts are needed;
+    // and no host judged at all is no outlier even with a minimum of 0.
+    let volumes = [(100, 0), (100, 0), (100, 0), (10, 90)];
+    let cfg = SuccessRate { minimum_hosts: 5, request_volume: 100, stdev_factor: 1000 };
+    assert!(success_rate_outliers(&volumes, cfg).is_empty());
+    assert_eq!(success_rate_outliers(&volumes, SuccessRate { minimum_hosts: 4, ..cfg }), [3]);
+    let too_few_requests = [(10, 0), (1, 9)];
+    assert!(success_rate_outliers(&too_few_requests, SuccessRate { minimum_hosts: 0, ..cfg }).is_empty());
+}
+
+#[test]
 fn success_rates_are_ratios_whatever_the_volume() {
     // Every host succeeds 90 % of the time; one saw a tenth of the others'
     // traffic. Equal rates, so no outlier, however the volumes differ.
