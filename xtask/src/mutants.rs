@@ -40,9 +40,11 @@
 //! - lb-health `outlier/mod.rs`, `success_rate_outliers`: one `r - mean`
 //!   of the variance as `r + mean`. The sum of `(r - m)(r + m)` over the
 //!   rates equals the sum of `(r - m)^2`, since the rates average to `m`.
-//! - lb-health `breaker/window.rs`, `record_otherwise`, and `breaker/word.rs`,
-//!   `Word::encode`, `tagged` and `Streak::failure`: `^` for `|` between bit
-//!   fields that never overlap (a run's count stays below its flag bit).
+//! - `^` for `|` between bit fields that never overlap: a ring point's
+//!   hash and index (`ketama.rs`, `fnv_ring.rs`), and in lb-health
+//!   `breaker/window.rs`, `record_otherwise`, and `breaker/word.rs`,
+//!   `Word::encode`, `tagged` and `Streak::failure` (a run's count stays
+//!   below its flag bit).
 //! - lb-health `outlier/config.rs`, `consecutive_failures`: deleting the
 //!   fields it sets to their defaults (gateway failures, split local origin,
 //!   failure percentage); they are written out to say "nothing else".

@@ -227,8 +227,9 @@ fn nearest_free(turn: &mut Turn, free_list: &mut Vec<u32>, m: u64) -> usize {
     slot as usize
 }
 
+/// `base^exp mod m`, for a table size `m` (a prime, at least 3).
 fn pow_mod(mut base: u64, mut exp: u64, m: u64) -> u64 {
-    let mut result = 1 % m;
+    let mut result = 1;
     base %= m;
     while exp > 0 {
         if exp & 1 == 1 {
