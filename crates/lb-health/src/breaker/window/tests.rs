@@ -136,6 +136,16 @@ fn operator_states_and_stale_tickets() {
 }
 
 #[test]
+fn a_stale_ticket_s_fast_success_is_not_counted_either() {
+    let b = SlidingWindowBreaker::new(settings(SlidingWindow::Count(2), 1)).unwrap();
+    let now = Timestamp::ZERO;
+    let stale = b.allow(now).unwrap();
+    b.reset(now);
+    b.record(stale, Outcome::Success, MS, now);
+    assert_eq!(b.rates(now), None, "a success from before the reset is not in the new window");
+}
+
+#[test]
 fn bad_settings_are_refused() {
     let mut s = WindowSettings::new("bad");
     s.window = SlidingWindow::Time(0);
