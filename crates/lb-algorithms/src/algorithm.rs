@@ -517,6 +517,14 @@ mod tests {
                 Algorithm::BoundedLoad { over: HashAlgorithm::default(), balance_factor: 0.5 },
                 AlgorithmError::BadBalanceFactor(0.5),
             ),
+            (
+                // A good table does not vouch for the factor.
+                Algorithm::BoundedLoad {
+                    over: HashAlgorithm::Maglev { table_size: 65_537 },
+                    balance_factor: 0.5,
+                },
+                AlgorithmError::BadBalanceFactor(0.5),
+            ),
             (slow_start(Algorithm::RoundRobin, 0.0), AlgorithmError::BadAggression(0.0)),
             (slow_start(Algorithm::RoundRobin, f64::INFINITY), AlgorithmError::BadAggression(f64::INFINITY)),
             (

@@ -332,10 +332,13 @@ mod tests {
         assert_eq!(rf.record(CheckResult::Passing, &state), None);
         assert_eq!(rf.record(CheckResult::Critical, &state), None, "the run broke");
         assert_eq!(rf.record(CheckResult::Passing, &state), None);
+        assert!(!rf.is_degraded());
         assert_eq!(rf.record(CheckResult::Warning, &state), Some(Transition::Up));
         assert_eq!(state.status(), HealthStatus::Degraded);
+        assert!(rf.is_degraded());
         assert_eq!(rf.record(CheckResult::Passing, &state), None);
         assert_eq!(state.status(), HealthStatus::Healthy);
+        assert!(!rf.is_degraded());
         for _ in 0..2 {
             rf.record(CheckResult::Critical, &state);
         }

@@ -59,6 +59,7 @@ async fn rise_and_fall_follow_a_flipping_server_step_by_step() {
     let status = Arc::new(AtomicU16::new(200));
     let (addr, server) = flipping_server(Arc::clone(&status)).await;
     let prober = Prober::new(config()).unwrap();
+    assert_eq!(prober.config().path, "/healthz", "the prober keeps the config it was given");
     let state = lb_core::EndpointState::new(Timestamp::ZERO);
     let mut rf = RiseFall::new(prober.config());
     let address = Address::from(addr);
