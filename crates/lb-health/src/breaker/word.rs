@@ -325,6 +325,10 @@ mod tests {
         assert_eq!(soon.deadline_ms, 2);
         assert!(!soon.expired(Timestamp::from_nanos(1_999_999)));
         assert!(soon.expired(Timestamp::from_nanos(2_000_000)));
+        // The longest wait still ends, and still fits its field.
+        let longest = Word { deadline_ms: deadline_after(Timestamp::ZERO, Duration::MAX), ..w };
+        assert_eq!(longest.deadline_ms, NEVER - 1);
+        assert_eq!(Word::decode(longest.encode()), longest);
     }
 
     #[test]

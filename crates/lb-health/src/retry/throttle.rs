@@ -111,6 +111,10 @@ mod tests {
         assert_eq!(t.tokens(), 3.0);
         t.record(Outcome::LocallyRejected);
         assert_eq!(t.tokens(), 3.0);
+        t.record(Outcome::Reset);
+        assert_eq!(t.tokens(), 2.0, "a failure takes a token");
+        t.record(Outcome::Success);
+        assert_eq!(t.tokens(), 2.5, "a success gives the ratio back");
     }
 
     #[test]
