@@ -59,14 +59,17 @@
 //! - `ring.rs`, `points_for`: `>=` for `>` against the ring's cap. At
 //!   exactly the cap, scaling by `cap / wanted` is scaling by one.
 //!
-//! Four survivors need an interleaving a unit test cannot force: either
-//! answer of `GenCounter::repair`'s check that a word was taken over again
-//! (`breaker/word.rs`), and `Streak::start_success_run`'s check that a
-//! racing success already started the run; their stress tests race them
-//! without pinning that exact schedule. And `p2c.rs`, `two_of_the_eligible`'s fallback searching
-//! from `a * 1` for `a + 1`: with one eligible endpoint both find none
-//! other; two or more reach it only when health changes between its two
-//! passes over the set.
+//! Five survivors need an interleaving a unit test cannot force:
+//! - either answer of `GenCounter::repair`'s check that a word was taken
+//!   over again (`breaker/word.rs`);
+//! - `Streak::start_success_run`'s check that a racing success already
+//!   started the run (its stress tests race it without pinning that exact
+//!   schedule);
+//! - `SlidingWindowBreaker::advance`'s `&&` for `||`: only a word re-opened
+//!   by another thread between two loads is Open and not yet expired there;
+//! - `p2c.rs`, `two_of_the_eligible`'s fallback searching from `a * 1` for
+//!   `a + 1`: with one eligible endpoint both find none other; two or more
+//!   reach it only when health changes between its two passes over the set.
 
 use std::process::Command;
 

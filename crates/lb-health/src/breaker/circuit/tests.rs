@@ -361,3 +361,11 @@ fn the_published_gauge_values_are_fixed() {
     assert_eq!(State::Open.gauge_value(), 1);
     assert_eq!(State::HalfOpen.gauge_value(), 2);
 }
+
+#[test]
+fn settings_debug_names_the_breaker_and_its_limits() {
+    let text = std::format!("{:?}", Settings::new("cb").max_requests(7).ready_to_trip(|_| true));
+    for part in ["Settings", "name: \"cb\"", "max_requests: 7", "custom_ready_to_trip: true"] {
+        assert!(text.contains(part), "{part} missing from {text}");
+    }
+}
