@@ -56,6 +56,9 @@
 //! - `p2c.rs`, `eligible_or_redrawn` returning `None`: every pick whose
 //!   draw lands on a down endpoint then goes to `two_of_the_eligible`,
 //!   which draws as uniformly among the eligible, in O(n) instead of O(1).
+//! - `algorithm.rs`, `AnyBalancer::seed_rng`: slow start's inner seed made
+//!   with `|` for `^` (`seed | 0x5EED`). Any seed apart from the ramp's own
+//!   serves; both stay fixed sequences of the one seed.
 //! - `ring.rs`, `points_for`: `>=` for `>` against the ring's cap. At
 //!   exactly the cap, scaling by `cap / wanted` is scaling by one.
 //!

@@ -153,6 +153,14 @@ mod tests {
         assert!(checked > 100, "only {checked} keys had a ninth draw apart");
     }
 
+    /// Two versions behind one load balancer must fail a key over alike.
+    #[test]
+    fn the_rehashed_draws_never_change_between_versions() {
+        let jump = JumpHash::new(set_of(64));
+        let draws: Vec<usize> = jump.rehashed(splitmix64(7)).take(REHASHES as usize + 1).collect();
+        assert_eq!(draws, [52, 50, 61, 40, 32, 31, 13, 37, 45], "failover order changed");
+    }
+
     #[test]
     fn known_values_and_growth_moves_few() {
         assert_eq!([0, 1, 2].map(|k| jump_bucket(k, 60)), [0, 55, 46]);

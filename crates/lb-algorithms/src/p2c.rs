@@ -324,6 +324,25 @@ mod tests {
     }
 
     #[test]
+    fn ties_among_a_few_survivors_go_to_each_alike() {
+        // Three of 100 up: most picks miss all their redraws and draw among
+        // the eligible alone. Idle endpoints tie, so each pick is the first
+        // of its pair, which must be the first draw whichever ranks lower.
+        let set = set_of(100);
+        for i in (0..100).filter(|i| ![10, 50, 90].contains(i)) {
+            eject(&set, i);
+        }
+        let b = PowerOfTwoChoices::new(set);
+        let mut seen = [0usize; 100];
+        for _ in 0..9_000 {
+            seen[b.select(&PickContext::new()).unwrap()] += 1;
+        }
+        for i in [10, 50, 90] {
+            assert!((2_700..=3_300).contains(&seen[i]), "{:?}", [seen[10], seen[50], seen[90]]);
+        }
+    }
+
+    #[test]
     fn select_is_uniform_over_survivors_through_both_paths() {
         // Idle endpoints tie, so a pick is the first of its pair: with four of
         // ten down, about 4 picks in 10 start over out of line, and every
