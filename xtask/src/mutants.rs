@@ -49,6 +49,10 @@
 //!   fields it sets to their defaults (gateway failures, split local origin,
 //!   failure percentage); they are written out to say "nothing else".
 //!
+//! - lb-health `breaker/circuit.rs`, `record_verdict`: the fast path taken
+//!   for a stale ticket (`!=` for `==` on the generation). Its counters are
+//!   tagged by generation and take a stale increment back, and the slow
+//!   path does the same for a current ticket.
 //! - lb-health `outlier/config.rs`, `OutlierConfig::envoy` as `Default::default()`:
 //!   that is what it returns (Envoy's defaults are the defaults).
 //! - `swrr.rs`, `jump`: `<=` for `<` between distances. Every position

@@ -37,6 +37,18 @@ fn five_consecutive_5xx_eject_and_a_success_breaks_the_run() {
 }
 
 #[test]
+fn an_ejection_at_the_end_of_time_still_counts() {
+    // The clock saturates there; the ejection's start must not read as "not ejected".
+    let s = set(10);
+    let d = OutlierDetector::new(OutlierConfig::default(), s.clone());
+    let end = Timestamp::from_nanos(u64::MAX);
+    hit(&d, 3, Outcome::Http5xx(500), 5, end);
+    assert!(d.is_ejected(3));
+    assert!(!d.record(3, &report(Outcome::Http5xx(500), end)), "already out");
+    assert_eq!(d.ejected_count(), 1);
+}
+
+#[test]
 fn a_returned_host_needs_a_whole_new_run_to_be_ejected_again() {
     let s = set(10);
     let d = OutlierDetector::new(OutlierConfig::default(), s.clone());
