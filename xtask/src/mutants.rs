@@ -61,8 +61,9 @@
 //!   draw lands on a down endpoint then goes to `two_of_the_eligible`,
 //!   which draws as uniformly among the eligible, in O(n) instead of O(1).
 //! - `algorithm.rs`, `AnyBalancer::seed_rng`: slow start's inner seed made
-//!   with `|` for `^` (`seed | 0x5EED`). Any seed apart from the ramp's own
-//!   serves; both stay fixed sequences of the one seed.
+//!   with `|` or `&` for `^`. Both draws stay fixed sequences of the one
+//!   seed; at worst the inner's seed equals the ramp's, which correlates
+//!   the two sequences and leaves each uniform.
 //! - `ring.rs`, `points_for`: `>=` for `>` against the ring's cap. At
 //!   exactly the cap, scaling by `cap / wanted` is scaling by one.
 //!

@@ -24,6 +24,11 @@ fn names_round_trip() {
     assert_eq!("Least-Conn".parse::<Algorithm>().unwrap(), Algorithm::LeastConn);
     assert!("slow_start:slow_start".parse::<Algorithm>().is_err());
     assert!("bounded_load:p2c".parse::<Algorithm>().is_err());
+    assert_eq!(
+        "bounded_load:ring_hash".parse::<Algorithm>().unwrap(),
+        "bounded_load".parse::<Algorithm>().unwrap(),
+        "the ring is what a bounded load wraps unless told"
+    );
     for alias in ["fnv_ring", "FNV-Ring", "fnv", "fnv1a", "fnv_hash"] {
         assert_eq!(alias.parse::<Algorithm>().unwrap(), Algorithm::FnvRing { replicas: 160 }, "{alias}");
     }
