@@ -146,6 +146,17 @@ fn a_stale_ticket_s_fast_success_is_not_counted_either() {
 }
 
 #[test]
+fn a_late_result_for_a_second_its_bucket_has_left_is_dropped() {
+    // Seconds 1 and 4 share a bucket of a 3 s window: a result stamped at
+    // 1 s arriving after 4 s must not take the bucket back and empty it.
+    let b = SlidingWindowBreaker::new(settings(SlidingWindow::Time(3), 1)).unwrap();
+    let late = b.allow(at_ms(1_000)).unwrap();
+    call(&b, Outcome::Success, MS, at_ms(4_000));
+    b.record(late, Outcome::Success, MS, at_ms(1_000));
+    assert_eq!(b.rates(at_ms(4_000)), Some((0.0, 0.0)), "the success at 4 s is still counted");
+}
+
+#[test]
 fn bad_settings_are_refused() {
     let mut s = WindowSettings::new("bad");
     s.window = SlidingWindow::Time(0);
