@@ -138,6 +138,30 @@ async fn body_server(body: Bytes) -> (SocketAddr, JoinHandle<()>) {
 }
 
 #[tokio::test]
+async fn a_check_names_the_endpoint_as_its_host() {
+    // The server answers 200 only to requests whose Host is its own address.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let host = request.headers().get(hyper::header::HOST).cloned();
+                    let ours = host.is_some_and(|h| h.as_bytes() == addr.to_string().as_bytes());
+                    let status = if ours { StatusCode::OK } else { StatusCode::MISDIRECTED_REQUEST };
+                    let response = Response::builder().status(status).body(Full::new(Bytes::new())).unwrap();
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    let prober = Prober::new(config()).unwrap();
+    assert_eq!(prober.check(&Address::from(addr)).await, CheckResult::Passing);
+    server.abort();
+}
+
+#[tokio::test]
 async fn the_expected_text_is_looked_for_in_up_to_64_kib_of_body() {
     let wants_up = Prober::new(ActiveCheckConfig { expected_body: Some("up".into()), ..config() }).unwrap();
     let with_text_last = |len: usize| {

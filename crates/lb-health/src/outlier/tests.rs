@@ -260,6 +260,10 @@ fn success_rate_uses_the_spread_of_the_peers() {
     let volumes = [(100, 0), (100, 0), (100, 0), (100, 0), (85, 15), (50, 50)];
     let cfg = SuccessRate { minimum_hosts: 5, request_volume: 100, stdev_factor: 1900 };
     assert_eq!(success_rate_outliers(&volumes, cfg), [5]);
+    // Rates 100 x4, 80, 40: mean 86.7, variance 488.9 (the mean of the
+    // squared deviations), stdev 22.1, threshold 44.7: the host at 80 stays.
+    let volumes = [(100, 0), (100, 0), (100, 0), (100, 0), (80, 20), (40, 60)];
+    assert_eq!(success_rate_outliers(&volumes, cfg), [5]);
 }
 
 #[test]
