@@ -200,6 +200,7 @@ fn retry_after_replaces_the_backoff_and_restarts_it_within_the_deadline() {
 fn retry_after_is_read_in_its_delta_seconds_form_only() {
     assert_eq!(parse_retry_after(b"120"), Some(Duration::from_secs(120)));
     assert_eq!(parse_retry_after(b"0"), Some(Duration::ZERO));
+    assert_eq!(parse_retry_after(b"9999999999"), Some(Duration::from_secs(9_999_999_999)), "ten digits");
     for bad in [&b""[..], b" ", b"1.5", b"+3", b"3s", b"99999999999", b"Fri, 31 Dec 1999 23:59:59 GMT"] {
         assert_eq!(parse_retry_after(bad), None, "{:?}", core::str::from_utf8(bad));
     }
