@@ -361,8 +361,20 @@ fn jitter_seed(id: &EndpointId) -> u64 {
 }
 
 #[cfg(test)]
-mod seed_tests {
+mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn dropping_a_probe_task_stops_its_checks() {
+        let (alive, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            let _alive = alive;
+            std::future::pending::<()>().await;
+        });
+        drop(ProbeTask { handle });
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), stopped).await;
+        assert!(matches!(waited, Ok(Err(_))), "the task ended, dropping what it held");
+    }
 
     #[test]
     fn every_endpoint_gets_its_own_jitter_seed() {
