@@ -49,6 +49,8 @@
 //!   fields it sets to their defaults (gateway failures, split local origin,
 //!   failure percentage); they are written out to say "nothing else".
 //!
+//! - lb-health `retry/throttle.rs`, `on_success`: `<=` for `<` against the
+//!   full bucket. A full bucket then stores its own value again.
 //! - lb-health `breaker/circuit.rs`, `record_verdict`: the fast path taken
 //!   for a stale ticket (`!=` for `==` on the generation). Its counters are
 //!   tagged by generation and take a stale increment back, and the slow

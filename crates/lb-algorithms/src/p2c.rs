@@ -324,6 +324,19 @@ mod tests {
     }
 
     #[test]
+    fn two_endpoints_are_always_compared_even_out_of_line() {
+        // An exclusion of an index the set no longer has (a retry across a
+        // shrink) sends the pick out of line; both endpoints still compete.
+        let p2c = PowerOfTwoChoices::new(set_of(2));
+        let busy = p2c.pick(&PickContext::new().excluding(&[0])).unwrap();
+        assert_eq!(busy.index(), 1);
+        for _ in 0..50 {
+            assert_eq!(p2c.select(&PickContext::new().excluding(&[7])), Some(0), "the idle one");
+        }
+        drop(busy);
+    }
+
+    #[test]
     fn ties_among_a_few_survivors_go_to_each_alike() {
         // Three of 100 up: most picks miss all their redraws and draw among
         // the eligible alone. Idle endpoints tie, so each pick is the first
