@@ -49,6 +49,8 @@
 //!   fields it sets to their defaults (gateway failures, split local origin,
 //!   failure percentage); they are written out to say "nothing else".
 //!
+//! - lb-health `active.rs`, `next_delay`: `!=` for `==` on the coin that
+//!   picks the sign of the jitter. Either way it is a fair coin.
 //! - lb-health `retry/throttle.rs`, `on_success`: `<=` for `<` against the
 //!   full bucket. A full bucket then stores its own value again.
 //! - lb-health `breaker/circuit.rs`, `record_verdict`: the fast path taken

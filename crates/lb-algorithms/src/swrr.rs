@@ -264,15 +264,18 @@ mod tests {
 
     #[test]
     fn jump_lands_where_reading_entry_by_entry_would() {
-        let set = weighted_set(&[40, 1, 3, 2, 25]);
-        let b = SmoothWeightedRoundRobin::new(set);
-        let len = b.order().len();
-        for accepted in 1u32..32 {
-            let accept = |i: usize| accepted & (1 << i) != 0;
-            for from in 0..len {
-                let slow = (0..len).map(|k| (from + k) % len).find(|&p| accept(b.order()[p] as usize));
-                assert_eq!(b.jump(from, accept), slow, "{accepted:b} from {from}");
-                assert_eq!(b.next_entry(from, accept), slow, "{accepted:b} from {from}");
+        // Equal weights too: there a wrapped candidate's distance can tie an
+        // unwrapped one's if computed wrong.
+        for weights in [[40, 1, 3, 2, 25], [1; 5]] {
+            let b = SmoothWeightedRoundRobin::new(weighted_set(&weights));
+            let len = b.order().len();
+            for accepted in 1u32..32 {
+                let accept = |i: usize| accepted & (1 << i) != 0;
+                for from in 0..len {
+                    let slow = (0..len).map(|k| (from + k) % len).find(|&p| accept(b.order()[p] as usize));
+                    assert_eq!(b.jump(from, accept), slow, "{weights:?} {accepted:b} from {from}");
+                    assert_eq!(b.next_entry(from, accept), slow, "{weights:?} {accepted:b} from {from}");
+                }
             }
         }
     }

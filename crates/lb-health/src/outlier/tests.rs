@@ -70,6 +70,7 @@ fn ejection_time_grows_with_repeats_is_capped_and_decays() {
     assert_eq!(config.ejection_time(3), 70 * SEC, "capped");
     let s = set(1);
     let d = OutlierDetector::new(config, s.clone());
+    assert_eq!(d.config().max_ejection_time, 70 * SEC, "the detector keeps its config");
     let mut now = Timestamp::ZERO;
     d.tick(now);
     for expected in [30, 60, 70] {
