@@ -25,6 +25,17 @@ fn retries_prefer_other_endpoints_until_attempts_run_out() {
 }
 
 #[test]
+fn tried_endpoints_beyond_the_most_attempts_are_not_noted() {
+    let p = policy();
+    let mut a = p.start(Method::Get, Timestamp::ZERO);
+    for index in 0..MAX_ATTEMPTS as usize + 3 {
+        a.tried(index);
+    }
+    let expected: alloc::vec::Vec<usize> = (0..MAX_ATTEMPTS as usize).collect();
+    assert_eq!(a.excluded(), expected, "as many as there can be attempts, and no more");
+}
+
+#[test]
 fn only_chosen_failures_are_retried() {
     let p = policy();
     let mut rng = SplitMix64::new(1);
