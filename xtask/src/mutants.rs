@@ -62,7 +62,8 @@
 //! - `swrr.rs`, `jump`: `<=` for `<` between distances. Every position
 //!   belongs to one endpoint, so no two candidates are at the same distance.
 //! - `p2c.rs`, `two_of_the_eligible`: `<=` for `<` between the two draws,
-//!   which are distinct by construction.
+//!   which are distinct by construction; or `>`, after which the pair
+//!   leads with the second draw instead of the first, drawn alike.
 //! - `p2c.rs`, `eligible_or_redrawn` returning `None`: every pick whose
 //!   draw lands on a down endpoint then goes to `two_of_the_eligible`,
 //!   which draws as uniformly among the eligible, in O(n) instead of O(1).
