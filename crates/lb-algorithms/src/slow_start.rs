@@ -235,6 +235,20 @@ mod tests {
     }
 
     #[test]
+    fn the_ramp_s_draws_follow_its_seed() {
+        // Round robin inside draws nothing: only the ramp's draws tell the runs apart.
+        let t0 = Timestamp::from_nanos(1_000_000_000_000);
+        let picks = |seed| {
+            let newcomers = set_of(1).replaced(set_of(20).iter().map(|m| m.endpoint().clone()), t0);
+            let slow = SlowStart::new(RoundRobin::new(newcomers), SlowStartConfig::default(), t0);
+            slow.seed_rng(seed);
+            (0..200).map(|_| slow.select(&PickContext::new()).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(picks(7), picks(7));
+        assert_ne!(picks(7), picks(8));
+    }
+
+    #[test]
     fn reports_on_others_refresh_a_newcomer_in_turn() {
         // Only endpoint 0 is reported on; the rotating refresh still moves
         // the newcomer's ramp within one turn of the four endpoints.

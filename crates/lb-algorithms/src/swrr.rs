@@ -197,8 +197,8 @@ impl Balancer for SmoothWeightedRoundRobin {
         let turn = self.next_entry(self.next.index_below(len), |i| ctx.health_admits(&states[i]))?;
         let mut pick = self.order[turn] as usize;
         if ctx.is_excluded(pick) {
-            let after = if turn + 1 == len { 0 } else { turn + 1 };
-            pick = self.order[self.next_entry(after, |i| self.set.is_eligible(i, ctx))?] as usize;
+            // From the turn itself: its own endpoint is excluded, so the search passes it.
+            pick = self.order[self.next_entry(turn, |i| self.set.is_eligible(i, ctx))?] as usize;
         }
         self.next.pass(turn);
         Some(pick)
