@@ -49,6 +49,9 @@
 //!   fields it sets to their defaults (gateway failures, split local origin,
 //!   failure percentage); they are written out to say "nothing else".
 //!
+//! - lb-health `breaker/word.rs`, `Streak::success`: `|` for `&` in the
+//!   fast path's check, which then never holds; `start_success_run` makes
+//!   the same check and answers the same.
 //! - lb-health `active.rs`, `next_delay`: `!=` for `==` on the coin that
 //!   picks the sign of the jitter. Either way it is a fair coin.
 //! - lb-health `retry/throttle.rs`, `on_success`: `<=` for `<` against the

@@ -80,4 +80,16 @@ mod tests {
         }
         assert!(().try_retry(Timestamp::ZERO), "no gate allows");
     }
+
+    #[test]
+    fn a_borrowed_gate_answers_as_the_gate() {
+        fn ask(gate: impl RetryGate) -> bool {
+            gate.try_retry(Timestamp::ZERO)
+        }
+        for allow in [true, false] {
+            let gate = Counting::new(allow);
+            assert_eq!(ask(&gate), allow);
+            assert_eq!(gate.asked.get(), 1, "the borrowed gate itself was asked");
+        }
+    }
 }
