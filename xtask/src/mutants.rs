@@ -9,10 +9,12 @@
 //! installed from crates.io when missing.
 //!
 //! Known equivalent mutants, which no test can kill because the behaviour
-//! does not change:
+//! does not change. In lb-algorithms:
 //! - `swrr.rs`, `jump`: `position + len - from` as `+ from`. Distances of
 //!   wrapped positions are only compared with each other and with unwrapped
-//!   ones, and both orders survive the change.
+//!   ones, and both orders survive the change. And `<=` for `<` between
+//!   distances: every position belongs to one endpoint, so no two
+//!   candidates are at the same distance.
 //! - `rendezvous.rs`, `score`: the leading `-` deleted. The scores turn
 //!   negative, and the bits of negative floats order by magnitude as the
 //!   positive ones do, so every rank keeps its place.
@@ -37,33 +39,8 @@
 //! - `random.rs`, `alias_table`: `<=` for `<` when sorting columns into
 //!   small and large. A column of exactly full mass keeps all of it
 //!   either way (its threshold is the whole range, its alias never drawn).
-//! - lb-health `outlier/mod.rs`, `success_rate_outliers`: one `r - mean`
-//!   of the variance as `r + mean`. The sum of `(r - m)(r + m)` over the
-//!   rates equals the sum of `(r - m)^2`, since the rates average to `m`.
-//! - `^` for `|` between bit fields that never overlap: a ring point's
-//!   hash and index (`ketama.rs`, `fnv_ring.rs`), and in lb-health
-//!   `breaker/window.rs`, `record_otherwise`, and `breaker/word.rs`,
-//!   `Word::encode`, `tagged` and `Streak::failure` (a run's count stays
-//!   below its flag bit).
-//! - lb-health `outlier/config.rs`, `consecutive_failures`: deleting the
-//!   fields it sets to their defaults (gateway failures, split local origin,
-//!   failure percentage); they are written out to say "nothing else".
-//!
-//! - lb-health `breaker/word.rs`, `Streak::success`: `|` for `&` in the
-//!   fast path's check, which then never holds; `start_success_run` makes
-//!   the same check and answers the same.
-//! - lb-health `active.rs`, `next_delay`: `!=` for `==` on the coin that
-//!   picks the sign of the jitter. Either way it is a fair coin.
-//! - lb-health `retry/throttle.rs`, `on_success`: `<=` for `<` against the
-//!   full bucket. A full bucket then stores its own value again.
-//! - lb-health `breaker/circuit.rs`, `record_verdict`: the fast path taken
-//!   for a stale ticket (`!=` for `==` on the generation). Its counters are
-//!   tagged by generation and take a stale increment back, and the slow
-//!   path does the same for a current ticket.
-//! - lb-health `outlier/config.rs`, `OutlierConfig::envoy` as `Default::default()`:
-//!   that is what it returns (Envoy's defaults are the defaults).
-//! - `swrr.rs`, `jump`: `<=` for `<` between distances. Every position
-//!   belongs to one endpoint, so no two candidates are at the same distance.
+//! - `ring.rs`, `points_for`: `>=` for `>` against the ring's cap. At
+//!   exactly the cap, scaling by `cap / wanted` is scaling by one.
 //! - `p2c.rs`, `two_of_the_eligible`: `<=` for `<` between the two draws,
 //!   which are distinct by construction; or `>`, after which the pair
 //!   leads with the second draw instead of the first, drawn alike.
@@ -74,8 +51,33 @@
 //!   with `|` or `&` for `^`. Both draws stay fixed sequences of the one
 //!   seed; at worst the inner's seed equals the ramp's, which correlates
 //!   the two sequences and leaves each uniform.
-//! - `ring.rs`, `points_for`: `>=` for `>` against the ring's cap. At
-//!   exactly the cap, scaling by `cap / wanted` is scaling by one.
+//!
+//! In both crates, `^` for `|` between bit fields that never overlap: a
+//! ring point's hash and index (`ketama.rs`, `fnv_ring.rs`), and in
+//! lb-health `breaker/window.rs`, `record_otherwise`, and `breaker/word.rs`,
+//! `Word::encode`, `tagged` and `Streak::failure` (a run's count stays
+//! below its flag bit).
+//!
+//! In lb-health:
+//! - `outlier/mod.rs`, `success_rate_outliers`: one `r - mean` of the
+//!   variance as `r + mean`. The sum of `(r - m)(r + m)` over the rates
+//!   equals the sum of `(r - m)^2`, since the rates average to `m`.
+//! - `outlier/config.rs`, `consecutive_failures`: deleting the fields it
+//!   sets to their defaults (gateway failures, split local origin, failure
+//!   percentage); they are written out to say "nothing else". And
+//!   `OutlierConfig::envoy` as `Default::default()`: that is what it
+//!   returns (Envoy's defaults are the defaults).
+//! - `breaker/word.rs`, `Streak::success`: `|` for `&` in the fast path's
+//!   check, which then never holds; `start_success_run` makes the same
+//!   check and answers the same.
+//! - `breaker/circuit.rs`, `record_verdict`: the fast path taken for a
+//!   stale ticket (`!=` for `==` on the generation). Its counters are
+//!   tagged by generation and take a stale increment back, and the slow
+//!   path does the same for a current ticket.
+//! - `active.rs`, `next_delay`: `!=` for `==` on the coin that picks the
+//!   sign of the jitter. Either way it is a fair coin.
+//! - `retry/throttle.rs`, `on_success`: `<=` for `<` against the full
+//!   bucket. A full bucket then stores its own value again.
 //!
 //! Five survivors need an interleaving a unit test cannot force:
 //! - either answer of `GenCounter::repair`'s check that a word was taken
