@@ -65,9 +65,17 @@ pub(crate) fn slowloris(bench: &Bench) -> Outcome {
             during.failed(),
             during.requests
         ),
-        promise: "each slow connection closed at the header timeout (+1 s); normal p99 ≤ 2 × alone + 1 ms; 0 failed"
-            .to_string(),
-        kept: closed_on_time && during.failed() == 0 && during.requests > 0 && during.p99 <= p99_bound,
+        promise: bench.scale.pick(
+            "each slow connection closed at the header timeout (+1 s); normal p99 ≤ 2 × alone + 1 ms; 0 failed",
+            // The quick run is part of `cargo xtask test`, where a timed bound on
+            // this shared box is a benchmark, not a test: p99 is reported only.
+            "each slow connection closed at the header timeout (+1 s); 0 failed (p99 reported)",
+        )
+        .to_string(),
+        kept: closed_on_time
+            && during.failed() == 0
+            && during.requests > 0
+            && bench.scale.pick(during.p99 <= p99_bound, true),
     }
 }
 
